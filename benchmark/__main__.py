@@ -1,0 +1,288 @@
+"""Command line: ``python -m benchmark <command>`` (also installed as ``echosynth``).
+
+The only module that imports upward (sweeps, reports): it wires the layers together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def _config_path(value: str | None) -> Path:
+    """``--config`` as a file, or a preset name (``smoke``, ``quick``, ``paper``)."""
+    if value is None:
+        value = "quick"
+    path = Path(value)
+    if not path.suffix and not path.exists() and (REPO_CONFIGS / f"{value}.yaml").is_file():
+        return REPO_CONFIGS / f"{value}.yaml"
+    return path
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config file or preset name (default: quick)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set grid.ratios=[0.5,1] (repeatable)",
+    )
+    p.add_argument("--out", type=Path, help="output folder (default: runs/<config name>)")
+    p.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: sqlite:///<out>/mlflow.db)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _load(args: argparse.Namespace):
+    from benchmark.config import load_config
+
+    overrides = list(args.overrides)
+    if getattr(args, "tracking_uri", None):
+        overrides.append(f"tracking.uri={args.tracking_uri}")
+    if getattr(args, "storage", None):
+        overrides.append(f"sweep.storage={args.storage}")
+    cfg = load_config(_config_path(args.config), overrides)
+    out = args.out or Path("runs") / cfg.name
+    return cfg, out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from benchmark.data.cli import add_parser as add_data_parser
+
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark",
+        description="echosynth-bench: does synthetic echo data from vision-language diffusion "
+        "models help downstream tasks?",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("sweep", help="run (or resume) the whole grid and write the report")
+    _add_config_args(p)
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///<out>/optuna.db)")
+    p.add_argument("--dry-run", action="store_true", help="list the canonical cells, run nothing")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("run", help="run one grid cell")
+    _add_config_args(p)
+    p.add_argument("--task", required=True)
+    p.add_argument("--mode", default="none")
+    p.add_argument("--prompt", default=None, help="prompt kind P0-P7")
+    p.add_argument("--ratio", type=float, default=0.0)
+    p.add_argument("--protocol", default="mix")
+    p.add_argument("--real-fraction", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON line")
+
+    p = sub.add_parser("generate", help="train (or reuse) a generator and sample a synthetic set")
+    _add_config_args(p)
+    p.add_argument("--mode", required=True)
+    p.add_argument("--prompt", default=None, help="prompt kind P0-P7 (text and hybrid modes)")
+    p.add_argument("--real-fraction", type=float, default=1.0)
+    p.add_argument("--json", action="store_true", help="print one JSON line")
+
+    add_data_parser(sub)
+
+    p = sub.add_parser("report", help="LaTeX tables (and data exports) from a sweep's MLflow runs")
+    p.add_argument("run_dir", type=Path, help="the sweep's output folder")
+    p.add_argument("--out", type=Path, help="where to write (default: RUN_DIR/report)")
+    p.add_argument("--tracking-uri", help="default: sqlite:///RUN_DIR/mlflow.db")
+    p.add_argument("--experiment", help="default: the name in RUN_DIR/config.yaml")
+
+    p = sub.add_parser("ui", help="start the MLflow UI for a run folder on 127.0.0.1")
+    p.add_argument("run_dir", type=Path, nargs="?", default=Path("runs/quick"))
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+
+    p = sub.add_parser("bench", help="measure generator, sampling and downstream throughput")
+    _add_config_args(p)
+    p.add_argument("--json", action="store_true", help="print one JSON line")
+    return parser
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from sweeps.grid import check_runnable, grid_cells, run_sweep
+
+    cfg, out = _load(args)
+    cells = grid_cells(cfg)
+    if args.dry_run:
+        check_runnable(cfg, cells)
+        if args.json:
+            print(json.dumps({"cells": [{"key": c.key()} for c in cells]}))
+        else:
+            print("\n".join(c.key() for c in cells))
+            print(f"{len(cells)} canonical cells", file=sys.stderr)
+        return 0
+    started = time.time()
+    result = run_sweep(cfg, out, progress=not args.quiet)
+    report = _report(out, None, None, None)
+    summary = {
+        "out": str(out),
+        "cells": len(result.cells),
+        "computed": len(result.computed),
+        "failed": result.failed,
+        "tables": [str(p) for p in report["tables"]],
+        "seconds": round(time.time() - started, 2),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(report["summary"])
+        print(
+            f"\n{len(result.cells)} cells ({len(result.computed)} computed now, "
+            f"{len(result.failed)} failed) in {summary['seconds']} s. Results: {out}"
+        )
+        for key, reason in result.failed.items():
+            print(f"  failed {key}: {reason}", file=sys.stderr)
+    return 1 if result.failed else 0
+
+
+def _report(run_dir: Path, out: Path | None, uri: str | None, experiment: str | None) -> dict:
+    from benchmark.config import load_config
+    from reports.report import write_report
+
+    config_file = Path(run_dir) / "config.yaml"
+    cfg = load_config(config_file) if config_file.is_file() else None
+    if uri is None:
+        uri = (
+            cfg.tracking.uri if cfg else None
+        ) or f"sqlite:///{Path(run_dir).resolve() / 'mlflow.db'}"
+    if experiment is None:
+        if cfg is None:
+            raise FileNotFoundError(
+                f"{config_file}: not a sweep folder (no config.yaml); pass --experiment"
+            )
+        experiment = cfg.tracking.experiment or cfg.name
+    return write_report(uri, experiment, out or Path(run_dir) / "report")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    report = _report(args.run_dir, args.out, args.tracking_uri, args.experiment)
+    print(report["summary"])
+    for path in report["tables"]:
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from benchmark.grid import GridCell, Mode, Prompt, Protocol, Task, canonicalize
+    from sweeps.cell import cell_stage, log_cell
+    from sweeps.grid import check_runnable
+    from sweeps.workspace import Workspace
+
+    cfg, out = _load(args)
+    try:
+        cell = canonicalize(
+            GridCell(
+                Task(args.task),
+                Mode(args.mode),
+                Prompt(args.prompt) if args.prompt else None,
+                args.ratio,
+                Protocol(args.protocol),
+                args.real_fraction,
+                args.seed,
+            )
+        )
+    except ValueError as exc:
+        raise ValueError(f"invalid cell: {exc}") from None
+    check_runnable(cfg, [cell])
+    ws = Workspace(cfg, out, progress=not args.quiet)
+    stage = cell_stage(ws, cell)
+    log_cell(ws, cell, stage, None)
+    summary = json.loads((stage.path / "metrics.json").read_text())
+    metrics = summary["test"] | {k: summary[k] for k in ("epochs_to_95", "val_auc")}
+    if args.json:
+        print(json.dumps({"cell_key": cell.key(), "metrics": metrics, "stage": str(stage.path)}))
+    else:
+        print(cell.key())
+        for k, v in metrics.items():
+            print(f"  {k:>14}: {v}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from benchmark.grid import Mode, Prompt
+    from sweeps.workspace import Workspace
+
+    cfg, out = _load(args)
+    mode = Mode(args.mode)
+    if mode is Mode.NONE:
+        raise ValueError("--mode none generates nothing; pick a generation mode")
+    ws = Workspace(cfg, out, progress=not args.quiet)
+    prompt = Prompt(args.prompt) if args.prompt else None
+    gen = ws.generator_stage(mode, prompt, args.real_fraction)
+    synth, data = ws.synthetic_stage(mode, prompt, args.real_fraction)
+    info = {
+        "pipeline": str(gen.path) if gen else None,
+        "synthetic": str(synth.path),
+        "n_images": len(data),
+        "mode": mode.value,
+    }
+    print(json.dumps(info) if args.json else "\n".join(f"{k}: {v}" for k, v in info.items()))
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from sweeps.ui import serve_mlflow
+
+    return serve_mlflow(args.run_dir, args.host, args.port)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from sweeps.throughput import measure
+
+    cfg, _ = _load(args)
+    figures = measure(cfg, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        for section, values in figures.items():
+            print(f"{section}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every model is local or built from config
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+    if args.command == "data":
+        from benchmark.data.cli import main as data_main
+
+        return data_main(args)
+    handlers = {
+        "sweep": cmd_sweep,
+        "run": cmd_run,
+        "generate": cmd_generate,
+        "report": cmd_report,
+        "ui": cmd_ui,
+        "bench": cmd_bench,
+    }
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, PermissionError, RuntimeError, LookupError) as exc:
+        if args.verbose:
+            raise
+        from benchmark.redact import mask_uri
+
+        print(f"error: {mask_uri(str(exc))}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

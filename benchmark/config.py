@@ -1,0 +1,323 @@
+"""Typed configuration: one dataclass per component, loaded strictly from YAML.
+
+``load_config(path, overrides)`` reads a preset from ``configs/``, applies dotted
+``--set a.b=value`` overrides (values parsed as YAML, so ``[0.5,1]`` is a list), rejects
+unknown keys and ill-typed or impossible values with a message naming the file and the key,
+and returns a frozen-by-convention :class:`Config`. ``to_dict`` gives the resolved config
+that is saved beside every result and hashed into stage keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from benchmark.data.config import DataConfig
+from benchmark.grid import Mode, Prompt, Protocol, Task
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names where and what."""
+
+
+@dataclass
+class GeneratorConfig:
+    """Diffusion generator shared by every mode (architecture, training and sampling)."""
+
+    block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+    layers_per_block: int = 1
+    attention: bool = False  # self-attention in the lowest-resolution blocks
+    joint_mask: bool = True  # emit the label map as extra channels (mask-free modes)
+    class_conditional: bool = False  # unconditional mode: condition on view x phase
+    timesteps: int = 1000
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
+    train_steps: int = 2000
+    batch_size: int = 16
+    lr: float = 1e-4
+    weight_decay: float = 1e-2
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    sampler: Literal["ddpm", "ddim", "dpmsolver++"] = "ddim"
+    sample_steps: int = 50
+    sample_batch_size: int = 64
+    n_samples: int | None = None  # None: enough for the grid's largest ratio
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _positive(
+            self,
+            "generator",
+            "layers_per_block",
+            "timesteps",
+            "train_steps",
+            "batch_size",
+            "lr",
+            "sample_steps",
+            "sample_batch_size",
+        )
+        if not self.block_out_channels or any(c <= 0 for c in self.block_out_channels):
+            raise ValueError("generator.block_out_channels must be positive integers")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"generator.ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.sample_steps > self.timesteps:
+            raise ValueError("generator.sample_steps cannot exceed generator.timesteps")
+        if self.n_samples is not None and self.n_samples < 1:
+            raise ValueError(f"generator.n_samples must be >= 1, got {self.n_samples}")
+
+
+@dataclass
+class TrainConfig:
+    """Nuisance hyperparameters of every downstream training run."""
+
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 16
+    epochs: int = 30
+    patience: int = 10  # early stopping on the validation metric
+    scheduler: Literal["cosine", "constant"] = "cosine"
+
+    def __post_init__(self) -> None:
+        _positive(self, "downstream.train", "lr", "batch_size", "epochs", "patience")
+        if self.weight_decay < 0:
+            raise ValueError("downstream.train.weight_decay must be >= 0")
+
+
+@dataclass
+class SegModelConfig:
+    """MONAI U-Net for 4-class segmentation."""
+
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    num_res_units: int = 1
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if len(self.channels) < 2 or any(c <= 0 for c in self.channels):
+            raise ValueError("downstream.seg.channels needs >= 2 positive integers")
+        if not 0 <= self.dropout < 1:
+            raise ValueError("downstream.seg.dropout must be in [0, 1)")
+
+
+@dataclass
+class DownstreamConfig:
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seg: SegModelConfig = field(default_factory=SegModelConfig)
+    augment: bool = True
+
+
+@dataclass
+class GridConfig:
+    """The scientific axes crossed by a sweep (see DESIGN.md)."""
+
+    tasks: list[Task] = field(default_factory=lambda: [Task.SEG])
+    modes: list[Mode] = field(default_factory=lambda: [Mode.NONE, Mode.UNCONDITIONAL])
+    prompts: list[Prompt] = field(default_factory=lambda: [Prompt.P1])
+    ratios: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
+    protocols: list[Protocol] = field(default_factory=lambda: [Protocol.MIX])
+    real_fractions: list[float] = field(default_factory=lambda: [1.0])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    # Which patients form a real fraction is fixed across seeds, so seeds vary training only
+    # and a generator trained on that fraction is shared by every seed.
+    subset_seed: int = 0
+    include_baseline: bool = True  # always add the real-only reference cells
+
+    def __post_init__(self) -> None:
+        for name in ("tasks", "modes", "prompts", "ratios", "protocols", "real_fractions", "seeds"):
+            if not getattr(self, name):
+                raise ValueError(f"grid.{name} must not be empty")
+        if any(r < 0 for r in self.ratios):
+            raise ValueError(f"grid.ratios must be >= 0, got {self.ratios}")
+        if any(not 0 < f <= 1 for f in self.real_fractions):
+            raise ValueError(f"grid.real_fractions must be in (0, 1], got {self.real_fractions}")
+
+
+@dataclass
+class SweepConfig:
+    storage: str | None = None  # Optuna storage URL; None: sqlite:///<out>/optuna.db
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        _positive(self, "sweep", "workers")
+
+
+@dataclass
+class TrackingConfig:
+    uri: str | None = None  # MLflow tracking URI; None: sqlite:///<out>/mlflow.db
+    experiment: str | None = None  # None: the config's name
+
+
+@dataclass
+class Config:
+    name: str = "quick"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    downstream: DownstreamConfig = field(default_factory=DownstreamConfig)
+    grid: GridConfig = field(default_factory=GridConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def __post_init__(self) -> None:
+        if not self.name or not all(ch.isalnum() or ch in "-_" for ch in self.name):
+            raise ValueError(f"name must be letters, digits, '-' or '_', got {self.name!r}")
+
+
+def _positive(obj: Any, prefix: str, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value <= 0:
+            raise ValueError(f"{prefix}.{name} must be > 0, got {value}")
+
+
+# ----------------------------------------------------------------------------- conversion
+
+
+def from_dict(cls: type, data: Any, where: str = "") -> Any:
+    """Build dataclass ``cls`` from plain data, checking keys and types recursively.
+
+    ``where`` is the dotted path used in error messages (``""`` at the root).
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        names = ", ".join(_join(where, k) for k in unknown)
+        raise ConfigError(f"unknown key(s) {names}; valid keys here: {', '.join(sorted(fields))}")
+    kwargs = {k: _convert(hints[k], v, _join(where, k)) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return _convert(option, value, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0])
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            valid = [m.value for m in tp]
+            raise ConfigError(f"{where}: {value!r} is not one of {valid}") from None
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {tp}")  # a programming error, not user input
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain YAML/JSON-safe data of a config (enums by value)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, list | tuple):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    return obj
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"a.b=value"`` -> (["a", "b"], value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.path=value")
+    key, raw = text.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: cannot parse value ({exc})") from None
+    return path, value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Set each dotted override into a copy of ``data`` (creating nested mappings)."""
+    out = yaml.safe_load(yaml.safe_dump(data))
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {part!r} is not a section")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML preset (``None``: the built-in defaults) and apply overrides."""
+    data: dict = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML ({exc})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+    try:
+        data = apply_overrides(data, overrides or [])
+        return from_dict(Config, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def dump_config(config: Config) -> str:
+    """The resolved config as YAML text."""
+    return yaml.safe_dump(to_dict(config), sort_keys=False)

@@ -1,0 +1,117 @@
+"""The in-memory dataset record shared by every data source, real or synthetic.
+
+One ``EchoData`` holds N 2-D images with their label maps and one metadata row per image.
+Real sources (phantom, CAMUS, folder) and synthetic stages produce the same schema so the
+downstream layer never needs to know where an image came from.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# Metadata columns every source fills; extra columns are allowed and kept.
+META_COLUMNS = (
+    "patient",  # str, e.g. "patient0001"; splits are always by patient
+    "view",  # "2CH" | "4CH"
+    "phase",  # "ED" | "ES"
+    "sex",  # "F" | "M"
+    "age",  # int years
+    "quality",  # "Good" | "Medium" | "Poor"
+    "ef",  # float ejection fraction in percent (NaN when unknown)
+    "split",  # "train" | "val" | "test"
+    "source",  # "real" | "synthetic"
+    "label_source",  # "manual" | "phantom" | "conditioning" | "generated" | "none"
+)
+LABELS = {0: "background", 1: "LV", 2: "MYO", 3: "LA"}
+
+
+@dataclass
+class EchoData:
+    """A set of 2-D echo images.
+
+    Attributes:
+        images: ``(N, H, W)`` float32 in ``[0, 1]``.
+        masks: ``(N, H, W)`` uint8 label maps with values in ``{0, 1, 2, 3}``, or ``None``
+            for unlabelled data (e.g. an imported DICOM cine).
+        meta: ``N`` rows with at least :data:`META_COLUMNS`.
+    """
+
+    images: np.ndarray
+    masks: np.ndarray | None
+    meta: pd.DataFrame
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 3:
+            raise ValueError(f"images must be (N, H, W), got shape {self.images.shape}")
+        if self.masks is not None and self.masks.shape != self.images.shape:
+            raise ValueError(
+                f"masks shape {self.masks.shape} does not match images {self.images.shape}"
+            )
+        if len(self.meta) != len(self.images):
+            raise ValueError(f"{len(self.meta)} metadata rows for {len(self.images)} images")
+        missing = [c for c in META_COLUMNS if c not in self.meta.columns]
+        if missing:
+            raise ValueError(f"metadata is missing columns {missing}")
+        self.meta = self.meta.reset_index(drop=True)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, index: np.ndarray | list[int] | pd.Series) -> EchoData:
+        """Rows ``index`` (integer positions or a boolean mask) as a new ``EchoData``."""
+        idx = np.asarray(index)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        return EchoData(
+            images=self.images[idx],
+            masks=None if self.masks is None else self.masks[idx],
+            meta=self.meta.iloc[idx].reset_index(drop=True),
+        )
+
+    def split(self, name: str) -> EchoData:
+        """The images of one split (``"train"``, ``"val"`` or ``"test"``)."""
+        return self.subset((self.meta["split"] == name).to_numpy())
+
+    @staticmethod
+    def concat(parts: list[EchoData]) -> EchoData:
+        """Stack several sets with the same image size; masks are kept only if all have them."""
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        has_masks = all(p.masks is not None for p in parts)
+        return EchoData(
+            images=np.concatenate([p.images for p in parts]),
+            masks=np.concatenate([p.masks for p in parts]) if has_masks else None,
+            meta=pd.concat([p.meta for p in parts], ignore_index=True),
+        )
+
+    def save(self, folder: Path) -> None:
+        """Write ``images.npy``, ``masks.npy`` (if any) and ``manifest.csv`` into ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / "images.npy", self.images.astype(np.float32))
+        if self.masks is not None:
+            np.save(folder / "masks.npy", self.masks.astype(np.uint8))
+        self.meta.to_csv(folder / "manifest.csv", index=False)
+        (folder / "data.json").write_text(
+            json.dumps({"n": len(self), "shape": list(self.images.shape[1:])})
+        )
+
+    @classmethod
+    def load(cls, folder: Path) -> EchoData:
+        """Read a folder written by :meth:`save`."""
+        folder = Path(folder)
+        for name in ("images.npy", "manifest.csv"):
+            if not (folder / name).is_file():
+                raise FileNotFoundError(f"{folder / name}: missing dataset file")
+        masks_path = folder / "masks.npy"
+        meta = pd.read_csv(folder / "manifest.csv", dtype={"patient": str})
+        return cls(
+            images=np.load(folder / "images.npy", allow_pickle=False),
+            masks=np.load(masks_path, allow_pickle=False) if masks_path.is_file() else None,
+            meta=meta,
+        )

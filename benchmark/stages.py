@@ -1,0 +1,151 @@
+"""Content-addressed stage folders: compute once, reuse forever, never half-written.
+
+A stage is a folder ``<root>/<kind>/<label>-<hash>`` whose hash covers exactly the inputs
+it depends on (a JSON-able spec). It is computed into a temporary sibling, completed with
+``spec.json`` and ``done.json``, then atomically renamed into place, so a folder under its
+final name is always finished. A file lock beside it keeps two processes (or machines on a
+shared file system) from computing the same stage at once; the loser waits and reuses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+# Bump when the meaning of a stage's files changes, so old caches are not reused.
+STAGE_FORMAT = 1
+
+
+class StaleStageError(RuntimeError):
+    """A stage folder exists under the expected key but was made from a different spec."""
+
+
+def spec_hash(spec: Any) -> str:
+    """SHA-256 of the canonical JSON of ``spec`` (sorted keys, no whitespace)."""
+    text = json.dumps({"format": STAGE_FORMAT, "spec": spec}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A finished stage folder and what was recorded in its ``done.json``."""
+
+    path: Path
+    kind: str
+    digest: str
+    done: dict
+    computed: bool  # True if this call computed it, False if it was reused
+
+    @property
+    def key(self) -> str:
+        return self.path.name
+
+
+class StageStore:
+    """The stage folders of one sweep output directory."""
+
+    def __init__(self, root: Path, lock_timeout: float = -1) -> None:
+        self.root = Path(root)
+        self.lock_timeout = lock_timeout  # seconds; -1 waits forever
+
+    def path_for(self, kind: str, spec: Any, label: str = "") -> Path:
+        digest = spec_hash(spec)
+        name = f"{label}-{digest[:12]}" if label else digest[:16]
+        return self.root / kind / name
+
+    def lookup(self, kind: str, spec: Any, label: str = "") -> Stage | None:
+        """The finished stage for ``spec``, or ``None`` if it has not been computed."""
+        path = self.path_for(kind, spec, label)
+        return self._read(path, kind, spec) if path.exists() else None
+
+    def get_or_compute(
+        self,
+        kind: str,
+        spec: Any,
+        compute: Callable[[Path], dict | None],
+        label: str = "",
+        resolved_config: str | None = None,
+    ) -> Stage:
+        """Return the stage for ``spec``, running ``compute(tmp_dir)`` if it is not done.
+
+        ``compute`` writes its files into the temporary folder it is given and may return
+        a JSON-able summary that is stored in ``done.json``. ``resolved_config`` (YAML text)
+        is saved as ``config.yaml`` beside the result. If ``compute`` raises, the temporary
+        folder is removed and nothing under the final name appears.
+        """
+        path = self.path_for(kind, spec, label)
+        if path.exists():
+            return self._read(path, kind, spec)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock", timeout=self.lock_timeout):
+            if path.exists():  # another process finished it while we waited
+                return self._read(path, kind, spec)
+            tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            tmp.mkdir()
+            try:
+                started = time.time()
+                summary = compute(tmp) or {}
+                if resolved_config is not None:
+                    (tmp / "config.yaml").write_text(resolved_config)
+                digest = spec_hash(spec)
+                _write_json(tmp / "spec.json", {"kind": kind, "hash": digest, "spec": spec})
+                done = {
+                    "kind": kind,
+                    "hash": digest,
+                    "seconds": round(time.time() - started, 3),
+                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "host": socket.gethostname(),
+                    "summary": summary,
+                }
+                _write_json(tmp / "done.json", done)
+                _fsync_dir(tmp)
+                os.rename(tmp, path)
+                _fsync_dir(path.parent)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        return Stage(path=path, kind=kind, digest=digest, done=done, computed=True)
+
+    def _read(self, path: Path, kind: str, spec: Any) -> Stage:
+        digest = spec_hash(spec)
+        try:
+            done = json.loads((path / "done.json").read_text())
+            stored = json.loads((path / "spec.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise StaleStageError(
+                f"{path}: stage folder is damaged ({exc}); delete it to recompute"
+            ) from None
+        if stored.get("hash") != digest or done.get("hash") != digest:
+            raise StaleStageError(
+                f"{path}: cached stage was made from a different configuration "
+                f"(stored hash {str(stored.get('hash'))[:12]}, expected {digest[:12]}); "
+                "delete the folder or use another --out"
+            )
+        return Stage(path=path, kind=kind, digest=digest, done=done, computed=False)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    with open(path, "w") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    # Make the rename itself durable: without this a crash can lose a "finished" stage.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

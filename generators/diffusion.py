@@ -1,0 +1,172 @@
+"""Shared diffusion training and sampling for every generator mode.
+
+Training: DDPM noise-prediction loss with accelerate (device placement, bf16 autocast on
+GPU, multi-GPU via ``accelerate launch``), AdamW, EMA weights, gradient clipping, a
+progress bar and a loss curve. Sampling: DDPM, DDIM or DPM-Solver++ from diffusers,
+batched and seeded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    SchedulerMixin,
+    UNet2DModel,
+)
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from benchmark.config import GeneratorConfig
+
+# A batch is (x0, model kwargs): x0 (B, C, H, W) in [-1, 1]; kwargs e.g. class_labels (B,).
+Batch = tuple[torch.Tensor, dict[str, torch.Tensor]]
+
+
+def build_unet(
+    cfg: GeneratorConfig, size: int, channels: int, num_classes: int | None
+) -> UNet2DModel:
+    """A diffusers ``UNet2DModel`` sized by the config; attention only at the lowest level."""
+    n = len(cfg.block_out_channels)
+    down = ["DownBlock2D"] * n
+    up = ["UpBlock2D"] * n
+    if cfg.attention:
+        down[-1], up[0] = "AttnDownBlock2D", "AttnUpBlock2D"
+    return UNet2DModel(
+        sample_size=size,
+        in_channels=channels,
+        out_channels=channels,
+        block_out_channels=tuple(cfg.block_out_channels),
+        layers_per_block=cfg.layers_per_block,
+        down_block_types=tuple(down),
+        up_block_types=tuple(up),
+        add_attention=cfg.attention,
+        norm_num_groups=math.gcd(*cfg.block_out_channels, 32),
+        num_class_embeds=num_classes,
+    )
+
+
+def training_scheduler(cfg: GeneratorConfig) -> DDPMScheduler:
+    return DDPMScheduler(num_train_timesteps=cfg.timesteps, beta_schedule=cfg.beta_schedule)
+
+
+def sampling_scheduler(train_scheduler: SchedulerMixin, sampler: str) -> SchedulerMixin:
+    """The configured sampler built from the training scheduler's noise schedule."""
+    config = train_scheduler.config
+    if sampler == "ddpm":
+        return DDPMScheduler.from_config(config)
+    if sampler == "ddim":
+        return DDIMScheduler.from_config(config)
+    if sampler == "dpmsolver++":
+        return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++")
+    raise ValueError(f"unknown sampler {sampler!r}")
+
+
+@dataclass
+class TrainResult:
+    losses: list[float]  # one value per optimisation step
+    seconds: float
+
+
+def train_denoiser(
+    unet: torch.nn.Module,
+    batches: Callable[[torch.Generator], Iterator[Batch]],
+    cfg: GeneratorConfig,
+    device: torch.device,
+    seed: int,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``unet`` to predict the noise added to ``x0`` for ``cfg.train_steps`` steps.
+
+    ``batches(generator)`` yields an endless stream of batches; the final weights are the
+    EMA weights (copied into ``unet``).
+    """
+    import time
+
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(
+        cpu=device.type == "cpu",
+        mixed_precision="bf16" if device.type == "cuda" else "no",
+    )
+    scheduler = training_scheduler(cfg)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    unet, optimizer = accelerator.prepare(unet, optimizer)
+    ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=True)
+    ema.to(accelerator.device)
+    gen = torch.Generator().manual_seed(seed)
+    stream = batches(gen)
+    losses: list[float] = []
+    started = time.time()
+    unet.train()
+    bar = tqdm(range(cfg.train_steps), desc="train generator", disable=not progress, leave=False)
+    for _ in bar:
+        x0, kwargs = next(stream)
+        x0 = x0.to(accelerator.device)
+        kwargs = {k: v.to(accelerator.device) for k, v in kwargs.items()}
+        # Noise and timesteps drawn on CPU from our generator: reproducible on any device.
+        noise = torch.randn(x0.shape, generator=gen).to(accelerator.device)
+        t = torch.randint(0, cfg.timesteps, (x0.shape[0],), generator=gen).to(accelerator.device)
+        noisy = scheduler.add_noise(x0, noise, t)
+        with accelerator.autocast():
+            pred = unet(noisy, t, **kwargs).sample
+        loss = torch.nn.functional.mse_loss(pred.float(), noise)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"generator loss became {loss.item()} at step {len(losses)}")
+        accelerator.backward(loss)
+        if cfg.grad_clip > 0:
+            accelerator.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.step(unet.parameters())
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    ema.copy_to(accelerator.unwrap_model(unet).parameters())
+    return TrainResult(losses=losses, seconds=time.time() - started)
+
+
+@torch.no_grad()
+def sample(
+    unet: torch.nn.Module,
+    scheduler: SchedulerMixin,
+    n: int,
+    shape: tuple[int, int, int],
+    steps: int,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    kwargs_for: Callable[[slice], dict[str, torch.Tensor]] | None = None,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Draw ``n`` samples of ``shape`` (C, H, W) -> ``(n, C, H, W)`` on CPU.
+
+    ``kwargs_for(slice)`` gives the conditioning of the samples in that slice (e.g. class
+    labels). The initial noise of sample ``i`` depends only on ``seed`` and ``i``'s batch,
+    so the result does not depend on the device.
+    """
+    unet = unet.to(device).eval()
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    bar = tqdm(total=n, desc="sample", disable=not progress, leave=False, unit="img")
+    for start in range(0, n, batch_size):
+        sl = slice(start, min(n, start + batch_size))
+        b = sl.stop - sl.start
+        x = torch.randn((b, *shape), generator=gen).to(device)
+        kwargs = {k: v.to(device) for k, v in (kwargs_for(sl) if kwargs_for else {}).items()}
+        scheduler.set_timesteps(steps)
+        x = x * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:
+            model_in = scheduler.scale_model_input(x, t)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                eps = unet(model_in, t, **kwargs).sample
+            x = scheduler.step(eps.float(), t, x, generator=gen).prev_sample
+        out.append(x.cpu())
+        bar.update(b)
+    bar.close()
+    return torch.cat(out)

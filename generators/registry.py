@@ -1,0 +1,24 @@
+"""Mode -> generator. New generation modes register here."""
+
+from __future__ import annotations
+
+from benchmark.grid import Mode
+from generators.base import Generator
+from generators.corrupted import CorruptedGenerator
+from generators.oracle import OracleGenerator
+from generators.unconditional import UnconditionalGenerator
+
+IMPLEMENTED = (Mode.UNCONDITIONAL, Mode.ORACLE, Mode.CORRUPTED)
+
+
+def get_generator(mode: Mode, device: str = "auto") -> Generator:
+    if mode is Mode.UNCONDITIONAL:
+        return UnconditionalGenerator(device)
+    if mode is Mode.ORACLE:
+        return OracleGenerator()
+    if mode is Mode.CORRUPTED:
+        return CorruptedGenerator()
+    raise ValueError(
+        f"generation mode {mode.value!r} is not available yet; implemented: "
+        f"{[m.value for m in IMPLEMENTED]}"
+    )

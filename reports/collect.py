@@ -1,0 +1,223 @@
+"""Read a sweep's MLflow runs into tidy pandas tables.
+
+Reports read MLflow only (never stage folders), so results logged by many machines into one
+tracking store combine into one table. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pandas as pd
+from mlflow.entities import ViewType
+from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
+from mlflow.tracking import MlflowClient
+
+from benchmark.redact import mask_uri
+
+PER_SAMPLE_ARTIFACT = "per_sample.csv"
+
+# Tag columns of a cell run, in output order, with the dtype each is cast to.
+CELL_TAGS: dict[str, type] = {
+    "cell_key": str,
+    "task": str,
+    "mode": str,
+    "prompt": str,
+    "ratio": float,
+    "protocol": str,
+    "real_fraction": float,
+    "seed": int,
+    "model": str,
+    "primary_metric": str,
+    "status": str,
+}
+# Run-level metrics that are kept without a `test/` prefix.
+EXTRA_METRICS = ("epochs_to_95", "seconds_to_95", "val_auc", "train_seconds")
+FIDELITY_TAGS = ("mode", "prompt")
+RECIPE_PREFIX = "recipe."
+
+_PAGE = 1000
+
+
+class ExperimentNotFoundError(LookupError):
+    """The named experiment (sweep) does not exist in the tracking store."""
+
+
+def _client(tracking_uri: str) -> MlflowClient:
+    # MLflow silently creates an empty database for a missing SQLite file; a typo in the path
+    # would then surface as "experiment not found", which hides the real cause.
+    if tracking_uri.startswith("sqlite:///") and ":memory:" not in tracking_uri:
+        # sqlite:///rel.db -> "/rel.db", sqlite:////abs.db -> "//abs.db": drop one slash.
+        db = Path(unquote(urlsplit(tracking_uri).path)[1:])
+        if not db.exists():
+            raise FileNotFoundError(f"MLflow store {mask_uri(tracking_uri)}: no file {db}")
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _experiment_id(client: MlflowClient, tracking_uri: str, experiment: str) -> str:
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        known = sorted(e.name for e in client.search_experiments(view_type=ViewType.ALL))
+        raise ExperimentNotFoundError(
+            f"experiment {experiment!r} not found in {mask_uri(tracking_uri)}; "
+            f"known experiments: {known}"
+        )
+    return exp.experiment_id
+
+
+def _search(client: MlflowClient, experiment_id: str, kind: str) -> list:
+    """All FINISHED runs of one kind; running, failed and killed runs carry no final metrics."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.kind = '{kind}' and attributes.status = 'FINISHED'",
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=_PAGE,
+            page_token=token,
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _cast(value: str | None, to: type):
+    if value is None:
+        return None if to is str else float("nan")
+    try:
+        return to(value)
+    except ValueError:
+        return float("nan") if to is not str else value
+
+
+def collect_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
+    """One row per finished cell run of `experiment`.
+
+    Columns: run_id, start_time, the cell tags (cell_key, task, mode, prompt, ratio, protocol,
+    real_fraction, seed, model, primary_metric, status), then one column per `test/<name>` metric
+    (named `<name>`) and epochs_to_95, seconds_to_95, val_auc, train_seconds when logged.
+    `seed` is a nullable integer so that a missing tag stays missing instead of becoming a float.
+    """
+    client = _client(tracking_uri)
+    runs = _search(client, _experiment_id(client, tracking_uri, experiment), "cell")
+    rows = []
+    for run in runs:
+        tags, metrics = run.data.tags, run.data.metrics
+        row = {
+            "run_id": run.info.run_id,
+            "start_time": pd.Timestamp(run.info.start_time, unit="ms", tz="UTC"),
+        }
+        row |= {name: _cast(tags.get(name), to) for name, to in CELL_TAGS.items()}
+        row |= {k.removeprefix("test/"): v for k, v in metrics.items() if k.startswith("test/")}
+        row |= {k: metrics[k] for k in EXTRA_METRICS if k in metrics}
+        rows.append(row)
+    fixed = ["run_id", "start_time", *CELL_TAGS]
+    df = pd.DataFrame(rows, columns=None if rows else fixed)
+    metric_cols = sorted(c for c in df.columns if c not in fixed and c not in EXTRA_METRICS)
+    extra_cols = [c for c in EXTRA_METRICS if c in df.columns]
+    df = df[fixed + metric_cols + extra_cols]
+    df["seed"] = pd.array(df["seed"], dtype="Int64")
+    df["ratio"] = df["ratio"].astype(float)
+    df["real_fraction"] = df["real_fraction"].astype(float)
+    return df.sort_values(["cell_key", "seed", "start_time"], ignore_index=True)
+
+
+@contextmanager
+def _quiet_downloads():
+    """Hide MLflow's per-download progress bar: one bar per run floods a report's output."""
+    name = MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name
+    old = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def collect_per_sample(tracking_uri: str, runs: pd.DataFrame) -> pd.DataFrame:
+    """Long table (run_id, cell_key, seed, sample, metric, value) from `per_sample.csv` artifacts.
+
+    Runs without the artifact (e.g. a cell whose test step crashed but which still finished) are
+    skipped with one warning naming them, so one bad run does not block a whole report.
+    """
+    client = _client(tracking_uri)
+    frames, missing = [], []
+    with _quiet_downloads(), tempfile.TemporaryDirectory(prefix="per_sample_") as tmp:
+        for row in runs[["run_id", "cell_key", "seed"]].itertuples(index=False):
+            names = {a.path for a in client.list_artifacts(row.run_id)}
+            if PER_SAMPLE_ARTIFACT not in names:
+                missing.append(row.run_id)
+                continue
+            dst = Path(tmp) / row.run_id
+            dst.mkdir()
+            path = client.download_artifacts(row.run_id, PER_SAMPLE_ARTIFACT, str(dst))
+            wide = pd.read_csv(path, dtype={"sample": str})
+            long = wide.melt(id_vars="sample", var_name="metric", value_name="value")
+            long["value"] = pd.to_numeric(long["value"], errors="coerce")
+            frames.append(long.assign(run_id=row.run_id, cell_key=row.cell_key, seed=row.seed))
+    if missing:
+        warnings.warn(
+            f"{len(missing)} run(s) have no {PER_SAMPLE_ARTIFACT}: {missing}", stacklevel=2
+        )
+    cols = ["run_id", "cell_key", "seed", "sample", "metric", "value"]
+    if not frames:
+        return pd.DataFrame(columns=cols)
+    out = pd.concat(frames, ignore_index=True)[cols]
+    out["seed"] = pd.array(out["seed"], dtype="Int64")
+    return out
+
+
+def collect_curves(tracking_uri: str, runs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Metric history (run_id, cell_key, step, value) of `metric`, its full logged name
+    (e.g. `val/dice_mean`, `train/loss`), for every run in `runs`.
+
+    If a step was logged twice (a resumed run), the later value wins.
+    """
+    client = _client(tracking_uri)
+    rows = []
+    for row in runs[["run_id", "cell_key"]].itertuples(index=False):
+        for m in client.get_metric_history(row.run_id, metric):
+            rows.append((row.run_id, row.cell_key, m.step, m.value, m.timestamp))
+    df = pd.DataFrame(rows, columns=["run_id", "cell_key", "step", "value", "timestamp"])
+    df = df.sort_values(["run_id", "step", "timestamp"])
+    df = df.drop_duplicates(["run_id", "step"], keep="last")
+    return df.drop(columns="timestamp").reset_index(drop=True)
+
+
+def collect_fidelity(tracking_uri: str, experiment: str) -> pd.DataFrame:
+    """One row per finished fidelity run: run_id, mode, prompt, every logged metric (fd, kid,
+    precision, recall, cond_*_acc, mask_dice, ...) and every `recipe.*` param, since an FD value
+    is only comparable to another with the same recipe."""
+    client = _client(tracking_uri)
+    runs = _search(client, _experiment_id(client, tracking_uri, experiment), "fidelity")
+    rows = []
+    for run in runs:
+        row = {"run_id": run.info.run_id}
+        row |= {t: run.data.tags.get(t) for t in FIDELITY_TAGS}
+        row |= dict(run.data.metrics)
+        row |= {k: v for k, v in run.data.params.items() if k.startswith(RECIPE_PREFIX)}
+        rows.append(row)
+    fixed = ["run_id", *FIDELITY_TAGS]
+    df = pd.DataFrame(rows, columns=None if rows else fixed)
+    recipe = sorted(c for c in df.columns if c.startswith(RECIPE_PREFIX))
+    metrics = sorted(c for c in df.columns if c not in fixed and c not in recipe)
+    return df[fixed + metrics + recipe]
+
+
+def export(df: pd.DataFrame, out_dir: str | Path, stem: str) -> tuple[Path, Path]:
+    """Write `df` as `<stem>.csv` and `<stem>.parquet` in `out_dir`; return both paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv, parquet = out / f"{stem}.csv", out / f"{stem}.parquet"
+    df.to_csv(csv, index=False)
+    df.to_parquet(parquet, index=False)
+    return csv, parquet

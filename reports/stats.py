@@ -1,0 +1,172 @@
+"""Statistics for the results tables: summaries over seeds, and paired tests against the
+real-only baseline with Holm–Bonferroni correction.
+
+Inputs are the frames of `reports.collect`: `runs` (one row per cell run) and `per_sample`
+(long: run_id, cell_key, seed, sample, metric, value).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata, wilcoxon
+
+BASELINE_MODE = "none"
+BASELINE_PROTOCOL = "mix"
+# Axes a cell shares with its real-only baseline; vlseg also pairs on the prompt, because there
+# the prompt conditions the segmenter itself, not only a generator.
+BASELINE_KEYS = ("task", "model", "real_fraction", "seed")
+PROMPTED_TASKS = ("vlseg",)
+
+# The smallest n at which an exact two-sided signed-rank test can reach p < 0.05
+# (all six differences of one sign: p = 2 / 2**6 = 0.031); with fewer pairs a test can only
+# ever say "not significant", so it is reported as not done (NaN) instead.
+MIN_PAIRS = 6
+
+
+@dataclass(frozen=True)
+class WilcoxonResult:
+    """Paired two-sided Wilcoxon signed-rank test of cell vs baseline.
+
+    `direction` is the sign of R+ - R- (the signed-rank sums the test is built on): +1 when the
+    cell's values tend to be larger than the baseline's, -1 smaller, 0 balanced.
+    `p_value` is NaN when there were fewer than `min_pairs` pairs (no test done).
+    """
+
+    n_pairs: int
+    statistic: float
+    p_value: float
+    direction: int
+    median_diff: float
+
+
+def summarise(df: pd.DataFrame, by: str | Sequence[str], metric: str) -> pd.DataFrame:
+    """Mean, sample standard deviation (ddof=1) and count of `metric` per `by` group.
+
+    Missing values are left out of all three. With a single value `std` is NaN, not 0: one seed
+    says nothing about spread, so tables print the mean alone rather than a fake "± 0.00".
+    """
+    by = [by] if isinstance(by, str) else list(by)
+    grouped = df.groupby(by, sort=False, dropna=False)[metric]
+    out = grouped.agg(mean="mean", std=lambda s: s.std(ddof=1), n="count").reset_index()
+    out["n"] = out["n"].astype(int)
+    return out
+
+
+def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values, in the input order.
+
+    Sorted ascending, the k-th smallest of m p-values (k from 0) becomes
+    max over j <= k of min(1, (m - j) * p_(j)); rejecting adjusted p < alpha controls the
+    family-wise error rate at alpha. NaNs (tests not done) are not counted in m and stay NaN.
+    """
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full_like(p, np.nan)
+    idx = np.flatnonzero(~np.isnan(p))
+    if idx.size == 0:
+        return out
+    order = idx[np.argsort(p[idx], kind="stable")]
+    m = order.size
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(scaled)
+    return out
+
+
+def paired_wilcoxon(
+    cell: pd.Series, baseline: pd.Series, min_pairs: int = MIN_PAIRS
+) -> WilcoxonResult:
+    """Two-sided Wilcoxon signed-rank test of `cell` vs `baseline`, paired by index (sample id).
+
+    Samples present in only one series, or non-finite in either (e.g. an infinite HD95 for an
+    empty prediction), are dropped. Zero differences are discarded (scipy's "wilcox" method);
+    if all differences are zero the two are identical on this data and p = 1.
+    """
+    both = pd.concat({"cell": cell, "base": baseline}, axis=1, join="inner")
+    both = both[np.isfinite(both["cell"]) & np.isfinite(both["base"])]
+    d = (both["cell"] - both["base"]).to_numpy(dtype=float)
+    n = int(d.size)
+    median = float(np.median(d)) if n else float("nan")
+    if n < min_pairs:
+        return WilcoxonResult(n, float("nan"), float("nan"), 0, median)
+    nonzero = d[d != 0]
+    if nonzero.size == 0:
+        return WilcoxonResult(n, 0.0, 1.0, 0, median)
+    ranks = rankdata(np.abs(nonzero))
+    direction = int(np.sign(ranks[nonzero > 0].sum() - ranks[nonzero < 0].sum()))
+    res = wilcoxon(nonzero, zero_method="wilcox", alternative="two-sided")
+    return WilcoxonResult(n, float(res.statistic), float(res.pvalue), direction, median)
+
+
+def _prompt_key(runs: pd.DataFrame) -> pd.Series:
+    return runs["prompt"].where(runs["task"].isin(PROMPTED_TASKS), "")
+
+
+def is_baseline(runs: pd.DataFrame) -> pd.Series:
+    """Rows that are real-only baselines (mode `none`)."""
+    return runs["mode"] == BASELINE_MODE
+
+
+def match_baselines(runs: pd.DataFrame) -> pd.DataFrame:
+    """Pair every non-baseline run with its real-only baseline run.
+
+    The baseline of a cell is the run with mode `none`, protocol `mix`, and the same task, model,
+    real_fraction, seed and (for vlseg) prompt. Returns columns run_id, baseline_run_id, one row
+    per run that has a baseline; if a baseline was logged twice the latest run is used.
+    """
+    keys = [*BASELINE_KEYS, "_prompt_key"]
+    runs = runs.assign(_prompt_key=_prompt_key(runs))
+    base = runs[is_baseline(runs) & (runs["protocol"] == BASELINE_PROTOCOL)]
+    if "start_time" in base.columns:
+        base = base.sort_values("start_time")
+    base = base.drop_duplicates(keys, keep="last")
+    cells = runs[~is_baseline(runs)]
+    pairs = cells[["run_id", *keys]].merge(
+        base[["run_id", *keys]].rename(columns={"run_id": "baseline_run_id"}), on=keys
+    )
+    return pairs[["run_id", "baseline_run_id"]].reset_index(drop=True)
+
+
+def seed_mean(per_sample: pd.DataFrame, run_ids, metric: str) -> pd.Series:
+    """Per-sample value of `metric` averaged over the given runs (the seeds of one cell),
+    indexed by sample id, so that each sample enters a paired test once."""
+    sel = per_sample[per_sample["run_id"].isin(list(run_ids)) & (per_sample["metric"] == metric)]
+    return sel.groupby("sample")["value"].mean()
+
+
+def compare_to_baseline(
+    runs: pd.DataFrame,
+    per_sample: pd.DataFrame,
+    by: str | Sequence[str],
+    metric: str,
+    min_pairs: int = MIN_PAIRS,
+) -> pd.DataFrame:
+    """Test every `by` group of non-baseline runs against the matching real-only baselines.
+
+    Only seeds that have both a cell run and a baseline run enter a group's test; per-sample
+    values are averaged over those seeds on each side, then paired by sample. All groups tested
+    in one call form one family for Holm's correction (one table = one family).
+    Returns `by` + n_pairs, n_seeds, statistic, p_value, p_holm, direction, median_diff.
+    """
+    by = [by] if isinstance(by, str) else list(by)
+    pairs = match_baselines(runs)
+    cells = runs.merge(pairs, on="run_id")
+    rows = []
+    for key, group in cells.groupby(by, sort=False, dropna=False):
+        res = paired_wilcoxon(
+            seed_mean(per_sample, group["run_id"], metric),
+            seed_mean(per_sample, group["baseline_run_id"], metric),
+            min_pairs=min_pairs,
+        )
+        key = key if isinstance(key, tuple) else (key,)
+        rows.append(
+            dict(zip(by, key))
+            | {"n_seeds": group["seed"].nunique()}
+            | {f: getattr(res, f) for f in WilcoxonResult.__dataclass_fields__}
+        )
+    cols = [*by, "n_seeds", *WilcoxonResult.__dataclass_fields__, "p_holm"]
+    out = pd.DataFrame(rows, columns=cols[:-1])
+    out["p_holm"] = holm(out["p_value"].to_numpy(dtype=float))
+    return out[cols]

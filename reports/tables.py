@@ -1,0 +1,640 @@
+"""LaTeX results tables (booktabs, via pandas' Styler) from the tidy frames of `reports.collect`.
+
+Every entry is `mean $\\pm$ std` over seeds (the mean alone for a single seed), the best entry of
+each column is bold, and, where per-sample values exist, an entry is marked when it differs
+significantly from the real-only baseline (`reports.stats.compare_to_baseline`).
+Only runs with status `ok` enter a table; a cell logged twice for one seed counts once (latest).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from reports.stats import (
+    BASELINE_MODE,
+    compare_to_baseline,
+    is_baseline,
+    match_baselines,
+    summarise,
+)
+
+ALPHA = 0.05
+BETTER_MARK = r"$^{*}$"
+WORSE_MARK = r"$^{\dagger}$"
+EMPTY = "--"
+BASELINE_LABEL = "real only"
+
+# Lower-is-better metrics, matched as whole name parts so that e.g. `f1_macro` never hits `fd`.
+_LOWER_PARTS = re.compile(r"(^|[/_])(hd95|hd|asd|assd|fd|fid|kid|loss)($|[/_])")
+_LOWER_NAMES = {"epochs_to_95", "seconds_to_95", "train_seconds"}
+
+# Display order of categorical axes; anything else sorts after, naturally.
+_ORDER = {
+    "mode": ["none", "unconditional", "text", "semantic", "hybrid", "oracle", "corrupted"],
+    "protocol": ["mix", "pretrain", "synthetic_only"],
+}
+_NUMERIC_AXES = {"ratio", "real_fraction", "seed"}
+# Axes a baseline run shares with the cells compared to it; it has no mode, ratio or protocol
+# of its own, so it belongs to every slice along those.
+_BASELINE_SHARED = ("task", "model", "real_fraction", "prompt")
+_CELL_AXES = ("task", "model", "real_fraction", "protocol", "mode", "ratio", "prompt")
+
+FIDELITY_COLUMNS = {
+    "fd": "FD",
+    "kid": "KID",
+    "precision": "precision",
+    "recall": "recall",
+    "cond_view_acc": "view acc.",
+    "cond_phase_acc": "phase acc.",
+    "cond_quality_acc": "quality acc.",
+    "mask_dice": "mask Dice",
+}
+RECIPE_FIELDS = {
+    "recipe.extractor": "extractor",
+    "recipe.weights_sha256": "weights SHA-256",
+    "recipe.resolution": "resolution",
+    "recipe.n": "N",
+    "recipe.reference_split": "reference split",
+}
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+_LATEX_RE = re.compile("|".join(re.escape(c) for c in _LATEX_SPECIAL))
+
+
+def escape_latex(text: object) -> str:
+    """Escape LaTeX special characters in a label (`synthetic_only` -> `synthetic\\_only`)."""
+    return _LATEX_RE.sub(lambda m: _LATEX_SPECIAL[m.group()], str(text))
+
+
+def is_higher_better(metric: str) -> bool:
+    """Direction of a metric by name: distances (hd95, FD, KID), losses and times are lower."""
+    name = metric.lower().removeprefix("test/")
+    return not (name in _LOWER_NAMES or _LOWER_PARTS.search(name))
+
+
+# ----------------------------------------------------------------------------- formatting
+
+
+def _axis_value(axis: str, value: object) -> str:
+    """An axis value as printed in a header (floats without trailing zeros)."""
+    if axis in _NUMERIC_AXES and isinstance(value, int | float | np.number) and pd.notna(value):
+        return f"{value:g}"
+    return str(value)
+
+
+def _label_value(axis: str, value: object) -> str:
+    """An axis value inside a composite row label, where a bare number would be ambiguous."""
+    text = _axis_value(axis, value)
+    return {"ratio": f"ratio {text}", "real_fraction": f"real {text}"}.get(axis, text)
+
+
+def _sort_key(axis: str, value: object) -> tuple:
+    if axis in _ORDER:
+        order = _ORDER[axis]
+        return (order.index(value) if value in order else len(order), str(value))
+    if axis in _NUMERIC_AXES:
+        return (0, float(value))
+    # Natural order, so that P2 < P10 and "-" (no prompt) comes first.
+    return tuple((0, int(t)) if t.isdigit() else (1, t) for t in re.split(r"(\d+)", str(value)))
+
+
+def _keys(values: pd.Series, axis: str) -> list:
+    """Sort keys of `values`: a categorical's own order, else the axis' display order."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return list(values.cat.codes)
+    return [_sort_key(axis, v) for v in values]
+
+
+def _decimals(means: Iterable[float]) -> int:
+    finite = np.abs([m for m in means if np.isfinite(m)])
+    top = finite.max() if finite.size else 1.0
+    return 1 if top >= 100 else 2 if top >= 1 else 3 if top >= 0.01 else 4
+
+
+def _entry(mean: float, std: float, n: float, decimals: int, mark: str) -> str:
+    if not n or np.isnan(mean):
+        return EMPTY
+    text = f"{mean:.{decimals}f}"
+    if not np.isnan(std):
+        text += rf" $\pm$ {std:.{decimals}f}"
+    return text + mark
+
+
+@dataclass
+class _Grid:
+    """Summaries laid out as the table shows them (raw, unescaped labels)."""
+
+    mean: pd.DataFrame
+    std: pd.DataFrame
+    n: pd.DataFrame
+    higher: list[bool]  # per column
+    decimals: list[int]  # per column
+    marks: pd.DataFrame
+
+    def best(self) -> pd.DataFrame:
+        """True at the best entry of each column (ties at the printed precision all win); a
+        column with fewer than two entries has nothing to win against and stays plain."""
+        best = pd.DataFrame(False, index=self.mean.index, columns=self.mean.columns)
+        for j, col in enumerate(self.mean.columns):
+            vals = self.mean[col].astype(float).where(self.n[col] > 0).round(self.decimals[j])
+            if vals.notna().sum() >= 2:
+                best[col] = vals == (vals.max() if self.higher[j] else vals.min())
+        return best
+
+    def spread_note(self, over: str = "seeds") -> str:
+        n = self.n.to_numpy(dtype=float).ravel()
+        n = n[n > 0]
+        if not n.size:
+            return ""
+        lo, hi = int(n.min()), int(n.max())
+        span = f"{lo}" if lo == hi else f"{lo}$--${hi}"
+        single = (
+            f" (an entry from a single {over.rstrip('s')} shows the mean only)" if lo == 1 else ""
+        )
+        return rf" Mean $\pm$ std over {over}, $n={span}${single}."
+
+    def direction_note(self) -> str:
+        lower = [str(c) for c, h in zip(self.mean.columns, self.higher) if not h]
+        if not lower:
+            return " Bold: best per column (higher is better)."
+        if len(lower) == len(self.higher):
+            return " Bold: best per column (lower is better)."
+        return f" Bold: best per column (lower is better for {escape_latex(', '.join(lower))})."
+
+    def to_latex(self, corner: str, caption: str, label: str) -> str:
+        """A complete booktabs `table` environment; escapes all labels."""
+        rows, cols = range(self.mean.shape[0]), range(self.mean.shape[1])
+        cells = [
+            [
+                _entry(
+                    self.mean.iat[i, j],
+                    self.std.iat[i, j],
+                    self.n.iat[i, j],
+                    self.decimals[j],
+                    self.marks.iat[i, j],
+                )
+                for j in cols
+            ]
+            for i in rows
+        ]
+        index = [escape_latex(r) for r in self.mean.index]
+        columns = pd.Index([escape_latex(c) for c in self.mean.columns], name=escape_latex(corner))
+        display = pd.DataFrame(cells, index=index, columns=columns)
+        # Styler prints the columns' name in the header row's first cell: the table's corner.
+        props = np.where(self.best().to_numpy(), "textbf:--rwrap;", "")
+        styler = display.style.apply(lambda _: props, axis=None)
+        return styler.to_latex(
+            hrules=True,
+            caption=caption,
+            label=re.sub(r"[^A-Za-z0-9:.-]+", "-", label),
+            position_float="centering",
+            column_format="l" + "c" * display.shape[1],
+        )
+
+
+# ----------------------------------------------------------------------------- run selection
+
+
+def _usable(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs with status ok; of a cell logged more than once for one seed, the latest run."""
+    if "status" in df.columns:
+        df = df[df["status"] == "ok"]
+    if {"start_time", "cell_key", "seed"} <= set(df.columns):
+        df = df.sort_values("start_time").drop_duplicates(["cell_key", "seed"], keep="last")
+    return df
+
+
+def _is_baseline(df: pd.DataFrame) -> pd.Series:
+    if "mode" not in df.columns:
+        return pd.Series(False, index=df.index)
+    return is_baseline(df)
+
+
+def _slice(df: pd.DataFrame, **fixed) -> pd.DataFrame:
+    """Runs matching `fixed` axis values (None: no filter). Baseline runs are filtered only on
+    the axes they share with cells, so the real-only reference appears in every slice."""
+    keep = pd.Series(True, index=df.index)
+    base = _is_baseline(df)
+    for axis, value in fixed.items():
+        if value is not None:
+            match = df[axis] == value
+            keep &= match if axis in _BASELINE_SHARED else match | base
+    return df[keep]
+
+
+def _resolve(df: pd.DataFrame, axis: str, value: object, table: str) -> object:
+    """`value`, or the one value `axis` takes in `df` (its cells, else its baselines)."""
+    if value is not None:
+        return value
+    cells = df[~_is_baseline(df)]
+    values = (cells if len(cells) else df)[axis].dropna()
+    distinct = sorted(pd.unique(values), key=lambda v: _sort_key(axis, v))
+    if len(distinct) > 1:
+        raise ValueError(f"{table}: {axis} varies {distinct}; pass {axis}= to pick one")
+    return distinct[0] if distinct else None
+
+
+def _primary_metric(df: pd.DataFrame, table: str) -> str:
+    names = pd.unique(df["primary_metric"].dropna())
+    if len(names) != 1:
+        raise ValueError(f"{table}: need one primary_metric, found {list(names)}; pass metric=")
+    return str(names[0])
+
+
+def _check_unique(runs: pd.DataFrame, by: list[str]) -> None:
+    """Each table entry must summarise one cell; pooling different cells would be silent."""
+    if "cell_key" not in runs.columns or runs.empty:
+        return
+    counts = runs.groupby(by, observed=True)["cell_key"].nunique()
+    bad = counts[counts > 1]
+    if len(bad):
+        key = bad.index[0]
+        group = runs[(runs[by] == pd.Series(key, index=by)).all(axis=1)]
+        varying = [a for a in _CELL_AXES if a in group.columns and group[a].nunique() > 1]
+        raise ValueError(
+            f"table entry {key} pools {bad.iloc[0]} different cells (varying: "
+            f"{varying or 'no axis, only cell_key'}); filter the runs to one slice first"
+        )
+
+
+def _canonical(df: pd.DataFrame, axes: Sequence[str]) -> pd.DataFrame:
+    """Baseline first, then the given axes in display order."""
+    keys = list(zip(~_is_baseline(df), *(_keys(df[a], a) for a in axes)))
+    order = sorted(range(len(df)), key=keys.__getitem__)
+    return df.iloc[order]
+
+
+def _row_labels(df: pd.DataFrame, axes: Sequence[str], always: int = 1) -> pd.Series:
+    """An ordered categorical row label per run: the first `always` of `axes`, then those others
+    that vary among the cells (`_constants` names the rest for the caption); a baseline reads
+    "real only" plus its shared axes that vary (the vlseg prompt). "-" (no prompt) is omitted."""
+    base = _is_baseline(df)
+    varying = [*axes[:always], *(a for a in axes[always:] if df.loc[~base, a].nunique() > 1)]
+    shared = [a for a in axes if a in _BASELINE_SHARED and df[a].nunique() > 1]
+
+    def label(row: pd.Series) -> str:
+        if row["mode"] == BASELINE_MODE:
+            axes_shown, parts = shared, [BASELINE_LABEL]
+        else:
+            axes_shown, parts = list(dict.fromkeys(varying + shared)), []
+        return ", ".join(parts + [_label_value(a, row[a]) for a in axes_shown if row[a] != "-"])
+
+    if df.empty:
+        return pd.Series(pd.Categorical([]), index=df.index)
+    # Positional index: a caller's frame may carry duplicate index labels.
+    ordered = _canonical(df.reset_index(drop=True), axes)
+    labels = ordered.apply(label, axis=1)
+    cats = pd.Categorical(labels, categories=pd.unique(labels), ordered=True)
+    return pd.Series(cats, index=ordered.index).sort_index().set_axis(df.index)
+
+
+def _constants(df: pd.DataFrame, axes: Sequence[str], always: int = 1) -> str:
+    """` Synthetic cells: mode semantic, ratio 1.` for the axes `_row_labels` leaves out because
+    they do not vary among the cells (empty when there are none)."""
+    cells = df[~_is_baseline(df)]
+    fixed = {a: cells[a].iloc[0] for a in axes[always:] if len(cells) and cells[a].nunique() == 1}
+    fixed = {a: v for a, v in fixed.items() if v != "-"}
+    return f" Synthetic cells: {_describe(**fixed)}." if fixed else ""
+
+
+def _describe(**axes: object) -> str:
+    """`model clipseg, real fraction 0.25` for a caption (escaped)."""
+    return ", ".join(
+        f"{k.replace('_', ' ')} {escape_latex(_axis_value(k, v))}" for k, v in axes.items()
+    )
+
+
+def _rf(real_fraction: object) -> str:
+    return "rf" + _axis_value("real_fraction", real_fraction)
+
+
+def _slug(*parts: object) -> str:
+    # No dots: LaTeX's \input would take everything after one for a file extension.
+    text = "-".join(_axis_value("ratio", p) if isinstance(p, float) else str(p) for p in parts)
+    return re.sub(r"[^A-Za-z0-9-]+", "-", text.replace(".", "p")).strip("-")
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def pivot_table_tex(
+    df: pd.DataFrame,
+    per_sample: pd.DataFrame | None,
+    index: str | Sequence[str],
+    columns: str,
+    metric: str,
+    caption: str,
+    label: str,
+    higher_is_better: bool | None = None,
+    *,
+    corner: str | None = None,
+    decimals: int | None = None,
+    alpha: float = ALPHA,
+) -> str:
+    """`metric` pivoted to rows `index` x columns `columns`, as a LaTeX `table` environment.
+
+    `df` holds the runs to show (collect_runs' frame, filtered to one slice), real-only
+    baselines included: they are the reference of the significance test. Each entry must come
+    from a single cell, else ValueError. A categorical `index` keeps its category order; other
+    axes use their display order (mode and protocol as in the design, numbers and P0-P7
+    ascending). `caption` is LaTeX and is not escaped; row/column labels are. A note on the
+    statistics is appended to the caption.
+    `higher_is_better=None` infers the direction from the metric name (`is_higher_better`);
+    `decimals=None` picks 1-4 decimals from the magnitude of the values.
+    With `per_sample`, an entry is marked `$^{*}$` (significantly better than the baseline) or
+    `$^{\\dagger}$` (significantly worse): two-sided paired Wilcoxon signed-rank test on
+    per-sample values averaged over seeds, Holm-adjusted p < `alpha` over all tests in the table.
+    """
+    if metric not in df.columns:
+        raise ValueError(f"metric {metric!r} not among the run columns")
+    higher = is_higher_better(metric) if higher_is_better is None else higher_is_better
+    index = [index] if isinstance(index, str) else list(index)
+    runs = _usable(df)
+
+    # Raw row/column labels per run, in display order.
+    combos = runs[index].drop_duplicates()
+    keys = list(zip(*(_keys(combos[a], a) for a in index)))
+    combos = combos.iloc[sorted(range(len(combos)), key=lambda i: keys[i])]
+
+    def join(frame: pd.DataFrame) -> list[str]:
+        return [", ".join(_axis_value(a, v) for a, v in zip(index, r)) for r in frame.to_numpy()]
+
+    col_values = sorted(pd.unique(runs[columns]), key=lambda v: _sort_key(columns, v))
+    runs = runs.assign(
+        _row=join(runs[index]), _col=[_axis_value(columns, v) for v in runs[columns]]
+    )
+    _check_unique(runs, ["_row", "_col"])
+    row_order, col_order = join(combos), [_axis_value(columns, v) for v in col_values]
+
+    summary = summarise(runs, ["_row", "_col"], metric)
+
+    def grid(field: str) -> pd.DataFrame:
+        wide = summary.pivot(index="_row", columns="_col", values=field)
+        return wide.reindex(index=row_order, columns=col_order)
+
+    marks = pd.DataFrame("", index=row_order, columns=col_order)
+    n_tests = 0
+    if per_sample is not None and len(per_sample) and "mode" in runs.columns:
+        tests = compare_to_baseline(runs, per_sample, ["_row", "_col"], metric)
+        tests = tests[tests["p_holm"].notna()]
+        n_tests = len(tests)
+        for t in tests.to_dict("records"):
+            if t["p_holm"] < alpha and t["direction"] != 0:
+                good = (t["direction"] > 0) == higher
+                marks.loc[t["_row"], t["_col"]] = BETTER_MARK if good else WORSE_MARK
+
+    mean = grid("mean")
+    dec = decimals if decimals is not None else _decimals(mean.to_numpy(dtype=float).ravel())
+    g = _Grid(
+        mean=mean,
+        std=grid("std"),
+        n=grid("n").fillna(0),
+        higher=[higher] * len(col_order),
+        decimals=[dec] * len(col_order),
+        marks=marks,
+    )
+    note = g.spread_note() + g.direction_note()
+    if n_tests:
+        note += (
+            f" {BETTER_MARK}/{WORSE_MARK}: significantly better/worse than the real-only baseline"
+            " (two-sided paired Wilcoxon signed-rank test on per-sample test values averaged"
+            f" over seeds; Holm-adjusted $p<{alpha:g}$ over the {n_tests} test"
+            f"{'s' if n_tests > 1 else ''} in this table)."
+        )
+    corner = corner if corner is not None else f"{', '.join(index)} / {columns}"
+    return g.to_latex(corner, caption.rstrip() + note, label)
+
+
+def _metrics_table(
+    runs: pd.DataFrame,
+    index: str,
+    metrics: dict[str, str],
+    caption: str,
+    label: str,
+    higher: dict[str, bool] | None = None,
+    over: str = "seeds",
+) -> str:
+    """Rows `index` (an ordered categorical), one column per metric (name -> header), each
+    `mean ± std` over the runs of a row, with its own direction and decimals. No tests: these
+    are per-run quantities without per-sample values."""
+    higher = higher or {}
+    rows = [c for c in runs[index].cat.categories if c in set(runs[index])]
+    parts = {f: [] for f in ("mean", "std", "n")}
+    for m in metrics:
+        s = summarise(runs, index, m).set_index(index).reindex(rows)
+        for f in parts:
+            parts[f].append(s[f].rename(metrics[m]))
+    mean = pd.concat(parts["mean"], axis=1)
+    g = _Grid(
+        mean=mean,
+        std=pd.concat(parts["std"], axis=1),
+        n=pd.concat(parts["n"], axis=1).fillna(0),
+        higher=[higher.get(m, is_higher_better(m)) for m in metrics],
+        decimals=[_decimals(mean[c].to_numpy(dtype=float)) for c in mean.columns],
+        marks=pd.DataFrame("", index=mean.index, columns=mean.columns),
+    )
+    return g.to_latex(index, caption.rstrip() + g.spread_note(over) + g.direction_note(), label)
+
+
+def sb_table(
+    df: pd.DataFrame,
+    per_sample: pd.DataFrame | None,
+    model: str,
+    *,
+    real_fraction: float | None = None,
+    metric: str | None = None,
+) -> str:
+    """SB's table for one vlseg model: rows the training strategy (real only, then each protocol,
+    with generation mode and ratio when they vary), columns the prompt kind P0-P7."""
+    runs = _slice(_usable(df), task="vlseg", model=model)
+    if runs.empty:
+        raise ValueError(f"sb_table: no vlseg runs for model {model!r}")
+    rf = _resolve(runs, "real_fraction", real_fraction, "sb_table")
+    runs = _slice(runs, real_fraction=rf)
+    metric = metric or _primary_metric(runs, "sb_table")
+    axes = ["protocol", "mode", "ratio"]
+    runs = runs.assign(strategy=_row_labels(runs, axes))
+    caption = (
+        f"Vision-language segmentation ({_describe(model=model, real_fraction=rf)}): test "
+        f"{escape_latex(metric)} on the real test set per training strategy and prompt kind."
+        + _constants(runs, axes)
+    )
+    return pivot_table_tex(
+        runs,
+        per_sample,
+        "strategy",
+        "prompt",
+        metric,
+        caption,
+        f"tab:sb-{_slug(model, _rf(rf))}",
+        corner="strategy / prompt",
+    )
+
+
+def de_table(
+    df: pd.DataFrame,
+    per_sample: pd.DataFrame | None,
+    task: str,
+    *,
+    model: str | None = None,
+    protocol: str = "mix",
+    real_fraction: float | None = None,
+    metric: str | None = None,
+) -> str:
+    """DE's table for one task: rows the generation mode (with the prompt kind where it varies),
+    columns the synthetic:real ratio, entries the task's primary metric."""
+    runs = _slice(_usable(df), task=task)
+    if runs.empty:
+        raise ValueError(f"de_table: no runs for task {task!r}")
+    model = _resolve(runs, "model", model, "de_table")
+    rf = _resolve(_slice(runs, model=model), "real_fraction", real_fraction, "de_table")
+    runs = _slice(runs, model=model, real_fraction=rf, protocol=protocol)
+    metric = metric or _primary_metric(runs, "de_table")
+    runs = runs.assign(generator=_row_labels(runs, ["mode", "prompt"], always=2))
+    where = _describe(model=model, protocol=protocol, real_fraction=rf)
+    caption = (
+        f"Task {escape_latex(task)} ({where}): test {escape_latex(metric)} on the real test set"
+        " per generation mode and synthetic:real ratio."
+    )
+    return pivot_table_tex(
+        runs,
+        per_sample,
+        "generator",
+        "ratio",
+        metric,
+        caption,
+        f"tab:de-{_slug(task, model, protocol, _rf(rf))}",
+        corner="mode / ratio",
+    )
+
+
+def convergence_table(
+    df: pd.DataFrame,
+    task: str,
+    *,
+    model: str | None = None,
+    real_fraction: float | None = None,
+) -> str:
+    """Convergence per cell: epochs_to_95, val_auc and the speed-up over the real-only
+    baseline, baseline epochs_to_95 / cell epochs_to_95 for the same seed (1 for the baseline)."""
+    runs = _slice(_usable(df), task=task)
+    model = _resolve(runs, "model", model, "convergence_table")
+    rf = _resolve(_slice(runs, model=model), "real_fraction", real_fraction, "convergence_table")
+    runs = _slice(runs, model=model, real_fraction=rf)
+    if "epochs_to_95" not in runs.columns or runs["epochs_to_95"].isna().all():
+        raise ValueError(f"convergence_table: no epochs_to_95 for task {task!r}")
+    epochs = runs.set_index("run_id")["epochs_to_95"]
+    pairs = match_baselines(runs).set_index("run_id")["baseline_run_id"]
+    base_epochs = pairs.map(epochs).reindex(runs["run_id"]).to_numpy(dtype=float)
+    speedup = np.where(_is_baseline(runs), 1.0, base_epochs / runs["epochs_to_95"].to_numpy())
+    axes = ["mode", "protocol", "ratio", "prompt"]
+    runs = runs.assign(
+        speedup=np.where(runs["epochs_to_95"].notna(), speedup, np.nan),
+        cell=_row_labels(runs, axes),
+    )
+    metrics = {"epochs_to_95": "epochs to 95%", "val_auc": "val. AUC", "speedup": "speed-up"}
+    metrics = {m: h for m, h in metrics.items() if m in runs.columns}
+    caption = (
+        f"Convergence, task {escape_latex(task)} ({_describe(model=model, real_fraction=rf)}):"
+        r" epochs to reach 95\% of the best validation score, area under the validation curve,"
+        r" and speed-up = baseline epochs / cell epochs (same seed; 1 for the real-only run)."
+        + _constants(runs, axes)
+    )
+    label = f"tab:convergence-{_slug(task, model, _rf(rf))}"
+    return _metrics_table(runs, "cell", metrics, caption, label, {"speedup": True})
+
+
+def fidelity_table(fid: pd.DataFrame) -> str:
+    """Synthetic-set fidelity per generation mode x prompt kind (from `collect_fidelity`), with
+    the measuring recipe in the caption. Values with different recipes are not comparable, so
+    `fid` must hold one recipe (`write_tables` splits by recipe)."""
+    recipe_cols = [c for c in RECIPE_FIELDS if c in fid.columns]
+    recipe = {}
+    for c in recipe_cols:
+        values = pd.unique(fid[c])
+        if len(values) > 1:
+            raise ValueError(f"fidelity_table: {c} varies {list(values)}; one recipe per table")
+        recipe[RECIPE_FIELDS[c]] = values[0]
+    metrics = {m: h for m, h in FIDELITY_COLUMNS.items() if m in fid and fid[m].notna().any()}
+    if not metrics:
+        raise ValueError("fidelity_table: no fidelity metrics logged")
+    runs = fid.assign(generator=_row_labels(fid, ["mode", "prompt"], always=2))
+    if "recipe.weights_sha256" in recipe_cols:
+        recipe["weights SHA-256"] = str(recipe["weights SHA-256"])[:12]
+    described = "; ".join(f"{k} {escape_latex(v)}" for k, v in recipe.items())
+    caption = (
+        "Fidelity of the synthetic sets per generation mode and prompt kind: Fr\\'echet distance"
+        " (FD) and KID to the real reference set, precision and recall, conditioning fidelity"
+        " (accuracy with which view, phase and quality are recognised in the synthetic images)"
+        " and mask Dice (agreement of an image with its label map)."
+        + (f" Recipe: {described}." if described else "")
+    )
+    label = "tab:fidelity" + (f"-{_slug(*recipe.values())}" if recipe else "")
+    # Repeated fidelity runs of one synthetic set are replicates, not training seeds.
+    return _metrics_table(runs, "generator", metrics, caption, label, over="runs")
+
+
+def write_tables(
+    df: pd.DataFrame,
+    per_sample: pd.DataFrame | None,
+    out_dir: str | Path,
+    *,
+    fidelity: pd.DataFrame | None = None,
+) -> list[Path]:
+    """Write every table the data supports as `<name>.tex` in `out_dir`; return the paths.
+
+    sb: per (model, real fraction) when vlseg runs have prompts; de: per (task, model, protocol,
+    real fraction) with at least one synthetic cell; convergence: per (task, model, real
+    fraction) where epochs_to_95 was logged; fidelity: per recipe when `fidelity` has rows.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = _usable(df)
+    written: list[Path] = []
+
+    def emit(name: str, tex: str) -> None:
+        path = out / f"{name}.tex"
+        path.write_text(tex)
+        written.append(path)
+
+    def combos(frame: pd.DataFrame, axes: list[str]) -> list[tuple]:
+        return sorted(frame[axes].drop_duplicates().itertuples(index=False, name=None), key=str)
+
+    cells = runs[~_is_baseline(runs)]
+    vl = runs[(runs["task"] == "vlseg") & (runs["prompt"] != "-")]
+    for model, rf in combos(vl, ["model", "real_fraction"]):
+        emit(
+            f"sb-{_slug(model, _rf(rf))}",
+            sb_table(runs, per_sample, model, real_fraction=rf),
+        )
+    for task, model, protocol, rf in combos(cells, ["task", "model", "protocol", "real_fraction"]):
+        tex = de_table(runs, per_sample, task, model=model, protocol=protocol, real_fraction=rf)
+        emit(f"de-{_slug(task, model, protocol, _rf(rf))}", tex)
+    if "epochs_to_95" in runs.columns:
+        timed = runs[runs["epochs_to_95"].notna()]
+        for task, model, rf in combos(timed, ["task", "model", "real_fraction"]):
+            tex = convergence_table(runs, task, model=model, real_fraction=rf)
+            emit(f"convergence-{_slug(task, model, _rf(rf))}", tex)
+    if fidelity is not None and len(fidelity):
+        recipe_cols = [c for c in RECIPE_FIELDS if c in fidelity.columns]
+        groups = fidelity.groupby(recipe_cols, dropna=False) if recipe_cols else [((), fidelity)]
+        for i, (_, group) in enumerate(groups):
+            emit("fidelity" + (f"-{i + 1}" if i else ""), fidelity_table(group))
+    return written

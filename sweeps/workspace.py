@@ -1,0 +1,195 @@
+"""Everything one sweep output folder holds, and the stages that fill it.
+
+``Workspace`` ties a resolved config to its output folder, stage store and MLflow
+tracker. The stage functions compute (or reuse) the data, generator, synthetic and cell
+stages of DESIGN.md; each records exactly the inputs it depends on in its spec.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from benchmark.config import Config, dump_config, to_dict
+from benchmark.data.assembly import select_real_fraction
+from benchmark.data.records import EchoData
+from benchmark.data.sources import load_real
+from benchmark.grid import PROMPTED_MODES, GridCell, Mode, Prompt, Protocol
+from benchmark.imaging import save_grid
+from benchmark.stages import Stage, StageStore
+from benchmark.tracking import Tracker, default_artifact_location, default_tracking_uri
+from generators.base import GenerationContext
+from generators.registry import get_generator
+
+# Generator settings that change sampling only; they stay out of the generator's key so a
+# new sampler reuses the trained model.
+_SAMPLING_KEYS = ("sampler", "sample_steps", "sample_batch_size", "n_samples")
+
+
+@dataclass
+class Workspace:
+    cfg: Config
+    out: Path
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out).resolve()
+        self.store = StageStore(self.out)
+
+    @cached_property
+    def resolved(self) -> str:
+        return dump_config(self.cfg)
+
+    @cached_property
+    def tracking_uri(self) -> str:
+        return self.cfg.tracking.uri or default_tracking_uri(self.out)
+
+    @cached_property
+    def tracker(self) -> Tracker:
+        self.out.mkdir(parents=True, exist_ok=True)
+        local = self.tracking_uri.startswith("sqlite:")
+        return Tracker(
+            self.tracking_uri,
+            self.cfg.tracking.experiment or self.cfg.name,
+            default_artifact_location(self.out) if local else None,
+        )
+
+    # ------------------------------------------------------------------ data
+    @cached_property
+    def data_stage(self) -> Stage:
+        def compute(tmp: Path) -> dict:
+            data = load_real(self.cfg.data)
+            data.save(tmp)
+            counts = data.meta["split"].value_counts().to_dict()
+            return {"n_images": len(data), "splits": counts}
+
+        return self.store.get_or_compute(
+            "data",
+            {"data": to_dict(self.cfg.data)},
+            compute,
+            label=self.cfg.data.source,
+            resolved_config=self.resolved,
+        )
+
+    @cached_property
+    def real(self) -> EchoData:
+        return EchoData.load(self.data_stage.path)
+
+    def real_train(self, fraction: float) -> EchoData:
+        """The training patients a cell at this real fraction may see (generators too)."""
+        return select_real_fraction(self.real.split("train"), fraction, self.cfg.grid.subset_seed)
+
+    # ------------------------------------------------------------------ generators
+    def _context(self, mode: Mode, prompt: Prompt | None, fraction: float) -> GenerationContext:
+        level = prompt.level if (prompt is not None and mode in PROMPTED_MODES) else None
+        return GenerationContext(self.real_train(fraction), self.cfg.data, level)
+
+    def _generator_spec(self, mode: Mode, prompt: Prompt | None, fraction: float) -> dict:
+        gen_cfg = {k: v for k, v in to_dict(self.cfg.generator).items() if k not in _SAMPLING_KEYS}
+        return {
+            "data": self.data_stage.digest,
+            "mode": mode.value,
+            "prompt": prompt.value if mode in PROMPTED_MODES and prompt else None,
+            "real_fraction": fraction,
+            "subset_seed": self.cfg.grid.subset_seed,
+            "generator": gen_cfg,
+        }
+
+    def generator_stage(self, mode: Mode, prompt: Prompt | None, fraction: float) -> Stage | None:
+        """The trained generator of (mode, prompt, real fraction); None if it trains nothing."""
+        generator = get_generator(mode, self.cfg.device)
+        if not generator.trains:
+            return None
+        ctx = self._context(mode, prompt, fraction)
+
+        def compute(tmp: Path) -> dict:
+            summary = generator.train(ctx, self.cfg.generator, tmp, self.progress)
+            (tmp / "losses.json").write_text(json.dumps(summary.pop("losses", [])))
+            return summary
+
+        spec = self._generator_spec(mode, prompt, fraction)
+        stage = self.store.get_or_compute(
+            "gen", spec, compute, label=mode.value, resolved_config=self.resolved
+        )
+        self._log_generator(stage, mode, prompt, fraction)
+        return stage
+
+    def n_synthetic(self, fraction: float) -> int:
+        """Synthetic images to sample: enough for the grid's largest ratio at this fraction."""
+        if self.cfg.generator.n_samples is not None:
+            return self.cfg.generator.n_samples
+        ratios = list(self.cfg.grid.ratios)
+        if Protocol.SYNTHETIC_ONLY in self.cfg.grid.protocols:
+            ratios.append(1.0)  # synthetic_only cells are canonicalised to ratio 1
+        return max(1, math.ceil(max(ratios) * len(self.real_train(fraction))))
+
+    def synthetic_stage(
+        self, mode: Mode, prompt: Prompt | None, fraction: float
+    ) -> tuple[Stage, EchoData]:
+        gen_stage = self.generator_stage(mode, prompt, fraction)
+        generator = get_generator(mode, self.cfg.device)
+        ctx = self._context(mode, prompt, fraction)
+        n = self.n_synthetic(fraction)
+        spec = {
+            "generator": gen_stage.digest if gen_stage else None,
+            "data": self.data_stage.digest,
+            "mode": mode.value,
+            "prompt": prompt.value if mode in PROMPTED_MODES and prompt else None,
+            "real_fraction": fraction,
+            "n": n,
+            "sampling": {k: to_dict(self.cfg.generator)[k] for k in _SAMPLING_KEYS[:2]},
+            "seed": self.cfg.generator.seed,
+        }
+
+        def compute(tmp: Path) -> dict:
+            synth = generator.sample(
+                gen_stage.path if gen_stage else None,
+                ctx,
+                self.cfg.generator,
+                n,
+                self.cfg.generator.seed,
+                self.progress,
+            )
+            synth.save(tmp)
+            save_grid(tmp / "samples.png", synth.images, synth.masks)
+            return {"n_images": len(synth)}
+
+        stage = self.store.get_or_compute(
+            "synth", spec, compute, label=mode.value, resolved_config=self.resolved
+        )
+        return stage, EchoData.load(stage.path)
+
+    def _log_generator(self, stage: Stage, mode: Mode, prompt: Prompt | None, fraction: float):
+        """One MLflow run per trained generator (logged once, from its stage folder)."""
+        tracker = self.tracker
+        if stage.key in tracker.finished_runs("generator", "stage"):
+            return
+        run_id = tracker.start_run(
+            f"gen-{stage.key}",
+            {
+                "kind": "generator",
+                "stage": stage.key,
+                "mode": mode.value,
+                "prompt": prompt.value if prompt else "-",
+                "real_fraction": fraction,
+            },
+        )
+        tracker.log_params(run_id, {"generator": to_dict(self.cfg.generator)})
+        losses = json.loads((stage.path / "losses.json").read_text())
+        tracker.log_curves(run_id, {"train/loss": dict(enumerate(losses))})
+        tracker.log_metrics(run_id, {"train_seconds": stage.done["summary"].get("seconds", 0)})
+        tracker.log_artifact(run_id, stage.path / "config.yaml")
+        tracker.end_run(run_id)
+
+    # ------------------------------------------------------------------ cells
+    def cell_spec(self, cell: GridCell, synth: Stage | None) -> dict:
+        return {
+            "cell": cell.key(),
+            "data": self.data_stage.digest,
+            "synthetic": synth.digest if synth else None,
+            "downstream": to_dict(self.cfg.downstream),
+            "subset_seed": self.cfg.grid.subset_seed,
+        }

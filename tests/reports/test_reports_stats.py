@@ -1,0 +1,117 @@
+"""reports.stats: Holm by hand, Wilcoxon pairing and edge cases, summaries, baseline matching."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import wilcoxon
+
+from reports.stats import compare_to_baseline, holm, match_baselines, paired_wilcoxon, summarise
+
+
+def test_holm_matches_hand_computation():
+    # Sorted: 0.005*4=0.02, 0.01*3=0.03, 0.03*2=0.06, 0.04*1=0.04 -> raised to 0.06 (monotone).
+    adjusted = holm([0.01, 0.04, 0.03, 0.005])
+    np.testing.assert_allclose(adjusted, [0.03, 0.06, 0.06, 0.02])
+
+
+def test_holm_caps_at_one_and_skips_nan():
+    adjusted = holm([0.6, np.nan, 0.2])
+    # m = 2 (the NaN is no test): 0.2*2=0.4, 0.6*1=0.6.
+    np.testing.assert_allclose(adjusted, [0.6, np.nan, 0.4])
+    assert holm([0.7, 0.8])[0] == 1.0
+    assert holm([]).size == 0
+
+
+def test_wilcoxon_pairs_by_sample_id_not_position():
+    rng = np.random.default_rng(1)
+    ids = [f"s{i}" for i in range(12)]
+    base = pd.Series(rng.normal(0.8, 0.05, 12), index=ids)
+    cell = base + np.linspace(0.01, 0.02, 12)  # every sample improves
+    shuffled = cell.sample(frac=1.0, random_state=0)
+    extra = pd.concat([shuffled, pd.Series([5.0], index=["only_in_cell"])])
+    res = paired_wilcoxon(extra, base)
+    assert res.n_pairs == 12
+    assert res.direction == 1
+    assert res.p_value == pytest.approx(wilcoxon((cell - base).to_numpy()).pvalue)
+    assert res.p_value < 0.001
+
+
+def test_wilcoxon_all_zero_differences_gives_p_one():
+    s = pd.Series(np.linspace(0, 1, 10), index=[f"s{i}" for i in range(10)])
+    res = paired_wilcoxon(s, s.copy())
+    assert res.p_value == 1.0 and res.direction == 0 and res.n_pairs == 10
+
+
+def test_wilcoxon_too_few_pairs_is_not_tested():
+    a = pd.Series([1.0, 2.0, 3.0], index=["a", "b", "c"])
+    res = paired_wilcoxon(a + 1, a)
+    assert res.n_pairs == 3 and np.isnan(res.p_value)
+
+
+def test_wilcoxon_drops_non_finite_pairs():
+    ids = [f"s{i}" for i in range(8)]
+    base = pd.Series(np.arange(8.0), index=ids)
+    cell = (base + 1).astype(float)
+    cell["s0"] = np.inf  # e.g. HD95 of an empty prediction
+    assert paired_wilcoxon(cell, base).n_pairs == 7
+
+
+def test_summarise_mean_std_n():
+    df = pd.DataFrame({"g": ["a", "a", "a", "b"], "m": [1.0, 2.0, 3.0, 5.0]})
+    out = summarise(df, "g", "m").set_index("g")
+    assert out.loc["a", "mean"] == 2.0
+    assert out.loc["a", "std"] == pytest.approx(1.0)  # ddof=1
+    assert out.loc["a", "n"] == 3
+    # One value: no spread to report, so NaN rather than a misleading 0.
+    assert np.isnan(out.loc["b", "std"]) and out.loc["b", "n"] == 1
+
+
+def _run(run_id, mode, seed, prompt="-", task="seg", protocol="mix"):
+    return dict(
+        run_id=run_id,
+        cell_key=f"{mode}-{prompt}-{protocol}",
+        task=task,
+        mode=mode,
+        prompt=prompt,
+        ratio=0.0 if mode == "none" else 1.0,
+        protocol=protocol,
+        real_fraction=1.0,
+        seed=seed,
+        model="m",
+    )
+
+
+def test_match_baselines_pairs_seed_and_vlseg_prompt():
+    runs = pd.DataFrame(
+        [
+            _run("b0", "none", 0),
+            _run("b1", "none", 1),
+            _run("c0", "text", 0),
+            _run("c1", "text", 1),
+            _run("c2", "text", 2),  # no baseline for seed 2
+            _run("vb1", "none", 0, prompt="P1", task="vlseg"),
+            _run("vb2", "none", 0, prompt="P2", task="vlseg"),
+            _run("vc2", "semantic", 0, prompt="P2", task="vlseg", protocol="pretrain"),
+        ]
+    )
+    pairs = dict(match_baselines(runs).itertuples(index=False))
+    assert pairs == {"c0": "b0", "c1": "b1", "vc2": "vb2"}
+
+
+def test_compare_averages_seeds_before_pairing():
+    runs = pd.DataFrame([_run("b0", "none", 0), _run("b1", "none", 1)])
+    runs = pd.concat([runs, pd.DataFrame([_run("c0", "text", 0), _run("c1", "text", 1)])])
+    samples = [f"s{i}" for i in range(10)]
+    rows = []
+    for run_id, offset in [("b0", 0.0), ("b1", 0.2), ("c0", 0.3), ("c1", 0.3)]:
+        rows += [
+            dict(run_id=run_id, sample=s, metric="dice", value=i + offset)
+            for i, s in enumerate(samples)
+        ]
+    per_sample = pd.DataFrame(rows)
+    out = compare_to_baseline(runs, per_sample, "mode", "dice")
+    row = out.set_index("mode").loc["text"]
+    # Seed means: cell i+0.3, baseline i+0.1 -> 10 pairs, all +0.2.
+    assert row["n_pairs"] == 10 and row["n_seeds"] == 2
+    assert row["median_diff"] == pytest.approx(0.2)
+    assert row["direction"] == 1 and row["p_holm"] < 0.01

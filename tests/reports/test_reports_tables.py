@@ -1,0 +1,222 @@
+"""reports.tables: numbers, bold, significance marks and escaping in the LaTeX tables."""
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reports.tables import (
+    convergence_table,
+    de_table,
+    escape_latex,
+    fidelity_table,
+    is_higher_better,
+    pivot_table_tex,
+    sb_table,
+    write_tables,
+)
+
+SAMPLES = [f"p{i:03d}" for i in range(20)]
+# Per-sample offsets from the baseline. text: all 20 improve (clearly significant);
+# semantic: symmetric +/- (R+ = R-, p = 1); corrupted: all 20 get worse.
+OFFSETS = {
+    "none": np.zeros(20),
+    "text": np.full(20, 0.05),
+    "semantic": np.repeat([0.01, -0.01], 10) * np.tile(np.arange(1, 11), 2) / 10,
+    "corrupted": np.full(20, -0.05),
+}
+# Hand-made run-level results: (mode, ratio) -> dice per seed 0, 1.
+DICE = {
+    ("none", 0.0): [0.80, 0.82],  # 0.810 +- 0.014
+    ("text", 1.0): [0.90, 0.86],  # 0.880 +- 0.028  <- best at ratio 1
+    ("semantic", 1.0): [0.84, 0.84],  # 0.840 +- 0.000
+    ("corrupted", 1.0): [0.70, 0.74],  # 0.720 +- 0.028
+    ("text", 0.5): [0.83, 0.85],  # 0.840 +- 0.014
+    ("semantic", 0.5): [0.82, 0.82],  # 0.820 +- 0.000
+}
+
+
+def _runs_and_samples(task="seg", prompt="-", model="unet", protocol="mix", dice=DICE):
+    runs, rows = [], []
+    for (mode, ratio), values in dice.items():
+        proto = "mix" if mode == "none" else protocol
+        key = f"{task}|{model}|{mode}|{prompt}|{ratio}|{proto}"
+        for seed, value in enumerate(values):
+            run_id = f"{key}|{seed}"
+            runs.append(
+                dict(
+                    run_id=run_id,
+                    cell_key=key,
+                    task=task,
+                    mode=mode,
+                    prompt=prompt,
+                    ratio=ratio,
+                    protocol=proto,
+                    real_fraction=1.0,
+                    seed=seed,
+                    model=model,
+                    primary_metric="dice_mean",
+                    status="ok",
+                    dice_mean=value,
+                    hd95_mean=10 * (1 - value),
+                )
+            )
+            base = 0.5 + 0.01 * np.arange(20)
+            rows += [
+                dict(run_id=run_id, cell_key=key, seed=seed, sample=s, metric="dice_mean", value=v)
+                for s, v in zip(SAMPLES, base + OFFSETS[mode])
+            ]
+    return pd.DataFrame(runs), pd.DataFrame(rows)
+
+
+def _row(tex: str, label: str) -> str:
+    (line,) = [ln for ln in tex.splitlines() if ln.startswith(f"{label} &")]
+    return line
+
+
+def test_pivot_numbers_bold_and_marks():
+    runs, per_sample = _runs_and_samples()
+    tex = pivot_table_tex(runs, per_sample, "mode", "ratio", "dice_mean", "Dice.", "tab:dice")
+    assert _row(tex, "none") == r"none & 0.810 $\pm$ 0.014 & -- & -- \\"
+    # Text is best in both ratio columns (bold); all 20 samples improved: significant, better.
+    assert _row(tex, "text") == (
+        r"text & -- & \textbf{0.840 $\pm$ 0.014$^{*}$} & \textbf{0.880 $\pm$ 0.028$^{*}$} \\"
+    )
+    # Symmetric differences: no mark.
+    assert _row(tex, "semantic") == r"semantic & -- & 0.820 $\pm$ 0.000 & 0.840 $\pm$ 0.000 \\"
+    assert _row(tex, "corrupted") == r"corrupted & -- & -- & 0.720 $\pm$ 0.028$^{\dagger}$ \\"
+    assert r"\begin{table}" in tex and r"\end{table}" in tex
+    assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
+    assert r"\label{tab:dice}" in tex
+    assert "mode / ratio & 0 & 0.5 & 1" in tex
+    caption = re.search(r"\\caption\{(.*)\}", tex).group(1)
+    assert caption.startswith("Dice.") and "Holm" in caption and "5 tests" in caption
+
+
+def test_lower_is_better_bolds_the_minimum():
+    runs, _ = _runs_and_samples()
+    tex = pivot_table_tex(runs, None, "mode", "ratio", "hd95_mean", "HD95.", "tab:hd")
+    # hd95 = 10 (1 - dice): text at ratio 1 has the lowest (1.20).
+    assert r"\textbf{1.20 $\pm$ 0.28}" in _row(tex, "text")
+    assert "lower is better" in tex
+    assert "$^{*}$" not in tex  # no per-sample values, no tests
+
+
+def test_single_seed_shows_mean_only():
+    runs, per_sample = _runs_and_samples()
+    one = runs[runs["seed"] == 0]
+    tex = pivot_table_tex(one, per_sample, "mode", "ratio", "dice_mean", "c", "tab:x")
+    assert _row(tex, "none") == r"none & 0.800 & -- & -- \\"
+    assert "single seed shows the mean only" in tex
+
+
+def test_pooling_different_cells_is_an_error():
+    runs, _ = _runs_and_samples()
+    other = runs.assign(real_fraction=0.25, cell_key=runs["cell_key"] + "|rf")
+    with pytest.raises(ValueError, match="real_fraction"):
+        pivot_table_tex(pd.concat([runs, other]), None, "mode", "ratio", "dice_mean", "c", "t")
+
+
+def test_failed_and_duplicate_runs_are_left_out():
+    runs, _ = _runs_and_samples()
+    failed = runs.iloc[[0]].assign(run_id="x", dice_mean=0.0, status="failed")
+    tex = pivot_table_tex(pd.concat([runs, failed]), None, "mode", "ratio", "dice_mean", "c", "t")
+    assert _row(tex, "none") == r"none & 0.810 $\pm$ 0.014 & -- & -- \\"
+
+
+def test_de_table_rows_and_caption():
+    runs, per_sample = _runs_and_samples()
+    tex = de_table(runs, per_sample, "seg")
+    assert _row(tex, "real only").startswith(r"real only & 0.810 $\pm$ 0.014")
+    assert r"\textbf{0.880 $\pm$ 0.028$^{*}$}" in _row(tex, "text")
+    assert r"dice\_mean" in tex and r"\label{tab:de-seg-unet-mix-rf1}" in tex
+
+
+def test_sb_table_escapes_protocols_and_orders_prompts():
+    dice = {("none", 0.0): [0.88, 0.89], ("semantic", 1.0): [0.85, 0.84]}
+    frames = []
+    for prompt in ["P0", "P2", "P10", "P1"]:
+        for protocol in ["synthetic_only", "pretrain"]:
+            frames.append(_runs_and_samples("vlseg", prompt, "clipseg", protocol, dice))
+    runs = pd.concat([f[0] for f in frames]).drop_duplicates("run_id")
+    per_sample = pd.concat([f[1] for f in frames]).drop_duplicates(["run_id", "sample"])
+    tex = sb_table(runs, per_sample, "clipseg")
+    assert "strategy / prompt & P0 & P1 & P2 & P10" in tex
+    rows = [ln.split(" & ")[0] for ln in tex.splitlines() if ln.endswith(r"\\")][1:]
+    assert rows == ["real only", "pretrain", r"synthetic\_only"]
+    assert r"\label{tab:sb-clipseg-rf1}" in tex
+
+
+def test_convergence_speedup():
+    runs, _ = _runs_and_samples()
+    runs["epochs_to_95"] = np.where(runs["mode"] == "none", 12.0, 4.0 + 2 * runs["seed"])
+    runs["val_auc"] = 0.5
+    tex = convergence_table(runs, "seg")
+    # Speed-up per seed: 12/4 = 3, 12/6 = 2 -> 2.50 +- 0.71; baseline 1.
+    assert r"\textbf{2.50 $\pm$ 0.71}" in _row(tex, r"text, ratio 1")
+    assert _row(tex, "real only").endswith(r"1.00 $\pm$ 0.00 \\")
+    assert r"epochs to 95\%" in tex
+
+
+def _fidelity():
+    return pd.DataFrame(
+        dict(
+            run_id=["a", "b", "c"],
+            mode=["text", "text", "semantic"],
+            prompt=["P1", "P3", "-"],
+            fd=[12.0, 9.5, 20.0],
+            kid=[0.012, 0.009, 0.03],
+            mask_dice=[0.7, 0.8, 0.9],
+            **{
+                "recipe.extractor": ["echo_encoder"] * 3,
+                "recipe.weights_sha256": ["0123456789abcdef" * 4] * 3,
+                "recipe.resolution": ["128"] * 3,
+                "recipe.n": ["1000"] * 3,
+                "recipe.reference_split": ["train"] * 3,
+            },
+        )
+    )
+
+
+def test_fidelity_table_recipe_and_directions():
+    tex = fidelity_table(_fidelity())
+    assert r"extractor echo\_encoder" in tex and "0123456789ab" in tex and "N 1000" in tex
+    assert r"\textbf{9.50}" in _row(tex, "text, P3")  # FD: lower is better
+    assert r"\textbf{0.900}" in _row(tex, "semantic")  # mask Dice: higher is better
+    with pytest.raises(ValueError, match="recipe"):
+        fidelity_table(_fidelity().assign(**{"recipe.resolution": ["128", "128", "256"]}))
+
+
+def test_write_tables_skips_absent_axes(tmp_path):
+    runs, per_sample = _runs_and_samples()
+    paths = write_tables(runs, per_sample, tmp_path)
+    assert [p.name for p in paths] == ["de-seg-unet-mix-rf1.tex"]  # no vlseg, no epochs
+    runs["epochs_to_95"] = 3.0
+    paths = write_tables(runs, per_sample, tmp_path / "all", fidelity=_fidelity())
+    names = sorted(p.name for p in paths)
+    assert names == ["convergence-seg-unet-rf1.tex", "de-seg-unet-mix-rf1.tex", "fidelity.tex"]
+    assert all(p.read_text().startswith(r"\begin{table}") for p in paths)
+
+
+def test_escape_latex():
+    assert escape_latex("synthetic_only") == r"synthetic\_only"
+    assert escape_latex("a&b%c$d#e{f}") == r"a\&b\%c\$d\#e\{f\}"
+    assert escape_latex("~^\\") == r"\textasciitilde{}\textasciicircum{}\textbackslash{}"
+
+
+@pytest.mark.parametrize(
+    ("metric", "higher"),
+    [
+        ("dice_mean", True),
+        ("f1_macro", True),
+        ("auroc", True),
+        ("hd95_mean", False),
+        ("fd", False),
+        ("kid", False),
+        ("epochs_to_95", False),
+        ("test/hd95_lv", False),
+    ],
+)
+def test_metric_direction(metric, higher):
+    assert is_higher_better(metric) is higher

@@ -1,0 +1,112 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmark.__main__ import main
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("command", ["sweep", "run", "generate", "data", "report", "ui", "bench"])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    assert "usage:" in capsys.readouterr().out
+
+
+def test_dry_run_lists_canonical_cells(capsys):
+    code = main(
+        [
+            "sweep",
+            "--config",
+            "smoke",
+            "--dry-run",
+            "--json",
+            "--set",
+            "grid.ratios=[0,0.5,1]",
+            "--set",
+            "grid.prompts=[P0,P3]",
+        ]
+    )
+    assert code == 0
+    cells = json.loads(capsys.readouterr().out)["cells"]
+    keys = [c["key"] for c in cells]
+    # ratio 0 and the baseline collapse; seg ignores the prompt: baseline + 2 ratios
+    assert keys == [
+        "seg-none-P_-r0-mix-f1-s0",
+        "seg-unconditional-P_-r0.5-mix-f1-s0",
+        "seg-unconditional-P_-r1-mix-f1-s0",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["sweep", "--config", "smoke", "--dry-run", "--set", "grid.ratio=[1]"],
+            "unknown key(s) grid.ratio",
+        ),
+        (["sweep", "--config", "nope.yaml", "--dry-run"], "nope.yaml: cannot read config"),
+        (
+            ["sweep", "--config", "smoke", "--dry-run", "--set", "grid.modes=[text]"],
+            "not available yet",
+        ),
+        (
+            ["sweep", "--config", "smoke", "--dry-run", "--set", "grid.tasks=[cls]"],
+            "not available yet",
+        ),
+        (
+            [
+                "sweep",
+                "--config",
+                "smoke",
+                "--dry-run",
+                "--set",
+                "grid.modes=[oracle]",
+                "--set",
+                "data.source=camus",
+                "--set",
+                "data.root=/nonexistent",
+            ],
+            "needs data.source 'phantom'",
+        ),
+        (["run", "--config", "smoke", "--task", "segg"], "invalid cell"),
+        (
+            ["sweep", "--config", "paper", "--dry-run", "--set", "data.root=/nonexistent/CAMUS"],
+            "/nonexistent/CAMUS: data root does not exist",
+        ),
+        (["report", "/nonexistent/run"], "not a sweep folder"),
+    ],
+)
+def test_errors_exit_2_with_a_message(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_error_messages_mask_passwords(capsys):
+    code = main(
+        [
+            "sweep",
+            "--config",
+            "smoke",
+            "--dry-run",
+            "--set",
+            "grid.modes=[text]",
+            "--storage",
+            "postgresql://u:hunter2@db/x",
+        ]
+    )
+    assert code == 2
+    assert "hunter2" not in capsys.readouterr().err
+
+
+def test_console_script_is_installed():
+    out = subprocess.run(
+        [Path(sys.executable).parent / "echosynth", "--help"], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and "sweep" in out.stdout

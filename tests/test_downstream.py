@@ -1,0 +1,98 @@
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark.data.phantom import make_phantom
+from benchmark.grid import Protocol
+from downstream import protocols
+from downstream.protocols import run_protocol
+from downstream.segmentation import SegmentationTask, build_model
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_phantom(6, 32, seed=0)
+
+
+def test_dice_ce_loss_has_a_nonzero_ce_term(data):
+    task = SegmentationTask(augment=False)
+    assert task.criterion.lambda_ce > 0
+    batch = next(iter(task.loader(data, 4, train=False, seed=0)))
+    logits = torch.randn(4, 4, 32, 32)
+    target = batch["label"].long()
+    ce = torch.nn.functional.cross_entropy(logits, target[:, 0])
+    assert ce > 0
+    full = task.criterion(logits, batch["label"])
+    dice_only = task.criterion.dice(logits, batch["label"])
+    assert full == pytest.approx((dice_only + ce).item(), rel=1e-4)
+
+
+def test_augmentation_keeps_image_and_label_aligned(data):
+    task = SegmentationTask(augment=True)
+    batch = next(iter(task.loader(data, 8, train=True, seed=1)))
+    labels = batch["label"].numpy()
+    assert set(np.unique(labels)) <= {0, 1, 2, 3}  # nearest interpolation for labels
+    assert batch["image"].shape == (8, 1, 32, 32)
+
+
+def test_pretrain_fine_tunes_with_a_fresh_optimiser(data, smoke_config, monkeypatch):
+    cfg = dataclasses.replace(smoke_config.downstream.train, epochs=2, patience=2)
+    fits = []
+    real_fit = protocols.fit
+
+    def spy(model, task, train, val, train_cfg, device, seed, desc, progress):
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        result = real_fit(model, task, train, val, train_cfg, device, seed, desc, progress)
+        after = {k: v.clone() for k, v in result.model.state_dict().items()}
+        fits.append((desc, before, after, result))
+        return result
+
+    monkeypatch.setattr(protocols, "fit", spy)
+    model = build_model(smoke_config.downstream.seg)
+    out = run_protocol(
+        Protocol.PRETRAIN,
+        model,
+        SegmentationTask(False),
+        data.split("train"),
+        data.split("train"),
+        data.split("val"),
+        cfg,
+        torch.device("cpu"),
+        0,
+        progress=False,
+    )
+    (d1, _, pretrained, pre), (d2, fine_start, _, fine) = fits
+    assert (d1, d2) == ("pretrain", "finetune")
+    assert pre.optimizer_id != fine.optimizer_id  # a new optimiser for the fine-tune
+    assert len(fine.val_score) == 2  # fresh epoch counter and early-stopping state
+    # the fine-tune starts from the pretrained best weights: only they are carried over
+    assert all(torch.equal(pretrained[k], fine_start[k]) for k in pretrained)
+    assert out.pretrain is pre and out.final is fine
+
+
+def test_protocols_need_synthetic_images(data, smoke_config):
+    with pytest.raises(ValueError, match="needs synthetic images"):
+        run_protocol(
+            Protocol.SYNTHETIC_ONLY,
+            build_model(smoke_config.downstream.seg),
+            SegmentationTask(False),
+            data,
+            None,
+            data,
+            smoke_config.downstream.train,
+            torch.device("cpu"),
+            0,
+            progress=False,
+        )
+
+
+def test_evaluate_gives_per_sample_rows(data, smoke_config):
+    task = SegmentationTask(False)
+    test = data.split("test")
+    metrics, per_sample = task.evaluate(
+        build_model(smoke_config.downstream.seg), test, torch.device("cpu")
+    )
+    assert len(per_sample) == len(test) and per_sample["sample"].is_unique
+    assert {"dice_lv", "dice_myo", "dice_la", "dice_mean", "hd95_mean", "iou_mean"} <= set(metrics)

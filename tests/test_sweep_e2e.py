@@ -1,0 +1,95 @@
+"""The spine end to end: `python -m benchmark sweep` on the smoke preset, then again."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def sweep(out: Path) -> dict:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmark",
+            "sweep",
+            "--config",
+            "configs/smoke.yaml",
+            "--out",
+            str(out),
+            "--json",
+            "--quiet",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=os.environ | {"HF_HUB_OFFLINE": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def stage_folders(out: Path) -> dict[str, float]:
+    return {
+        str(p.relative_to(out)): p.stat().st_mtime
+        for kind in ("data", "gen", "synth", "cells")
+        for p in (out / kind).iterdir()
+        if p.is_dir()
+    }
+
+
+def test_smoke_sweep_then_rerun_recomputes_nothing(tmp_path):
+    out = tmp_path / "smoke"
+    first = sweep(out)
+    assert first["failed"] == {}
+    assert first["cells"] == first["computed"] == 3  # baseline + 2 ratios
+
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("smoke")
+    runs = client.search_runs([exp.experiment_id], "tags.kind = 'cell'")
+    keys = sorted(r.data.tags["cell_key"] for r in runs)
+    assert keys == [
+        "seg-none-P_-r0-mix-f1-s0",
+        "seg-unconditional-P_-r0.5-mix-f1-s0",
+        "seg-unconditional-P_-r1-mix-f1-s0",
+    ]
+    parent = client.search_runs([exp.experiment_id], "tags.kind = 'sweep'")[0].info.run_id
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == parent
+        assert 0 <= run.data.metrics["test/dice_mean"] <= 1
+        assert len(client.get_metric_history(run.info.run_id, "val/dice_mean")) >= 1
+        assert run.data.params["downstream.train.epochs"] == "3"
+    gens = client.search_runs([exp.experiment_id], "tags.kind = 'generator'")
+    assert len(gens) == 1  # one generator serves both ratios
+    assert len(client.get_metric_history(gens[0].info.run_id, "train/loss")) == 30
+
+    tables = first["tables"]
+    assert tables and all(Path(t).is_file() for t in tables)
+    tex = Path(next(t for t in tables if "/de-" in t)).read_text()
+    assert "\\toprule" in tex and "unconditional" in tex
+    assert (out / "config.yaml").is_file()
+    for cell in (out / "cells").iterdir():
+        if cell.is_dir():
+            assert {
+                "done.json",
+                "config.yaml",
+                "metrics.json",
+                "per_sample.csv",
+                "model.safetensors",
+            } <= {p.name for p in cell.iterdir()}
+    assert (next((out / "synth").glob("*/samples.png"))).is_file()
+
+    before = stage_folders(out)
+    second = sweep(out)
+    assert second["computed"] == 0 and second["failed"] == {}
+    assert stage_folders(out) == before  # nothing rewritten
+    assert second["seconds"] < 0.3 * first["seconds"]
+    runs_after = client.search_runs([exp.experiment_id], "tags.kind = 'cell'")
+    assert len(runs_after) == 3  # nothing logged twice
