@@ -105,9 +105,43 @@ class SegModelConfig:
 
 
 @dataclass
+class ClsModelConfig:
+    """MONAI classifier for ED vs ES (DE's task), or view / image quality."""
+
+    target: Literal["phase", "view", "quality"] = "phase"
+    network: Literal["classifier", "resnet18"] = "classifier"
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])  # classifier only
+    num_res_units: int = 1
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.channels or any(c <= 0 for c in self.channels):
+            raise ValueError("downstream.cls.channels needs positive integers")
+        if not 0 <= self.dropout < 1:
+            raise ValueError("downstream.cls.dropout must be in [0, 1)")
+
+
+@dataclass
+class VLSegModelConfig:
+    """Prompted binary segmentation: a FiLM-conditioned encoder-decoder on frozen prompt
+    embeddings (``text_encoder``: ``minilm``, the packaged default, or a local model folder)."""
+
+    text_encoder: str = "minilm"
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+
+    def __post_init__(self) -> None:
+        if len(self.channels) < 2 or any(c <= 0 for c in self.channels):
+            raise ValueError("downstream.vlseg.channels needs >= 2 positive integers")
+        if not self.text_encoder:
+            raise ValueError("downstream.vlseg.text_encoder must not be empty")
+
+
+@dataclass
 class DownstreamConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     seg: SegModelConfig = field(default_factory=SegModelConfig)
+    cls: ClsModelConfig = field(default_factory=ClsModelConfig)
+    vlseg: VLSegModelConfig = field(default_factory=VLSegModelConfig)
     augment: bool = True
 
 
@@ -139,11 +173,45 @@ class GridConfig:
 
 @dataclass
 class SweepConfig:
+    """How the grid is dispatched (an Optuna study is the work queue) and nuisance tuning."""
+
     storage: str | None = None  # Optuna storage URL; None: sqlite:///<out>/optuna.db
-    workers: int = 1
+    workers: int = 1  # local worker processes (other machines run the same command)
+    # A worker beats every heartbeat_interval s; a cell whose worker is silent for
+    # grace_period s goes back to the queue, at most max_retries times per sweep.
+    heartbeat_interval: int = 10
+    grace_period: int = 60
+    max_retries: int = 3
+    # Nuisance tuning of downstream.train (lr, weight_decay, batch_size, epochs) with TPE
+    # and a median pruner: "reference" tunes once per (task, model) on the real-only
+    # reference cell and every cell uses the winners; "cell" gives every cell its own
+    # study with the same budget of tune_trials.
+    tune: bool = False
+    tune_scope: Literal["reference", "cell"] = "reference"
+    tune_trials: int = 20
+    tune_startup_trials: int = 5  # trials before the pruner may prune
+    tune_seed: int = 0
+    tune_lr: list[float] = field(default_factory=lambda: [1e-4, 1e-2])  # [low, high], log
+    tune_weight_decay: list[float] = field(default_factory=lambda: [1e-6, 1e-2])  # log
+    tune_batch_sizes: list[int] = field(default_factory=lambda: [8, 16, 32])
+    tune_epochs: list[int] = field(default_factory=lambda: [10, 30])  # [low, high]
 
     def __post_init__(self) -> None:
-        _positive(self, "sweep", "workers")
+        _positive(self, "sweep", "workers", "heartbeat_interval", "grace_period", "tune_trials")
+        if self.grace_period <= self.heartbeat_interval:
+            raise ValueError(
+                f"sweep.grace_period ({self.grace_period}) must exceed "
+                f"sweep.heartbeat_interval ({self.heartbeat_interval})"
+            )
+        for name in ("max_retries", "tune_startup_trials"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"sweep.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("tune_lr", "tune_weight_decay", "tune_epochs"):
+            bounds = getattr(self, name)
+            if len(bounds) != 2 or not 0 < bounds[0] <= bounds[1]:
+                raise ValueError(f"sweep.{name} must be [low, high] with 0 < low <= high")
+        if not self.tune_batch_sizes or any(b <= 0 for b in self.tune_batch_sizes):
+            raise ValueError("sweep.tune_batch_sizes must be positive integers")
 
 
 @dataclass

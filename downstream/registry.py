@@ -6,21 +6,49 @@ import torch
 
 from benchmark.config import DownstreamConfig
 from benchmark.grid import Task
-from downstream import segmentation
+from benchmark.text_encoder import load_text_encoder
+from downstream import classification, segmentation, vlseg
+from downstream.training import Task as TaskProtocol
 
-IMPLEMENTED = (Task.SEG,)
+IMPLEMENTED = (Task.SEG, Task.VLSEG, Task.CLS)
 
 
-def build_task(task: Task, cfg: DownstreamConfig) -> tuple[segmentation.SegmentationTask, str]:
-    """The task object and the name of its model (logged as the ``model`` tag)."""
+def build_task(
+    task: Task,
+    cfg: DownstreamConfig,
+    prompt_level: int | None = None,
+    variant_policy: str = "fixed",
+) -> tuple[TaskProtocol, str]:
+    """The task object and the name of its model (logged as the ``model`` tag).
+
+    ``prompt_level`` (0-7) is the cell's prompt kind; only ``vlseg`` reads it.
+    """
     if task is Task.SEG:
         return segmentation.SegmentationTask(augment=cfg.augment), "monai-unet"
+    if task is Task.CLS:
+        task_obj = classification.ClassificationTask(cfg.cls.target, augment=cfg.augment)
+        return task_obj, f"monai-{cfg.cls.network}-{cfg.cls.target}"
+    if task is Task.VLSEG:
+        if prompt_level is None:
+            raise ValueError("task 'vlseg' needs a prompt kind (P0-P7)")
+        encoder = load_text_encoder(cfg.vlseg.text_encoder)
+        task_obj = vlseg.VisionLanguageSegTask(prompt_level, encoder, cfg.augment, variant_policy)
+        return task_obj, f"film-{_encoder_name(cfg.vlseg.text_encoder)}"
     raise ValueError(
         f"task {task.value!r} is not available yet; implemented: {[t.value for t in IMPLEMENTED]}"
     )
 
 
-def build_model(task: Task, cfg: DownstreamConfig) -> torch.nn.Module:
+def build_model(task: Task, cfg: DownstreamConfig, size: int) -> torch.nn.Module:
+    """A freshly initialised model for ``size`` x ``size`` images."""
     if task is Task.SEG:
         return segmentation.build_model(cfg.seg)
+    if task is Task.CLS:
+        return classification.build_model(cfg.cls, size)
+    if task is Task.VLSEG:
+        return vlseg.build_model(cfg.vlseg, load_text_encoder(cfg.vlseg.text_encoder).dim)
     raise ValueError(f"task {task.value!r} is not available yet")
+
+
+def _encoder_name(source: str) -> str:
+    return source if source == "minilm" else source.rstrip("/").rsplit("/", 1)[-1]

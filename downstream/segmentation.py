@@ -115,15 +115,9 @@ class SegmentationTask:
         """Mean test metrics and the per-sample table (one row per test image)."""
         pred = self.predict(model, test.images, device)
         per_sample = per_sample_scores(pred, test.masks, with_hd95=True)
-        per_sample.insert(0, "sample", sample_ids(test))
+        per_sample.insert(0, "sample", test.sample_ids())
         metrics = {c: float(per_sample[c].mean()) for c in per_sample.columns if c != "sample"}
         return metrics, per_sample
-
-
-def sample_ids(data: EchoData) -> list[str]:
-    """Stable ids of real images (shared by every cell on the same data) for pairing."""
-    m = data.meta
-    return [f"{p}_{v}_{ph}" for p, v, ph in zip(m["patient"], m["view"], m["phase"])]
 
 
 def per_sample_scores(pred: np.ndarray, truth: np.ndarray, with_hd95: bool) -> pd.DataFrame:

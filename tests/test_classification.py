@@ -1,0 +1,96 @@
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark.data.phantom import make_phantom
+from downstream.classification import (
+    ClassificationTask,
+    build_model,
+    class_indices,
+    classification_metrics,
+)
+from downstream.training import fit
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_metrics_by_hand():
+    # 4 samples, 2 classes; predictions: 0,0,1,0 for labels 0,0,1,1
+    probs = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.7, 0.3]])
+    labels = torch.tensor([0, 0, 1, 1])
+    m = classification_metrics(probs, labels, 2)
+    assert m["accuracy"] == pytest.approx(0.75)
+    assert m["balanced_accuracy"] == pytest.approx((1.0 + 0.5) / 2)
+    # F1: class 0 P=2/3 R=1 -> 0.8; class 1 P=1 R=0.5 -> 2/3
+    assert m["f1_macro"] == pytest.approx((0.8 + 2 / 3) / 2)
+    # AUROC of p(class 1): positives {0.8, 0.3} vs negatives {0.1, 0.4}: 3 of 4 pairs ordered
+    assert m["auroc"] == pytest.approx(0.75)
+    assert np.isnan(classification_metrics(probs, torch.tensor([0, 0, 0, 0]), 2)["auroc"])
+
+
+def test_missing_labels_are_a_clear_error():
+    data = make_phantom(3, 32, seed=0)
+    data.meta.loc[0, "phase"] = None
+    with pytest.raises(ValueError, match="needs labels in \\['ED', 'ES'\\]"):
+        class_indices(data, "phase")
+
+
+@pytest.mark.parametrize("target", ["phase", "view", "quality"])
+def test_trains_and_evaluates(target, smoke_config):
+    data = make_phantom(6, 32, seed=1)
+    cfg = dataclasses.replace(smoke_config.downstream.cls, target=target)
+    task = ClassificationTask(target, augment=True)
+    train_cfg = dataclasses.replace(smoke_config.downstream.train, epochs=2)
+    result = fit(
+        build_model(cfg, 32),
+        task,
+        data.split("train"),
+        data.split("val"),
+        train_cfg,
+        torch.device("cpu"),
+        0,
+        progress=False,
+    )
+    metrics, per_sample = task.evaluate(result.model, data.split("test"), torch.device("cpu"))
+    assert {"accuracy", "balanced_accuracy", "f1_macro", "auroc"} <= set(metrics)
+    assert len(per_sample) == len(data.split("test"))
+    assert per_sample["accuracy"].mean() == pytest.approx(metrics["accuracy"])
+
+
+def test_run_one_cls_cell_with_oracle_data(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmark",
+            "run",
+            "--config",
+            "smoke",
+            "--task",
+            "cls",
+            "--mode",
+            "oracle",
+            "--ratio",
+            "1",
+            "--protocol",
+            "pretrain",
+            "--out",
+            str(tmp_path),
+            "--json",
+            "--quiet",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["cell_key"] == "cls-oracle-P_-r1-pretrain-f1-s0"
+    assert {"accuracy", "f1_macro", "auroc", "epochs_to_95", "val_auc"} <= set(out["metrics"])
