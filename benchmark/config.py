@@ -49,6 +49,15 @@ class GeneratorConfig:
     sample_batch_size: int = 64
     n_samples: int | None = None  # None: enough for the grid's largest ratio
     seed: int = 0
+    # Prompted modes (text, hybrid): frozen prompt encoder whose token states feed the UNet's
+    # cross-attention ("minilm" or a local model folder).
+    text_encoder: str = "minilm"
+    cond_dropout: float = 0.1  # training: share of prompts replaced by "" (classifier-free)
+    guidance_scale: float = 2.0  # sampling: classifier-free guidance weight (1 = none)
+    # per_kind: one model per prompt kind; all_kinds: one model trained on every kind's
+    # prompts (P0-P7), sampled at the cell's kind.
+    text_training: Literal["per_kind", "all_kinds"] = "per_kind"
+    mask_copies: int = 5  # mask-guided modes: perturbed copies per training label map (SB)
 
     def __post_init__(self) -> None:
         _positive(
@@ -70,6 +79,18 @@ class GeneratorConfig:
             raise ValueError("generator.sample_steps cannot exceed generator.timesteps")
         if self.n_samples is not None and self.n_samples < 1:
             raise ValueError(f"generator.n_samples must be >= 1, got {self.n_samples}")
+        if not self.text_encoder:
+            raise ValueError("generator.text_encoder must be 'minilm' or a local model folder")
+        if not 0 <= self.cond_dropout < 1:
+            raise ValueError(f"generator.cond_dropout must be in [0, 1), got {self.cond_dropout}")
+        if self.guidance_scale < 0:
+            raise ValueError(f"generator.guidance_scale must be >= 0, got {self.guidance_scale}")
+        if self.text_training not in ("per_kind", "all_kinds"):
+            raise ValueError(
+                f"generator.text_training must be per_kind or all_kinds, got {self.text_training!r}"
+            )
+        if self.mask_copies < 1:
+            raise ValueError(f"generator.mask_copies must be >= 1, got {self.mask_copies}")
 
 
 @dataclass
@@ -123,13 +144,19 @@ class ClsModelConfig:
 
 @dataclass
 class VLSegModelConfig:
-    """Prompted binary segmentation: a FiLM-conditioned encoder-decoder on frozen prompt
-    embeddings (``text_encoder``: ``minilm``, the packaged default, or a local model folder)."""
+    """Prompted binary segmentation. ``film`` (the offline default): a FiLM-conditioned
+    encoder-decoder on frozen prompt embeddings (``text_encoder``: ``minilm``, the packaged
+    model, or a local folder). ``clipseg``: transformers' CLIPSeg from ``clipseg_path``."""
 
+    model: Literal["film", "clipseg"] = "film"
     text_encoder: str = "minilm"
-    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])  # film only
+    clipseg_path: str | None = None
+    freeze_backbone: bool = True  # clipseg: train the decoder only
 
     def __post_init__(self) -> None:
+        if self.model == "clipseg" and not self.clipseg_path:
+            raise ValueError("downstream.vlseg.clipseg_path is required when model is clipseg")
         if len(self.channels) < 2 or any(c <= 0 for c in self.channels):
             raise ValueError("downstream.vlseg.channels needs >= 2 positive integers")
         if not self.text_encoder:

@@ -7,7 +7,7 @@ import torch
 from benchmark.config import DownstreamConfig
 from benchmark.grid import Task
 from benchmark.text_encoder import load_text_encoder
-from downstream import classification, segmentation, vlseg
+from downstream import classification, clipseg, segmentation, vlseg
 from downstream.training import Task as TaskProtocol
 
 IMPLEMENTED = (Task.SEG, Task.VLSEG, Task.CLS)
@@ -31,9 +31,13 @@ def build_task(
     if task is Task.VLSEG:
         if prompt_level is None:
             raise ValueError("task 'vlseg' needs a prompt kind (P0-P7)")
-        encoder = load_text_encoder(cfg.vlseg.text_encoder)
+        if cfg.vlseg.model == "clipseg":
+            encoder, name = clipseg.ClipSegText(cfg.vlseg.clipseg_path), "clipseg"
+        else:
+            encoder = load_text_encoder(cfg.vlseg.text_encoder)
+            name = f"film-{_encoder_name(cfg.vlseg.text_encoder)}"
         task_obj = vlseg.VisionLanguageSegTask(prompt_level, encoder, cfg.augment, variant_policy)
-        return task_obj, f"film-{_encoder_name(cfg.vlseg.text_encoder)}"
+        return task_obj, name
     raise ValueError(
         f"task {task.value!r} is not available yet; implemented: {[t.value for t in IMPLEMENTED]}"
     )
@@ -46,6 +50,8 @@ def build_model(task: Task, cfg: DownstreamConfig, size: int) -> torch.nn.Module
     if task is Task.CLS:
         return classification.build_model(cfg.cls, size)
     if task is Task.VLSEG:
+        if cfg.vlseg.model == "clipseg":
+            return clipseg.ClipSegNet(cfg.vlseg.clipseg_path, cfg.vlseg.freeze_backbone)
         return vlseg.build_model(cfg.vlseg, load_text_encoder(cfg.vlseg.text_encoder).dim)
     raise ValueError(f"task {task.value!r} is not available yet")
 

@@ -22,6 +22,7 @@ from benchmark.config import VLSegModelConfig
 from benchmark.data.records import EchoData
 from benchmark.prompts import prompts_for
 from benchmark.text_encoder import TextEncoder
+from downstream.clipseg import ClipSegText
 
 STRUCTURES = {"LV": 1, "MYO": 2, "LA": 3}
 
@@ -84,12 +85,15 @@ def build_model(cfg: VLSegModelConfig, text_dim: int) -> nn.Module:
 
 
 class VisionLanguageSegTask:
+    """Pairs, loss and metrics of prompted segmentation for any model ``m(image, text)``;
+    ``encoder.encode(prompts)`` makes the model's text input (embeddings or tokens)."""
+
     primary_metric = "dice_mean"
 
     def __init__(
         self,
         prompt_kind: int,
-        encoder: TextEncoder,
+        encoder: TextEncoder | ClipSegText,
         augment: bool = True,
         variant_policy: str = "fixed",
         prompt_seed: int = 0,
@@ -105,7 +109,7 @@ class VisionLanguageSegTask:
 
     def pairs(self, data: EchoData) -> tuple[np.ndarray, np.ndarray, torch.Tensor, list[str]]:
         """Every (image, structure) pair: image index ``(P,)``, binary targets
-        ``(P, H, W)`` uint8, prompt embeddings ``(P, D)`` and pair ids."""
+        ``(P, H, W)`` uint8, the encoded prompts ``(P, ...)`` and pair ids."""
         if data.masks is None:
             raise ValueError("vision-language segmentation needs label maps")
         index, targets, prompts, ids = [], [], [], []
@@ -157,7 +161,7 @@ class VisionLanguageSegTask:
         )
 
     def loss(self, model: nn.Module, batch: dict, device: torch.device) -> torch.Tensor:
-        logits = model(batch["image"].to(device).float(), batch["text"].to(device).float())
+        logits = model(batch["image"].to(device).float(), batch["text"].to(device))
         return self.criterion(logits, batch["label"].to(device).float())
 
     @torch.no_grad()

@@ -1,0 +1,93 @@
+"""CLIPSeg as the vlseg model: a tiny one built from config (never a hub download)."""
+
+import dataclasses
+
+import pytest
+import torch
+from transformers import AutoTokenizer, CLIPSegConfig, CLIPSegForImageSegmentation
+
+from benchmark.config import ConfigError, load_config
+from benchmark.data.phantom import make_phantom
+from benchmark.grid import Task
+from benchmark.text_encoder import encoder_path
+from downstream.clipseg import ClipSegNet
+from downstream.registry import build_model, build_task
+from downstream.training import fit
+
+
+@pytest.fixture(scope="module")
+def tiny_clipseg(tmp_path_factory):
+    """A 1 M-parameter CLIPSeg with MiniLM's (BERT) tokenizer, saved like a pretrained one."""
+    folder = tmp_path_factory.mktemp("clipseg")
+    tokenizer = AutoTokenizer.from_pretrained(encoder_path("minilm"))
+    config = CLIPSegConfig(
+        text_config=dict(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.cls_token_id,
+            eos_token_id=tokenizer.sep_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=2,
+            image_size=64,
+            patch_size=16,
+        ),
+        projection_dim=16,
+        reduce_dim=16,
+        extract_layers=[0, 1, 2],
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=32,
+    )
+    torch.manual_seed(0)
+    CLIPSegForImageSegmentation(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_clipseg_needs_a_path():
+    with pytest.raises(ConfigError, match="clipseg_path is required"):
+        load_config(None, ["downstream.vlseg.model=clipseg"])
+
+
+def test_frozen_backbone_and_shapes(tiny_clipseg):
+    net = ClipSegNet(tiny_clipseg, freeze_backbone=True)
+    assert not any(p.requires_grad for p in net.model.clip.parameters())
+    assert any(p.requires_grad for p in net.model.decoder.parameters())
+    tokens = torch.zeros(1, 2, 77, dtype=torch.long)
+    tokens[0, 0, :3] = torch.tensor([101, 2000, 102])
+    tokens[0, 1, :3] = 1
+    assert net(torch.rand(1, 1, 40, 40), tokens).shape == (1, 1, 40, 40)
+
+
+def test_clipseg_trains_as_a_vlseg_task(tiny_clipseg, smoke_config):
+    cfg = load_config(
+        None, ["downstream.vlseg.model=clipseg", f"downstream.vlseg.clipseg_path={tiny_clipseg}"]
+    ).downstream
+    task, name = build_task(Task.VLSEG, cfg, prompt_level=2)
+    model = build_model(Task.VLSEG, cfg, 32)
+    assert name == "clipseg"
+    data = make_phantom(4, 32, seed=3)
+    before = {k: v.clone() for k, v in model.model.decoder.state_dict().items()}
+    train_cfg = dataclasses.replace(smoke_config.downstream.train, epochs=1, batch_size=8)
+    result = fit(
+        model,
+        task,
+        data.split("train"),
+        data.split("val"),
+        train_cfg,
+        torch.device("cpu"),
+        0,
+        progress=False,
+    )
+    after = result.model.model.decoder.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    metrics, per_sample = task.evaluate(result.model, data.split("test"), torch.device("cpu"))
+    assert 0 <= metrics["dice_mean"] <= 1 and len(per_sample) == 3 * len(data.split("test"))
