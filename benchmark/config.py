@@ -146,17 +146,24 @@ class ClsModelConfig:
 class VLSegModelConfig:
     """Prompted binary segmentation. ``film`` (the offline default): a FiLM-conditioned
     encoder-decoder on frozen prompt embeddings (``text_encoder``: ``minilm``, the packaged
-    model, or a local folder). ``clipseg``: transformers' CLIPSeg from ``clipseg_path``."""
+    model, or a local folder). ``clipseg``: transformers' CLIPSeg from ``clipseg_path``.
+    ``cris``: a CRIS-style decoder on the CLIP encoders in ``clip_path``."""
 
-    model: Literal["film", "clipseg"] = "film"
+    model: Literal["film", "clipseg", "cris"] = "film"
     text_encoder: str = "minilm"
     channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])  # film only
     clipseg_path: str | None = None
-    freeze_backbone: bool = True  # clipseg: train the decoder only
+    clip_path: str | None = None
+    cris_dim: int = 256  # cris: width of the vision-language decoder
+    freeze_backbone: bool = True  # clipseg, cris: train the decoder only
 
     def __post_init__(self) -> None:
         if self.model == "clipseg" and not self.clipseg_path:
             raise ValueError("downstream.vlseg.clipseg_path is required when model is clipseg")
+        if self.model == "cris" and not self.clip_path:
+            raise ValueError("downstream.vlseg.clip_path is required when model is cris")
+        if self.cris_dim < 8 or self.cris_dim % 4:
+            raise ValueError("downstream.vlseg.cris_dim must be a multiple of 4 and >= 8")
         if len(self.channels) < 2 or any(c <= 0 for c in self.channels):
             raise ValueError("downstream.vlseg.channels needs >= 2 positive integers")
         if not self.text_encoder:

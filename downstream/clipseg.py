@@ -29,32 +29,6 @@ def check_folder(path: str | None) -> Path:
     return folder
 
 
-class ClipSegText:
-    """Prompts -> ``(P, 2, L)`` int64: token ids and attention mask, padded to ``L``."""
-
-    def __init__(self, folder: str | Path) -> None:
-        from transformers import AutoTokenizer
-
-        self.tokenizer = AutoTokenizer.from_pretrained(check_folder(str(folder)))
-        self._cache: dict[str, torch.Tensor] = {}
-
-    def encode(self, prompts: list[str]) -> torch.Tensor:
-        # Pad every prompt to the same length so that pairs batch together.
-        length = 77
-        for text in set(prompts) - self._cache.keys():
-            tok = self.tokenizer(
-                text,
-                padding="max_length",
-                truncation=True,
-                max_length=length,
-                return_tensors="pt",
-            )
-            self._cache[text] = torch.stack([tok["input_ids"][0], tok["attention_mask"][0]])
-        if not prompts:
-            return torch.zeros((0, 2, length), dtype=torch.long)
-        return torch.stack([self._cache[p] for p in prompts])
-
-
 class ClipSegNet(nn.Module):
     """``(B, 1, H, W)`` image and ``(B, 2, L)`` tokens -> ``(B, 1, H, W)`` logits."""
 

@@ -7,7 +7,8 @@ import torch
 from benchmark.config import DownstreamConfig
 from benchmark.grid import Task
 from benchmark.text_encoder import load_text_encoder
-from downstream import classification, clipseg, segmentation, vlseg
+from downstream import classification, clipseg, cris, segmentation, vlseg
+from downstream.prompt_tokens import PromptTokens
 from downstream.training import Task as TaskProtocol
 
 IMPLEMENTED = (Task.SEG, Task.VLSEG, Task.CLS)
@@ -32,7 +33,9 @@ def build_task(
         if prompt_level is None:
             raise ValueError("task 'vlseg' needs a prompt kind (P0-P7)")
         if cfg.vlseg.model == "clipseg":
-            encoder, name = clipseg.ClipSegText(cfg.vlseg.clipseg_path), "clipseg"
+            encoder, name = PromptTokens(cfg.vlseg.clipseg_path), "clipseg"
+        elif cfg.vlseg.model == "cris":
+            encoder, name = PromptTokens(cfg.vlseg.clip_path), "cris"
         else:
             encoder = load_text_encoder(cfg.vlseg.text_encoder)
             name = f"film-{_encoder_name(cfg.vlseg.text_encoder)}"
@@ -52,6 +55,10 @@ def build_model(task: Task, cfg: DownstreamConfig, size: int) -> torch.nn.Module
     if task is Task.VLSEG:
         if cfg.vlseg.model == "clipseg":
             return clipseg.ClipSegNet(cfg.vlseg.clipseg_path, cfg.vlseg.freeze_backbone)
+        if cfg.vlseg.model == "cris":
+            return cris.CrisNet(
+                cfg.vlseg.clip_path, cfg.vlseg.cris_dim, freeze_backbone=cfg.vlseg.freeze_backbone
+            )
         return vlseg.build_model(cfg.vlseg, load_text_encoder(cfg.vlseg.text_encoder).dim)
     raise ValueError(f"task {task.value!r} is not available yet")
 

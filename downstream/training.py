@@ -1,7 +1,8 @@
 """The one training loop shared by every downstream task and protocol.
 
-AdamW, a cosine (or constant) learning-rate schedule, per-epoch validation on the task's
-primary metric (higher is better), early stopping, and the best-validation weights kept.
+AdamW, a cosine (or constant) learning-rate schedule, bf16 autocast on GPU, per-epoch
+validation on the task's primary metric (higher is better), early stopping, and the
+best-validation weights kept.
 Every call starts from a fresh optimiser, scheduler and early-stopping state: that is what
 makes ``pretrain`` a real fine-tune rather than a resumed run (SB's mistake).
 """
@@ -87,7 +88,9 @@ def fit(
         model.train()
         total, count = 0.0, 0
         for batch in loader:
-            loss = task.loss(model, batch, device)
+            # bf16 autocast on GPU only: CPU runs stay in float32 and deterministic.
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                loss = task.loss(model, batch, device)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{desc}: loss became {loss.item()} in epoch {epoch}")
             optimizer.zero_grad(set_to_none=True)

@@ -22,7 +22,7 @@ from benchmark.config import VLSegModelConfig
 from benchmark.data.records import EchoData
 from benchmark.prompts import prompts_for
 from benchmark.text_encoder import TextEncoder
-from downstream.clipseg import ClipSegText
+from downstream.prompt_tokens import PromptTokens
 
 STRUCTURES = {"LV": 1, "MYO": 2, "LA": 3}
 
@@ -93,7 +93,7 @@ class VisionLanguageSegTask:
     def __init__(
         self,
         prompt_kind: int,
-        encoder: TextEncoder | ClipSegText,
+        encoder: TextEncoder | PromptTokens,
         augment: bool = True,
         variant_policy: str = "fixed",
         prompt_seed: int = 0,

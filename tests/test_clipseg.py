@@ -91,3 +91,69 @@ def test_clipseg_trains_as_a_vlseg_task(tiny_clipseg, smoke_config):
     assert any(not torch.equal(before[k], after[k]) for k in before)
     metrics, per_sample = task.evaluate(result.model, data.split("test"), torch.device("cpu"))
     assert 0 <= metrics["dice_mean"] <= 1 and len(per_sample) == 3 * len(data.split("test"))
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    """A tiny CLIP (text + vision towers) with MiniLM's tokenizer, saved like a pretrained one."""
+    from transformers import CLIPConfig, CLIPModel
+
+    folder = tmp_path_factory.mktemp("clip")
+    tokenizer = AutoTokenizer.from_pretrained(encoder_path("minilm"))
+    config = CLIPConfig(
+        text_config=dict(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.cls_token_id,
+            eos_token_id=tokenizer.sep_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=64,
+            patch_size=16,
+        ),
+        projection_dim=16,
+    )
+    torch.manual_seed(0)
+    CLIPModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_cris_trains_as_a_vlseg_task(tiny_clip, smoke_config):
+    cfg = load_config(
+        None,
+        [
+            "downstream.vlseg.model=cris",
+            f"downstream.vlseg.clip_path={tiny_clip}",
+            "downstream.vlseg.cris_dim=32",
+        ],
+    ).downstream
+    task, name = build_task(Task.VLSEG, cfg, prompt_level=3)
+    model = build_model(Task.VLSEG, cfg, 32)
+    assert name == "cris"
+    assert not any(p.requires_grad for p in model.clip.parameters())
+    data = make_phantom(4, 32, seed=4)
+    train_cfg = dataclasses.replace(smoke_config.downstream.train, epochs=1, batch_size=8)
+    result = fit(
+        model,
+        task,
+        data.split("train"),
+        data.split("val"),
+        train_cfg,
+        torch.device("cpu"),
+        0,
+        progress=False,
+    )
+    metrics, _ = task.evaluate(result.model, data.split("test"), torch.device("cpu"))
+    assert 0 <= metrics["dice_mean"] <= 1
+    with pytest.raises(ConfigError, match="clip_path is required"):
+        load_config(None, ["downstream.vlseg.model=cris"])
