@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from monai.data import DataLoader, Dataset
+from monai.data import DataLoader
 from monai.networks.nets import Classifier, resnet18
 from monai.transforms import Compose, RandAdjustContrastd, RandAffined
 from torchmetrics.functional.classification import (
@@ -21,6 +21,7 @@ from torchmetrics.functional.classification import (
 
 from benchmark.config import ClsModelConfig
 from benchmark.data.records import EchoData
+from downstream.loading import seeded_loader
 
 # The label values of each target, in class-index order (CAMUS metadata values).
 TARGETS = {
@@ -91,14 +92,8 @@ class ClassificationTask:
             {"image": img[None].astype(np.float32), "label": int(lab)}
             for img, lab in zip(data.images, labels)
         ]
-        transform = None
-        if train and self.augment:
-            transform = augmentation(data.images.shape[-1])
-            transform.set_random_state(seed=seed % 2**32)
-        gen = torch.Generator().manual_seed(seed)
-        return DataLoader(
-            Dataset(items, transform=transform), batch_size=batch_size, shuffle=train, generator=gen
-        )
+        transform = augmentation(data.images.shape[-1]) if train and self.augment else None
+        return seeded_loader(items, transform, batch_size, train, seed)
 
     def loss(self, model: torch.nn.Module, batch: dict, device: torch.device) -> torch.Tensor:
         logits = model(batch["image"].to(device).float())

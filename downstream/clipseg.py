@@ -20,12 +20,13 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def check_folder(path: str | None) -> Path:
+def model_folder(path: str | None, option: str, what: str) -> Path:
+    """The local folder of a saved transformers model, or an error naming the option."""
     if not path:
-        raise ValueError("downstream.vlseg.clipseg_path is required when vlseg.model is clipseg")
+        raise ValueError(f"downstream.vlseg.{option} is required for this vlseg model")
     folder = Path(path).expanduser()
     if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder}: not a CLIPSeg model folder (no config.json)")
+        raise FileNotFoundError(f"{folder}: not a {what} model folder (no config.json)")
     return folder
 
 
@@ -36,7 +37,7 @@ class ClipSegNet(nn.Module):
         super().__init__()
         from transformers import CLIPSegForImageSegmentation
 
-        folder = check_folder(str(folder))
+        folder = model_folder(str(folder), "clipseg_path", "CLIPSeg")
         self.model = CLIPSegForImageSegmentation.from_pretrained(folder)
         self.size = int(self.model.config.vision_config.image_size)
         mean, std = CLIP_MEAN, CLIP_STD

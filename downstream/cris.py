@@ -16,16 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from downstream.clipseg import CLIP_MEAN, CLIP_STD
-
-
-def check_folder(path: str | None) -> Path:
-    if not path:
-        raise ValueError("downstream.vlseg.clip_path is required when vlseg.model is cris")
-    folder = Path(path).expanduser()
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder}: not a CLIP model folder (no config.json)")
-    return folder
+from downstream.clipseg import CLIP_MEAN, CLIP_STD, model_folder
 
 
 class CrisNet(nn.Module):
@@ -37,7 +28,7 @@ class CrisNet(nn.Module):
         super().__init__()
         from transformers import CLIPModel
 
-        self.clip = CLIPModel.from_pretrained(check_folder(str(folder)))
+        self.clip = CLIPModel.from_pretrained(model_folder(str(folder), "clip_path", "CLIP"))
         if freeze_backbone:
             self.clip.requires_grad_(False)
         vision, text = self.clip.config.vision_config, self.clip.config.text_config

@@ -11,7 +11,6 @@ import warnings
 import numpy as np
 import pandas as pd
 import torch
-from monai.data import DataLoader, Dataset
 from monai.losses import DiceCELoss
 from monai.metrics import DiceMetric, HausdorffDistanceMetric, MeanIoU
 from monai.networks.nets import UNet
@@ -24,6 +23,7 @@ from monai.transforms import (
 
 from benchmark.config import SegModelConfig
 from benchmark.data.records import EchoData
+from downstream.loading import seeded_loader
 
 STRUCTURES = {1: "lv", 2: "myo", 3: "la"}
 N_CLASSES = 4
@@ -77,17 +77,8 @@ class SegmentationTask:
             {"image": img[None].astype(np.float32), "label": msk[None].astype(np.float32)}
             for img, msk in zip(data.images, data.masks)
         ]
-        transform = None
-        if train and self.augment:
-            transform = augmentation(data.images.shape[-1])
-            transform.set_random_state(seed=seed % 2**32)
-        gen = torch.Generator().manual_seed(seed)
-        return DataLoader(
-            Dataset(items, transform=transform),
-            batch_size=batch_size,
-            shuffle=train,
-            generator=gen,
-        )
+        transform = augmentation(data.images.shape[-1]) if train and self.augment else None
+        return seeded_loader(items, transform, batch_size, train, seed)
 
     def loss(self, model: torch.nn.Module, batch: dict, device: torch.device) -> torch.Tensor:
         logits = model(batch["image"].to(device).float())

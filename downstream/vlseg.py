@@ -12,17 +12,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from monai.data import DataLoader, Dataset
+from monai.data import DataLoader
 from monai.losses import DiceCELoss
 from monai.metrics import DiceMetric, MeanIoU
-from monai.transforms import Compose, RandAffined, RandScaleIntensityd
 from torch import nn
 
 from benchmark.config import VLSegModelConfig
 from benchmark.data.records import EchoData
 from benchmark.prompts import prompts_for
 from benchmark.text_encoder import TextEncoder
+from downstream.loading import seeded_loader
 from downstream.prompt_tokens import PromptTokens
+from downstream.segmentation import augmentation
 
 STRUCTURES = {"LV": 1, "MYO": 2, "LA": 3}
 
@@ -137,28 +138,9 @@ class VisionLanguageSegTask:
             }
             for i, t, e in zip(index, targets, text)
         ]
-        transform = None
-        if train and self.augment:
-            size = data.images.shape[-1]
-            transform = Compose(
-                [
-                    RandAffined(
-                        keys=("image", "label"),
-                        prob=0.8,
-                        rotate_range=np.deg2rad(10),
-                        translate_range=(0.1 * size, 0.1 * size),
-                        scale_range=0.1,
-                        mode=("bilinear", "nearest"),
-                        padding_mode="zeros",
-                    ),
-                    RandScaleIntensityd(keys="image", factors=0.3, prob=0.5),
-                ]
-            )
-            transform.set_random_state(seed=seed % 2**32)
-        gen = torch.Generator().manual_seed(seed)
-        return DataLoader(
-            Dataset(items, transform=transform), batch_size=batch_size, shuffle=train, generator=gen
-        )
+        # The same geometric and intensity jitter as 4-class segmentation (image and mask).
+        transform = augmentation(data.images.shape[-1]) if train and self.augment else None
+        return seeded_loader(items, transform, batch_size, train, seed)
 
     def loss(self, model: nn.Module, batch: dict, device: torch.device) -> torch.Tensor:
         logits = model(batch["image"].to(device).float(), batch["text"].to(device))

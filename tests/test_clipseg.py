@@ -15,31 +15,37 @@ from downstream.registry import build_model, build_task
 from downstream.training import fit
 
 
+def tiny_towers(tokenizer, vision_layers: int) -> dict:
+    """Text and vision tower configs of a ~1 M-parameter CLIP with a BERT tokenizer."""
+    text = dict(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    vision = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=vision_layers,
+        num_attention_heads=2,
+        image_size=64,
+        patch_size=16,
+    )
+    return {"text_config": text, "vision_config": vision}
+
+
 @pytest.fixture(scope="module")
 def tiny_clipseg(tmp_path_factory):
     """A 1 M-parameter CLIPSeg with MiniLM's (BERT) tokenizer, saved like a pretrained one."""
     folder = tmp_path_factory.mktemp("clipseg")
     tokenizer = AutoTokenizer.from_pretrained(encoder_path("minilm"))
     config = CLIPSegConfig(
-        text_config=dict(
-            vocab_size=tokenizer.vocab_size,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.cls_token_id,
-            eos_token_id=tokenizer.sep_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        ),
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=3,
-            num_attention_heads=2,
-            image_size=64,
-            patch_size=16,
-        ),
+        **tiny_towers(tokenizer, vision_layers=3),
         projection_dim=16,
         reduce_dim=16,
         extract_layers=[0, 1, 2],
@@ -101,25 +107,7 @@ def tiny_clip(tmp_path_factory):
     folder = tmp_path_factory.mktemp("clip")
     tokenizer = AutoTokenizer.from_pretrained(encoder_path("minilm"))
     config = CLIPConfig(
-        text_config=dict(
-            vocab_size=tokenizer.vocab_size,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.cls_token_id,
-            eos_token_id=tokenizer.sep_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        ),
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=64,
-            patch_size=16,
-        ),
+        **tiny_towers(tokenizer, vision_layers=2),
         projection_dim=16,
     )
     torch.manual_seed(0)
