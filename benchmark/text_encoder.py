@@ -40,6 +40,7 @@ class TextEncoder:
         self.model = AutoModel.from_pretrained(path).eval()
         self.dim = int(self.model.config.hidden_size)
         self._cache: dict[str, torch.Tensor] = {}
+        self._token_cache: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> torch.Tensor:
@@ -55,6 +56,30 @@ class TextEncoder:
         if not prompts:
             return torch.zeros((0, self.dim))
         return torch.stack([self._cache[p] for p in prompts])
+
+    @torch.no_grad()
+    def encode_tokens(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token states for cross-attention: ``(N, L, dim)`` float32 and an ``(N, L)``
+        attention mask (1 = token, 0 = padding), ``L`` the longest prompt's token count.
+
+        The states are the encoder's last hidden layer (not normalised), cached per prompt
+        without its padding, so a prompt's states do not depend on the other prompts.
+        """
+        missing = sorted(set(prompts) - self._token_cache.keys())
+        for start in range(0, len(missing), 256):
+            chunk = missing[start : start + 256]
+            batch = self.tokenizer(chunk, padding=True, truncation=True, return_tensors="pt")
+            hidden = self.model(**batch).last_hidden_state
+            for text, states, keep in zip(chunk, hidden, batch["attention_mask"]):
+                self._token_cache[text] = states[: int(keep.sum())].clone()
+        length = max((len(self._token_cache[p]) for p in prompts), default=0)
+        states = torch.zeros((len(prompts), length, self.dim))
+        mask = torch.zeros((len(prompts), length), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            tokens = self._token_cache[p]
+            states[i, : len(tokens)] = tokens
+            mask[i, : len(tokens)] = 1
+        return states, mask
 
 
 @lru_cache(maxsize=4)

@@ -3,7 +3,7 @@
 Training: DDPM noise-prediction loss with accelerate (device placement, bf16 autocast on
 GPU, multi-GPU via ``accelerate launch``), AdamW, EMA weights, gradient clipping, a
 progress bar and a loss curve. Sampling: DDPM, DDIM or DPM-Solver++ from diffusers,
-batched and seeded.
+batched and seeded, with optional classifier-free guidance.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from diffusers import (
     DDPMScheduler,
     DPMSolverMultistepScheduler,
     SchedulerMixin,
+    UNet2DConditionModel,
     UNet2DModel,
 )
 from diffusers.training_utils import EMAModel
@@ -30,9 +31,17 @@ Batch = tuple[torch.Tensor, dict[str, torch.Tensor]]
 
 
 def build_unet(
-    cfg: GeneratorConfig, size: int, channels: int, num_classes: int | None
+    cfg: GeneratorConfig,
+    size: int,
+    channels: int,
+    num_classes: int | None,
+    out_channels: int | None = None,
 ) -> UNet2DModel:
-    """A diffusers ``UNet2DModel`` sized by the config; attention only at the lowest level."""
+    """A diffusers ``UNet2DModel`` sized by the config; attention only at the lowest level.
+
+    ``channels`` in, ``out_channels`` (default ``channels``) out: mask-guided modes feed the
+    label map as extra input channels and predict the image's noise only.
+    """
     n = len(cfg.block_out_channels)
     down = ["DownBlock2D"] * n
     up = ["UpBlock2D"] * n
@@ -41,7 +50,7 @@ def build_unet(
     return UNet2DModel(
         sample_size=size,
         in_channels=channels,
-        out_channels=channels,
+        out_channels=channels if out_channels is None else out_channels,
         block_out_channels=tuple(cfg.block_out_channels),
         layers_per_block=cfg.layers_per_block,
         down_block_types=tuple(down),
@@ -50,6 +59,56 @@ def build_unet(
         norm_num_groups=math.gcd(*cfg.block_out_channels, 32),
         num_class_embeds=num_classes,
     )
+
+
+def build_cond_unet(
+    cfg: GeneratorConfig,
+    size: int,
+    in_channels: int,
+    out_channels: int,
+    cross_attention_dim: int,
+) -> UNet2DConditionModel:
+    """A diffusers ``UNet2DConditionModel`` (text-conditioned, as in Stable Diffusion) sized
+    by the config: ``(B, in_channels, size, size)`` and prompt token states
+    ``(B, L, cross_attention_dim)`` -> ``(B, out_channels, size, size)``.
+
+    Cross-attention sits at every level but the highest-resolution one (where attention
+    costs most) and in the mid block; one head per 32 channels.
+    """
+    n = len(cfg.block_out_channels)
+    down = ["CrossAttnDownBlock2D"] * n
+    up = ["CrossAttnUpBlock2D"] * n
+    if n > 1:
+        down[0], up[-1] = "DownBlock2D", "UpBlock2D"
+    return UNet2DConditionModel(
+        sample_size=size,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        block_out_channels=tuple(cfg.block_out_channels),
+        layers_per_block=cfg.layers_per_block,
+        down_block_types=tuple(down),
+        up_block_types=tuple(up),
+        cross_attention_dim=cross_attention_dim,
+        # diffusers reads attention_head_dim as the number of heads in this model.
+        attention_head_dim=tuple(max(1, c // 32) for c in cfg.block_out_channels),
+        norm_num_groups=math.gcd(*cfg.block_out_channels, 32),
+    )
+
+
+class ConcatConditioning(torch.nn.Module):
+    """Wraps a UNet so that a conditioning map is concatenated to its noisy input.
+
+    ``forward(sample (B, C, H, W), t, cond (B, K, H, W), **kwargs)`` calls
+    ``unet(cat([sample, cond], 1), t, **kwargs)``, so :func:`train_denoiser` and
+    :func:`sample` condition on label maps through their ordinary per-batch kwargs.
+    """
+
+    def __init__(self, unet: torch.nn.Module) -> None:
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, sample: torch.Tensor, timestep, cond: torch.Tensor, **kwargs):
+        return self.unet(torch.cat([sample, cond.to(sample.dtype)], dim=1), timestep, **kwargs)
 
 
 def training_scheduler(cfg: GeneratorConfig) -> DDPMScheduler:
@@ -143,13 +202,20 @@ def sample(
     device: torch.device,
     kwargs_for: Callable[[slice], dict[str, torch.Tensor]] | None = None,
     progress: bool = True,
+    uncond_kwargs_for: Callable[[slice], dict[str, torch.Tensor]] | None = None,
+    guidance_scale: float = 1.0,
 ) -> torch.Tensor:
     """Draw ``n`` samples of ``shape`` (C, H, W) -> ``(n, C, H, W)`` on CPU.
 
     ``kwargs_for(slice)`` gives the conditioning of the samples in that slice (e.g. class
     labels). The initial noise of sample ``i`` depends only on ``seed`` and ``i``'s batch,
     so the result does not depend on the device.
+
+    Classifier-free guidance: with ``uncond_kwargs_for`` (the same slice's conditioning with
+    the prompt dropped) and ``guidance_scale != 1``, the noise estimate is
+    ``eps_u + guidance_scale * (eps_c - eps_u)``; without them sampling is unguided.
     """
+    guided = uncond_kwargs_for is not None and guidance_scale != 1.0
     unet = unet.to(device).eval()
     gen = torch.Generator().manual_seed(seed)
     out = []
@@ -159,12 +225,17 @@ def sample(
         b = sl.stop - sl.start
         x = torch.randn((b, *shape), generator=gen).to(device)
         kwargs = {k: v.to(device) for k, v in (kwargs_for(sl) if kwargs_for else {}).items()}
+        if guided:
+            uncond = {k: v.to(device) for k, v in uncond_kwargs_for(sl).items()}
         scheduler.set_timesteps(steps)
         x = x * scheduler.init_noise_sigma
         for t in scheduler.timesteps:
             model_in = scheduler.scale_model_input(x, t)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 eps = unet(model_in, t, **kwargs).sample
+                if guided:  # combined in float32: the difference of two bf16 estimates is small
+                    eps_u = unet(model_in, t, **uncond).sample.float()
+                    eps = eps_u + guidance_scale * (eps.float() - eps_u)
             x = scheduler.step(eps.float(), t, x, generator=gen).prev_sample
         out.append(x.cpu())
         bar.update(b)

@@ -26,7 +26,20 @@ from generators.registry import get_generator
 
 # Generator settings that change sampling only; they stay out of the generator's key so a
 # new sampler reuses the trained model.
-_SAMPLING_KEYS = ("sampler", "sample_steps", "sample_batch_size", "n_samples")
+_SAMPLING_KEYS = (
+    "sampler",
+    "sample_steps",
+    "sample_batch_size",
+    "n_samples",
+    "guidance_scale",
+    "mask_copies",
+)
+# Sampling settings only some modes read: part of those modes' synthetic key only.
+_MODE_SAMPLING_KEYS = {
+    Mode.TEXT: ("guidance_scale",),
+    Mode.SEMANTIC: ("mask_copies",),
+    Mode.HYBRID: ("guidance_scale", "mask_copies"),
+}
 
 
 @dataclass
@@ -87,12 +100,20 @@ class Workspace:
         level = prompt.level if (prompt is not None and mode in PROMPTED_MODES) else None
         return GenerationContext(self.real_train(fraction), self.cfg.data, level)
 
+    def _generator_prompt(self, mode: Mode, prompt: Prompt | None) -> Prompt | None:
+        """The prompt kind a generator is trained for: None for modes without prompts and for
+        ``generator.text_training: all_kinds`` (one model for every kind)."""
+        if mode not in PROMPTED_MODES or self.cfg.generator.text_training == "all_kinds":
+            return None
+        return prompt
+
     def _generator_spec(self, mode: Mode, prompt: Prompt | None, fraction: float) -> dict:
         gen_cfg = {k: v for k, v in to_dict(self.cfg.generator).items() if k not in _SAMPLING_KEYS}
+        gen_prompt = self._generator_prompt(mode, prompt)
         return {
             "data": self.data_stage.digest,
             "mode": mode.value,
-            "prompt": prompt.value if mode in PROMPTED_MODES and prompt else None,
+            "prompt": gen_prompt.value if gen_prompt else None,
             "real_fraction": fraction,
             "subset_seed": self.cfg.grid.subset_seed,
             "generator": gen_cfg,
@@ -114,7 +135,9 @@ class Workspace:
         stage = self.store.get_or_compute(
             "gen", spec, compute, label=mode.value, resolved_config=self.resolved
         )
-        self._log_generator(stage, mode, prompt, fraction)
+        # An all_kinds model serves every prompt kind: its run carries none.
+        logged = self._generator_prompt(mode, prompt) if mode in PROMPTED_MODES else prompt
+        self._log_generator(stage, mode, logged, fraction)
         return stage
 
     def n_synthetic(self, fraction: float) -> int:
@@ -140,7 +163,10 @@ class Workspace:
             "prompt": prompt.value if mode in PROMPTED_MODES and prompt else None,
             "real_fraction": fraction,
             "n": n,
-            "sampling": {k: to_dict(self.cfg.generator)[k] for k in _SAMPLING_KEYS[:2]},
+            "sampling": {
+                k: to_dict(self.cfg.generator)[k]
+                for k in _SAMPLING_KEYS[:2] + _MODE_SAMPLING_KEYS.get(mode, ())
+            },
             "seed": self.cfg.generator.seed,
         }
 

@@ -52,12 +52,12 @@ def test_dry_run_lists_canonical_cells(capsys):
         ),
         (["sweep", "--config", "nope.yaml", "--dry-run"], "nope.yaml: cannot read config"),
         (
-            ["sweep", "--config", "smoke", "--dry-run", "--set", "grid.modes=[text]"],
-            "not available yet",
+            ["sweep", "--config", "smoke", "--dry-run", "--set", "grid.modes=[texty]"],
+            "'texty' is not one of",
         ),
         (
-            ["sweep", "--config", "smoke", "--dry-run", "--set", "grid.tasks=[vlseg]"],
-            "not available yet",
+            ["sweep", "--config", "smoke", "--dry-run", "--set", "grid.tasks=[detect]"],
+            "grid.tasks[0]: 'detect' is not one of",
         ),
         (
             [
@@ -96,7 +96,7 @@ def test_error_messages_mask_passwords(capsys):
             "smoke",
             "--dry-run",
             "--set",
-            "grid.modes=[text]",
+            "grid.modes=[texty]",
             "--storage",
             "postgresql://u:hunter2@db/x",
         ]

@@ -98,8 +98,8 @@ def test_oracle_gives_unseen_patients(real, smoke_config):
 
 
 def test_unavailable_mode_is_a_clear_error():
-    with pytest.raises(ValueError, match="'semantic' is not available yet"):
-        get_generator(Mode.SEMANTIC)
+    with pytest.raises(ValueError, match="'none' is not available yet"):
+        get_generator(Mode.NONE)
 
 
 def test_derangement_has_no_fixed_point():

@@ -1,0 +1,212 @@
+"""Fidelity of a synthetic set against the real training split, in an echo encoder's features.
+
+InceptionV3 weights are not available offline, so distances are measured in the features of a
+small encoder trained here on the real training split (view x phase classification): the
+Fréchet distance (reported as ``fd_echo``, never as FID) and KID through torchmetrics with this
+encoder as the custom feature extractor, and improved precision / recall (Kynkäänniemi et al.,
+2019: k-NN balls in feature space). Conditioning fidelity is the encoder's accuracy at
+predicting the view x phase a synthetic image was conditioned on (or inherited); mask alignment
+is the Dice between a synthetic image's label map and a real-trained segmenter's prediction on
+it (the caller brings the predictions: segmenters live in ``downstream``).
+
+Every result carries its recipe (extractor, weights hash, resolution, numbers of images,
+reference split), since values are comparable only under the same recipe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from benchmark.data.records import EchoData
+
+# The encoder's classes: DE's view x phase classes, index = CLASSES.index((view, phase)).
+CLASSES = (("2CH", "ED"), ("2CH", "ES"), ("4CH", "ED"), ("4CH", "ES"))
+EXTRACTOR = "echo-encoder"
+
+
+def class_index(data: EchoData) -> np.ndarray:
+    """``(N,)`` class index per image; -1 where view or phase is not a known pair."""
+    pairs = zip(data.meta["view"], data.meta["phase"])
+    return np.array([CLASSES.index(p) if p in CLASSES else -1 for p in pairs], dtype=np.int64)
+
+
+class EchoEncoder(nn.Module):
+    """A small conv encoder: ``(B, 1, H, W)`` images in [0, 1] (any H, W) -> ``(B, dim)``
+    features (``forward``, what torchmetrics calls) and ``(B, 4)`` class logits (``logits``).
+    """
+
+    def __init__(self, dim: int = 128, channels: tuple[int, ...] = (16, 32, 64)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 1
+        for c in channels:
+            layers += [
+                nn.Conv2d(c_in, c, 3, stride=2, padding=1),
+                nn.GroupNorm(min(8, c), c),
+                nn.SiLU(),
+            ]
+            c_in = c
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, dim)]
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(dim, len(CLASSES))
+        self.num_features = dim  # read by torchmetrics instead of probing a 299 px image
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.body(images.float() * 2 - 1)
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.nn.functional.silu(self(images)))
+
+
+def train_encoder(
+    real_train: EchoData,
+    steps: int = 300,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> EchoEncoder:
+    """An :class:`EchoEncoder` trained on ``real_train`` to classify view x phase; eval mode,
+    on CPU. Images with an unknown pair are ignored. Deterministic per seed on CPU."""
+    if (real_train.meta["split"] != "train").any():
+        raise ValueError("the fidelity encoder trains on the real training split only")
+    labels = class_index(real_train)
+    keep = labels >= 0
+    if keep.sum() < 2:
+        raise ValueError("the fidelity encoder needs >= 2 training images with view and phase")
+    x = torch.from_numpy(real_train.images[keep]).float()[:, None]
+    y = torch.from_numpy(labels[keep])
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching the global RNG
+        torch.manual_seed(seed)
+        model = EchoEncoder().to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (min(batch_size, len(x)),), generator=gen)
+        loss = nn.functional.cross_entropy(model.logits(x[idx].to(device)), y[idx].to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return model.cpu().eval()
+
+
+def weights_hash(model: nn.Module) -> str:
+    """SHA-256 (16 hex digits) of a model's parameters and buffers, in name order."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+@torch.no_grad()
+def features(model: EchoEncoder, images: np.ndarray, batch_size: int = 256) -> torch.Tensor:
+    """``(N, H, W)`` images in [0, 1] -> ``(N, dim)`` float32 features."""
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[:, None]
+    return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall of ``fake (M, D)`` against ``real (N, D)`` features.
+
+    Each set's manifold is the union of balls around its points with radius the distance to
+    the point's k-th nearest neighbour in the same set. Precision: share of fake points inside
+    the real manifold; recall: share of real points inside the fake manifold.
+    """
+
+    def radii(x: torch.Tensor) -> torch.Tensor:
+        if len(x) <= k:
+            raise ValueError(f"precision/recall with k={k} needs more than {k} images per set")
+        return torch.cdist(x, x).kthvalue(k + 1, dim=1).values  # +1: the point itself
+
+    def covered(points: torch.Tensor, centres: torch.Tensor, r: torch.Tensor) -> float:
+        return (torch.cdist(points, centres) <= r[None]).any(dim=1).float().mean().item()
+
+    real, fake = real.double(), fake.double()
+    return covered(fake, real, radii(real)), covered(real, fake, radii(fake))
+
+
+def distribution_fidelity(
+    model: EchoEncoder,
+    real_images: np.ndarray,
+    synthetic_images: np.ndarray,
+    k: int = 3,
+    kid_subsets: int = 10,
+    kid_subset_size: int = 1000,
+) -> dict[str, float | int | str]:
+    """``fd_echo``, ``kid_echo_mean``/``_std``, ``precision``, ``recall`` and the recipe.
+
+    ``real_images`` ``(N, H, W)`` (the reference: the real training split) and
+    ``synthetic_images`` ``(M, H, W)``, both in [0, 1] at the same resolution.
+    """
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    if real_images.shape[1:] != synthetic_images.shape[1:]:
+        raise ValueError(f"resolutions differ: {real_images.shape} vs {synthetic_images.shape}")
+    subset = min(kid_subset_size, len(real_images), len(synthetic_images))
+    fid = FrechetInceptionDistance(feature=model, normalize=True)
+    with warnings.catch_warnings():  # "features kept in a buffer": intended, sets are small
+        warnings.simplefilter("ignore", UserWarning)
+        kid = KernelInceptionDistance(feature=model, subsets=kid_subsets, subset_size=subset)
+    for metric in (fid, kid):
+        for images, real in ((real_images, True), (synthetic_images, False)):
+            x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[:, None]
+            for i in range(0, len(x), 256):
+                metric.update(x[i : i + 256], real=real)
+    kid_mean, kid_std = kid.compute()
+    precision, recall = precision_recall(
+        features(model, real_images), features(model, synthetic_images), k
+    )
+    return {
+        "fd_echo": float(fid.compute()),
+        "kid_echo_mean": float(kid_mean),
+        "kid_echo_std": float(kid_std),
+        "precision": precision,
+        "recall": recall,
+        "extractor": EXTRACTOR,
+        "weights_hash": weights_hash(model),
+        "resolution": int(real_images.shape[-1]),
+        "n_real": len(real_images),
+        "n_synthetic": len(synthetic_images),
+        "reference_split": "train",
+        "k": k,
+    }
+
+
+@torch.no_grad()
+def conditioning_accuracy(model: EchoEncoder, synthetic: EchoData) -> float:
+    """Share of synthetic images whose view x phase the encoder predicts as recorded in their
+    metadata (NaN when no image has a known pair)."""
+    labels = class_index(synthetic)
+    keep = labels >= 0
+    if not keep.any():
+        return math.nan
+    x = torch.from_numpy(synthetic.images[keep]).float()[:, None]
+    pred = torch.cat([model.logits(x[i : i + 256]).argmax(1) for i in range(0, len(x), 256)])
+    return float((pred.numpy() == labels[keep]).mean())
+
+
+def mask_alignment(predicted: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Mean Dice per structure (``dice_LV``, ``dice_MYO``, ``dice_LA``) and ``dice_mean``
+    between ``(N, H, W)`` label maps a real-trained segmenter predicts on synthetic images and
+    the images' own label maps. A structure absent from both maps of an image is skipped."""
+    if predicted.shape != labels.shape:
+        raise ValueError(f"shapes differ: {predicted.shape} vs {labels.shape}")
+    out = {}
+    for label, name in ((1, "LV"), (2, "MYO"), (3, "LA")):
+        p = (predicted == label).reshape(len(labels), -1)
+        t = (labels == label).reshape(len(labels), -1)
+        denom = p.sum(1) + t.sum(1)
+        present = denom > 0
+        dice = 2 * (p & t).sum(1)[present] / denom[present]
+        out[f"dice_{name}"] = float(dice.mean()) if present.any() else math.nan
+    out["dice_mean"] = float(np.nanmean([out["dice_LV"], out["dice_MYO"], out["dice_LA"]]))
+    return out

@@ -1,0 +1,175 @@
+"""Text, semantic and hybrid generators: tiny models from the smoke preset on CPU."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark.data.conditioning import LeakageError
+from benchmark.data.phantom import make_phantom
+from benchmark.data.records import EchoData
+from generators import diffusion
+from generators.base import GenerationContext
+from generators.hybrid import HybridGenerator
+from generators.pipelines import EchoDiffusionPipeline, load_pipeline
+from generators.semantic import SemanticGenerator
+from generators.text import TextGenerator
+
+GENERATORS = {"text": TextGenerator, "semantic": SemanticGenerator, "hybrid": HybridGenerator}
+PROMPTED = {"text", "hybrid"}
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom(3, 32, seed=0)
+
+
+@pytest.fixture(scope="module")
+def smoke():
+    from benchmark.config import load_config
+    from tests.conftest import CONFIGS
+
+    return load_config(CONFIGS / "smoke.yaml")
+
+
+def tiny(smoke, **changes):
+    return dataclasses.replace(
+        smoke.generator, train_steps=2, sample_steps=2, timesteps=10, batch_size=4, **changes
+    )
+
+
+@pytest.fixture(scope="module")
+def models(phantom, smoke, tmp_path_factory):
+    """``models(mode)`` -> (mode, generator, model folder, context, config), each mode
+    trained at P3 once per module, on first use."""
+    cache = {}
+
+    def get(mode):
+        if mode not in cache:
+            cfg = tiny(smoke)
+            ctx = GenerationContext(phantom.split("train"), smoke.data, 3)
+            gen = GENERATORS[mode]("cpu")
+            out = tmp_path_factory.mktemp(mode)
+            summary = gen.train(ctx, cfg, out, progress=False)
+            assert len(summary["losses"]) == 2 and all(np.isfinite(summary["losses"]))
+            cache[mode] = mode, gen, out, ctx, cfg
+        return cache[mode]
+
+    return get
+
+
+@pytest.mark.parametrize("mode", sorted(GENERATORS))
+def test_train_sample_and_metadata(models, mode, tmp_path):
+    _, gen, out, ctx, cfg = models(mode)
+    synth = gen.sample(out, ctx, cfg, n=5, seed=3, progress=False)
+    assert synth.images.shape == (5, 32, 32) and synth.masks.shape == (5, 32, 32)
+    assert synth.images.dtype == np.float32 and 0 <= synth.images.min() <= synth.images.max() <= 1
+    assert set(np.unique(synth.masks)) <= {0, 1, 2, 3}
+    meta = synth.meta
+    assert (meta["source"] == "synthetic").all() and (meta["split"] == "train").all()
+    expected = "conditioning" if mode in ("semantic", "hybrid") else "generated"
+    assert (meta["label_source"] == expected).all()
+    real = ctx.real_train.meta
+    # Inherited from the real training image it was conditioned on (its parent patient).
+    cols = ["view", "phase", "sex", "age", "quality"]
+    parents = set(map(tuple, real[["patient", *cols]].to_numpy()))
+    assert set(map(tuple, meta[["parent_patient", *cols]].to_numpy())) <= parents
+    if mode in PROMPTED:
+        assert all(p.startswith("Apical") and "-chamber view" in p for p in meta["prompt"])
+        views = {"2CH": "two", "4CH": "four"}
+        assert all(f"{views[v]}-chamber" in p for v, p in zip(meta["view"], meta["prompt"]))
+    else:
+        assert "prompt" not in meta.columns
+    # The manifest keeps the extra columns.
+    synth.save(tmp_path)
+    assert EchoData.load(tmp_path).meta.columns.tolist() == meta.columns.tolist()
+
+
+@pytest.mark.parametrize("mode", sorted(GENERATORS))
+def test_reloads_through_the_project_pipeline(models, mode):
+    _, _, out, _, _ = models(mode)
+    pipe = load_pipeline(out)
+    assert isinstance(pipe, EchoDiffusionPipeline) and pipe.config.mode == mode
+    assert (pipe.config.prompt_encoder is not None) == (mode in PROMPTED)
+    unet = pipe.unet.config
+    if mode == "text":
+        assert (unet.in_channels, unet.out_channels) == (5, 5) and pipe.config.joint_mask
+    else:
+        assert (unet.in_channels, unet.out_channels) == (5, 1) and pipe.config.mask_channels == 4
+    masks = make_phantom(1, 32, seed=5).masks[:2]
+    prompts = ["Apical two-chamber view of the heart.", ""]
+    images, labels = pipe(
+        prompts=prompts if mode in PROMPTED else None,
+        masks=masks if mode != "text" else None,
+        num_inference_steps=2,
+        seed=0,
+    )
+    assert images.shape == (2, 32, 32) and labels.shape == (2, 32, 32)
+    if mode != "text":
+        np.testing.assert_array_equal(labels, masks)  # the conditioning map is the label
+
+
+@pytest.mark.parametrize("mode", ["semantic", "hybrid"])
+def test_mask_guided_modes_refuse_validation_masks(mode, phantom, smoke, tmp_path):
+    val = GenerationContext(phantom.split("val"), smoke.data, 3)
+    with pytest.raises(LeakageError, match="training split only"):
+        GENERATORS[mode]("cpu").sample(tmp_path, val, tiny(smoke), 2, 0, False)
+
+
+@pytest.mark.parametrize("mode", sorted(PROMPTED))
+def test_classifier_free_guidance_changes_the_sample(models, mode):
+    _, _, out, _, _ = models(mode)
+    pipe = load_pipeline(out)
+    masks = make_phantom(1, 32, seed=5).masks[:2] if mode == "hybrid" else None
+    prompts = ["Apical four-chamber view of the heart at end of the systole cycle."] * 2
+
+    def draw(scale):
+        return pipe(prompts=prompts, masks=masks, num_inference_steps=2, guidance_scale=scale)[0]
+
+    assert not np.allclose(draw(1.0), draw(3.0))
+
+
+def test_text_model_samples_only_its_prompt_kind(models):
+    _, gen, out, ctx, cfg = models("text")
+    other = dataclasses.replace(ctx, prompt_level=5)
+    with pytest.raises(ValueError, match=r"trained on prompt kinds \[3\]"):
+        gen.sample(out, other, cfg, 2, 0, False)
+
+
+def test_all_kinds_model_samples_every_kind(phantom, smoke, tmp_path):
+    cfg = tiny(smoke, text_training="all_kinds")
+    ctx = GenerationContext(phantom.split("train"), smoke.data, None)  # kind not needed
+    gen = TextGenerator("cpu")
+    gen.train(ctx, cfg, tmp_path, progress=False)
+    p0 = gen.sample(tmp_path, dataclasses.replace(ctx, prompt_level=0), cfg, 2, 0, False)
+    p7 = gen.sample(tmp_path, dataclasses.replace(ctx, prompt_level=7), cfg, 2, 0, False)
+    assert (p0.meta["prompt"].fillna("") == "").all()
+    assert all("shape" in p for p in p7.meta["prompt"])
+
+
+def test_guidance_hook_leaves_unguided_sampling_unchanged(smoke):
+    cfg = tiny(smoke)
+    unet = diffusion.build_unet(cfg, 16, 1, 2)
+    sched = diffusion.sampling_scheduler(diffusion.training_scheduler(cfg), "ddim")
+    labels = torch.tensor([0, 1, 1])
+
+    def draw(**guidance):
+        return diffusion.sample(
+            unet,
+            sched,
+            3,
+            (1, 16, 16),
+            2,
+            2,
+            0,
+            torch.device("cpu"),
+            lambda sl: {"class_labels": labels[sl]},
+            False,
+            **guidance,
+        )
+
+    plain = draw()
+    np.testing.assert_array_equal(plain, draw(uncond_kwargs_for=lambda sl: {}, guidance_scale=1.0))
+    guided = draw(uncond_kwargs_for=lambda sl: {"class_labels": 1 - labels[sl]}, guidance_scale=3.0)
+    assert not torch.allclose(plain, guided)

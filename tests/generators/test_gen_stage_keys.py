@@ -1,0 +1,42 @@
+"""Stage keys of prompted generators follow generator.text_training."""
+
+import dataclasses
+
+import pytest
+
+from benchmark.grid import Mode, Prompt
+from sweeps.workspace import Workspace
+
+
+def spec(smoke_config, tmp_path, mode, prompt, **generator):
+    cfg = dataclasses.replace(
+        smoke_config, generator=dataclasses.replace(smoke_config.generator, **generator)
+    )
+    return Workspace(cfg, tmp_path, progress=False)._generator_spec(mode, prompt, 1.0)
+
+
+@pytest.mark.parametrize("mode", [Mode.TEXT, Mode.HYBRID])
+def test_prompt_is_in_the_generator_key_only_per_kind(smoke_config, tmp_path, mode):
+    p3 = spec(smoke_config, tmp_path, mode, Prompt.P3)
+    p5 = spec(smoke_config, tmp_path, mode, Prompt.P5)
+    assert p3["prompt"] == "P3" and p3 != p5
+    all3 = spec(smoke_config, tmp_path, mode, Prompt.P3, text_training="all_kinds")
+    all5 = spec(smoke_config, tmp_path, mode, Prompt.P5, text_training="all_kinds")
+    assert all3 == all5 and all3["prompt"] is None
+    assert all3["generator"]["text_training"] == "all_kinds" and all3 != p3
+
+
+def test_sampling_settings_stay_out_of_the_generator_key(smoke_config, tmp_path):
+    base = spec(smoke_config, tmp_path, Mode.HYBRID, Prompt.P3)
+    other = spec(smoke_config, tmp_path, Mode.HYBRID, Prompt.P3, guidance_scale=5.0, mask_copies=2)
+    assert base == other
+    assert spec(smoke_config, tmp_path, Mode.HYBRID, Prompt.P3, cond_dropout=0.3) != base
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("cond_dropout", 1.0), ("guidance_scale", -1.0), ("mask_copies", 0), ("text_encoder", "")],
+)
+def test_invalid_settings_name_the_field(smoke_config, field, value):
+    with pytest.raises(ValueError, match=f"generator.{field}"):
+        dataclasses.replace(smoke_config.generator, **{field: value})
