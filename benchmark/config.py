@@ -255,6 +255,19 @@ class TrackingConfig:
 
 
 @dataclass
+class FidelityConfig:
+    """Fidelity of every synthetic set, in the features of an echo encoder trained on the
+    real training split (InceptionV3 weights are not available offline)."""
+
+    enabled: bool = True
+    encoder_steps: int = 300  # training steps of the echo encoder (view x phase classifier)
+    k: int = 3  # neighbours of improved precision / recall
+
+    def __post_init__(self) -> None:
+        _positive(self, "fidelity", "encoder_steps", "k")
+
+
+@dataclass
 class Config:
     name: str = "quick"
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -264,6 +277,7 @@ class Config:
     grid: GridConfig = field(default_factory=GridConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    fidelity: FidelityConfig = field(default_factory=FidelityConfig)
 
     def __post_init__(self) -> None:
         if not self.name or not all(ch.isalnum() or ch in "-_" for ch in self.name):

@@ -140,10 +140,11 @@ def distribution_fidelity(
     k: int = 3,
     kid_subsets: int = 10,
     kid_subset_size: int = 1000,
+    reference_split: str = "train",
 ) -> dict[str, float | int | str]:
     """``fd_echo``, ``kid_echo_mean``/``_std``, ``precision``, ``recall`` and the recipe.
 
-    ``real_images`` ``(N, H, W)`` (the reference: the real training split) and
+    ``real_images`` ``(N, H, W)`` (the reference, from ``reference_split``) and
     ``synthetic_images`` ``(M, H, W)``, both in [0, 1] at the same resolution.
     """
     from torchmetrics.image.fid import FrechetInceptionDistance
@@ -176,7 +177,7 @@ def distribution_fidelity(
         "resolution": int(real_images.shape[-1]),
         "n_real": len(real_images),
         "n_synthetic": len(synthetic_images),
-        "reference_split": "train",
+        "reference_split": reference_split,
         "k": k,
     }
 

@@ -21,6 +21,7 @@ from benchmark.runtime import resolve_device, seed_everything
 from benchmark.stages import Stage
 from downstream.protocols import run_protocol
 from downstream.registry import build_model, build_task
+from sweeps.fidelity import fidelity_stage
 from sweeps.workspace import Workspace
 
 
@@ -30,6 +31,8 @@ def cell_stage(ws: Workspace, cell: GridCell) -> Stage:
     synth_stage, synthetic = None, None
     if cell.uses_generator:
         synth_stage, synthetic = ws.synthetic_stage(cell.mode, cell.prompt, cell.real_fraction)
+        if ws.cfg.fidelity.enabled:
+            fidelity_stage(ws, cell.mode, cell.prompt, cell.real_fraction)
 
     def compute(tmp: Path) -> dict:
         started = time.time()
