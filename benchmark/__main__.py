@@ -69,7 +69,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="run (or resume) the whole grid and write the report")
     _add_config_args(p)
-    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///<out>/optuna.db)")
+    p.add_argument(
+        "--storage",
+        help="Optuna storage: sqlite:///PATH (default: <out>/optuna.db), journal:///PATH "
+        "(shared folder), postgresql://USER@HOST/DB (many machines)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="local worker processes (default: sweep.workers); other machines join with the "
+        "same command and --storage",
+    )
+    p.add_argument(
+        "--tune",
+        action="store_true",
+        help="tune downstream.train with Optuna first (sweep.tune=true)",
+    )
     p.add_argument("--dry-run", action="store_true", help="list the canonical cells, run nothing")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -99,9 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help="default: sqlite:///RUN_DIR/mlflow.db")
     p.add_argument("--experiment", help="default: the name in RUN_DIR/config.yaml")
 
-    p = sub.add_parser("ui", help="start the MLflow UI for a run folder on 127.0.0.1")
+    p = sub.add_parser(
+        "ui", help="start the MLflow UI and optuna-dashboard for a run folder on 127.0.0.1"
+    )
     p.add_argument("run_dir", type=Path, nargs="?", default=Path("runs/quick"))
-    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--port", type=int, default=5000, help="MLflow UI port")
+    p.add_argument("--dashboard-port", type=int, default=8080, help="optuna-dashboard port")
+    p.add_argument("--no-dashboard", action="store_true", help="start the MLflow UI only")
+    p.add_argument("--storage", help="Optuna storage URL (default: RUN_DIR/optuna.db)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
 
     p = sub.add_parser("bench", help="measure generator, sampling and downstream throughput")
@@ -111,8 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from sweeps.grid import check_runnable, grid_cells, run_sweep
+    from filelock import FileLock
 
+    from sweeps.grid import check_runnable, grid_cells, run_sweep
+    from sweeps.storage import with_driver
+
+    if args.tune:
+        args.overrides = [*args.overrides, "sweep.tune=true"]
+    if args.workers is not None:
+        args.overrides = [*args.overrides, f"sweep.workers={args.workers}"]
     cfg, out = _load(args)
     cells = grid_cells(cfg)
     if args.dry_run:
@@ -125,7 +153,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     started = time.time()
     result = run_sweep(cfg, out, progress=not args.quiet)
-    report = _report(out, None, None, None)
+    # The URI from memory: config.yaml on disk holds it with the password masked.
+    uri = with_driver(cfg.tracking.uri) if cfg.tracking.uri else None
+    # Workers of one sweep finish together; one at a time they write the same report folder.
+    (Path(out) / ".locks").mkdir(parents=True, exist_ok=True)
+    with FileLock(str(Path(out) / ".locks" / "report.lock")):
+        report = _report(out, None, uri, None)
     summary = {
         "out": str(out),
         "cells": len(result.cells),
@@ -228,6 +261,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         "n_images": len(data),
         "mode": mode.value,
     }
+    if cfg.fidelity.enabled:
+        from sweeps.fidelity import fidelity_stage
+
+        fid = fidelity_stage(ws, mode, prompt, args.real_fraction)
+        info["fidelity"] = json.loads((fid.path / "fidelity.json").read_text())
     print(json.dumps(info) if args.json else "\n".join(f"{k}: {v}" for k, v in info.items()))
     return 0
 
@@ -235,7 +273,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     from sweeps.ui import serve_mlflow
 
-    return serve_mlflow(args.run_dir, args.host, args.port)
+    dashboard_port = None if args.no_dashboard else args.dashboard_port
+    return serve_mlflow(args.run_dir, args.host, args.port, dashboard_port, args.storage)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -38,7 +38,8 @@ CELL_TAGS: dict[str, type] = {
 }
 # Run-level metrics that are kept without a `test/` prefix.
 EXTRA_METRICS = ("epochs_to_95", "seconds_to_95", "val_auc", "train_seconds")
-FIDELITY_TAGS = ("mode", "prompt")
+# A synthetic set, hence its fidelity, depends on the real fraction its generator saw.
+FIDELITY_TAGS = ("mode", "prompt", "real_fraction")
 RECIPE_PREFIX = "recipe."
 
 _PAGE = 1000
@@ -194,9 +195,9 @@ def collect_curves(tracking_uri: str, runs: pd.DataFrame, metric: str) -> pd.Dat
 
 
 def collect_fidelity(tracking_uri: str, experiment: str) -> pd.DataFrame:
-    """One row per finished fidelity run: run_id, mode, prompt, every logged metric (fd, kid,
-    precision, recall, cond_*_acc, mask_dice, ...) and every `recipe.*` param, since an FD value
-    is only comparable to another with the same recipe."""
+    """One row per finished fidelity run: run_id, mode, prompt, real_fraction, every logged
+    metric (fd, kid, precision, recall, cond_*_acc, mask_dice, ...) and every `recipe.*` param,
+    since an FD value is only comparable to another with the same recipe."""
     client = _client(tracking_uri)
     runs = _search(client, _experiment_id(client, tracking_uri, experiment), "fidelity")
     rows = []
@@ -210,7 +211,30 @@ def collect_fidelity(tracking_uri: str, experiment: str) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=None if rows else fixed)
     recipe = sorted(c for c in df.columns if c.startswith(RECIPE_PREFIX))
     metrics = sorted(c for c in df.columns if c not in fixed and c not in recipe)
+    # real_fraction is NaN where a run does not carry it (logged before the tag existed).
+    df = df.assign(real_fraction=pd.to_numeric(df["real_fraction"], errors="coerce"))
     return df[fixed + metrics + recipe]
+
+
+def sweep_folder(tracking_uri: str, experiment: str) -> Path | None:
+    """The run folder the sweep recorded (its parent run's `out` param) when it exists on this
+    machine, else None: a report built on another machine than the sweep's has no folder."""
+    client = _client(tracking_uri)
+    for run in _search_any(client, _experiment_id(client, tracking_uri, experiment), "sweep"):
+        out = run.data.params.get("out")
+        if out and Path(out).is_dir():
+            return Path(out)
+    return None
+
+
+def _search_any(client: MlflowClient, experiment_id: str, kind: str) -> list:
+    """Runs of one kind in any state: a sweep's parent run is RUNNING while its report is made."""
+    return client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.kind = '{kind}'",
+        run_view_type=ViewType.ACTIVE_ONLY,
+        max_results=_PAGE,
+    )
 
 
 def export(df: pd.DataFrame, out_dir: str | Path, stem: str) -> tuple[Path, Path]:

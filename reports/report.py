@@ -1,6 +1,8 @@
-"""A sweep's report folder: tidy exports, LaTeX tables and a terminal summary.
+"""A sweep's report folder: tidy exports, LaTeX tables, figures, report.tex/pdf and a terminal
+summary.
 
-Reads MLflow only (any tracking URI), so runs logged from many machines combine here.
+Reads MLflow only (any tracking URI), so runs logged from many machines combine here; the one
+exception is the sample grids, read from the sweep's run folder when it is on this machine.
 """
 
 from __future__ import annotations
@@ -9,8 +11,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports.collect import collect_fidelity, collect_per_sample, collect_runs, export
-from reports.tables import write_tables
+from reports.collect import (
+    collect_curves,
+    collect_fidelity,
+    collect_per_sample,
+    collect_runs,
+    export,
+    sweep_folder,
+)
+from reports.document import compile_pdf, write_tex
+from reports.figures import write_figures
+from reports.tables import usable_runs, write_tables
 
 _SUMMARY_AXES = ["task", "mode", "prompt", "ratio", "protocol", "real_fraction"]
 
@@ -30,12 +41,73 @@ def summary_text(runs: pd.DataFrame) -> str:
     return table.to_string(index=False)
 
 
-def write_report(tracking_uri: str, experiment: str, out: Path) -> dict:
-    """Collect the experiment's runs, export them, write the tables; return what was made."""
+def validation_curves(tracking_uri: str, runs: pd.DataFrame) -> pd.DataFrame:
+    """`val/<primary_metric>` per epoch of every usable run (each run's own primary metric)."""
+    runs = usable_runs(runs)
+    frames = [
+        collect_curves(tracking_uri, group, f"val/{metric}")
+        for metric, group in runs.groupby("primary_metric", sort=True)
+    ]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=["run_id", "cell_key", "step", "value"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def _facts(experiment: str, runs: pd.DataFrame) -> list[str]:
+    """The opening sentences of report.tex: what the report covers."""
+    ok = usable_runs(runs)
+    if ok.empty:
+        return [f"Sweep {experiment}: no finished cell runs."]
+    fractions = ", ".join(f"{f:g}" for f in sorted(ok["real_fraction"].dropna().unique()))
+    return [
+        f"Sweep {experiment}: {ok['cell_key'].nunique()} cells, {len(ok)} finished runs over"
+        f" {ok['seed'].nunique()} seed(s); tasks {', '.join(sorted(ok['task'].unique()))};"
+        f" generation modes {', '.join(sorted(ok['mode'].unique()))}; real fractions"
+        f" {fractions}.",
+        "All scores are on the real test patients, which no model or generator saw in training.",
+    ]
+
+
+def write_report(
+    tracking_uri: str,
+    experiment: str,
+    out: Path,
+    *,
+    run_dir: Path | None = None,
+    pdf: bool = True,
+) -> dict:
+    """Collect the experiment's runs and write the report folder; return what was made.
+
+    `out` receives runs/per_sample CSV + Parquet, `tables/*.tex`, `figures/*`, report.tex and,
+    when TeX is installed and `pdf` is true, report.pdf (a LaTeX error raises
+    `reports.document.LatexError`). `run_dir` is the sweep's folder, for the sample grids;
+    by default the folder the sweep recorded in MLflow, when it exists here.
+    Returns `tables`, `exports`, `figures` (paths), `tex`, `pdf` (None when not compiled) and
+    `summary` (the terminal table).
+    """
     out = Path(out)
     runs = collect_runs(tracking_uri, experiment)
     per_sample = collect_per_sample(tracking_uri, runs)
     fidelity = collect_fidelity(tracking_uri, experiment)
     exports = [*export(runs, out, "runs"), *export(per_sample, out, "per_sample")]
     tables = write_tables(runs, per_sample, out / "tables", fidelity=fidelity)
-    return {"tables": tables, "exports": exports, "summary": summary_text(runs)}
+    if run_dir is None:
+        run_dir = sweep_folder(tracking_uri, experiment)
+    figures = write_figures(
+        runs,
+        validation_curves(tracking_uri, runs),
+        out / "figures",
+        fidelity=fidelity,
+        run_dir=run_dir,
+    )
+    title = f"echosynth-bench report: {experiment}"
+    tex = write_tex(tables, figures, out, title=title, facts=_facts(experiment, runs))
+    return {
+        "tables": tables,
+        "exports": exports,
+        "figures": [f.path for f in figures],
+        "tex": tex,
+        "pdf": compile_pdf(tex) if pdf else None,
+        "summary": summary_text(runs),
+    }

@@ -50,6 +50,7 @@ FIDELITY_COLUMNS = {
     "kid": "KID",
     "precision": "precision",
     "recall": "recall",
+    "cond_view_phase_acc": "view-phase acc.",
     "cond_view_acc": "view acc.",
     "cond_phase_acc": "phase acc.",
     "cond_quality_acc": "quality acc.",
@@ -92,7 +93,7 @@ def is_higher_better(metric: str) -> bool:
 # ----------------------------------------------------------------------------- formatting
 
 
-def _axis_value(axis: str, value: object) -> str:
+def axis_value(axis: str, value: object) -> str:
     """An axis value as printed in a header (floats without trailing zeros)."""
     if axis in _NUMERIC_AXES and isinstance(value, int | float | np.number) and pd.notna(value):
         return f"{value:g}"
@@ -101,7 +102,7 @@ def _axis_value(axis: str, value: object) -> str:
 
 def _label_value(axis: str, value: object) -> str:
     """An axis value inside a composite row label, where a bare number would be ambiguous."""
-    text = _axis_value(axis, value)
+    text = axis_value(axis, value)
     return {"ratio": f"ratio {text}", "real_fraction": f"real {text}"}.get(axis, text)
 
 
@@ -113,6 +114,13 @@ def _sort_key(axis: str, value: object) -> tuple:
         return (0, float(value))
     # Natural order, so that P2 < P10 and "-" (no prompt) comes first.
     return tuple((0, int(t)) if t.isdigit() else (1, t) for t in re.split(r"(\d+)", str(value)))
+
+
+def display_order(axis: str, values: Iterable) -> list:
+    """The distinct `values` of `axis` in the order the tables show them (figures reuse it)."""
+    return sorted(
+        pd.unique(pd.Series(list(values), dtype=object)), key=lambda v: _sort_key(axis, v)
+    )
 
 
 def _keys(values: pd.Series, axis: str) -> list:
@@ -212,7 +220,7 @@ class _Grid:
 # ----------------------------------------------------------------------------- run selection
 
 
-def _usable(df: pd.DataFrame) -> pd.DataFrame:
+def usable_runs(df: pd.DataFrame) -> pd.DataFrame:
     """Runs with status ok; of a cell logged more than once for one seed, the latest run."""
     if "status" in df.columns:
         df = df[df["status"] == "ok"]
@@ -259,18 +267,22 @@ def _primary_metric(df: pd.DataFrame, table: str) -> str:
 
 
 def _check_unique(runs: pd.DataFrame, by: list[str]) -> None:
-    """Each table entry must summarise one cell; pooling different cells would be silent."""
-    if "cell_key" not in runs.columns or runs.empty:
+    """Each table entry must summarise one cell; pooling different cells would be silent.
+
+    A cell is its axes without the seed (a cell key names the seed too, `...-s0`, so counting
+    keys would take the seeds of one cell for different cells)."""
+    axes = [a for a in _CELL_AXES if a in runs.columns]
+    if not axes or runs.empty:
         return
-    counts = runs.groupby(by, observed=True)["cell_key"].nunique()
+    counts = runs[by + axes].drop_duplicates().groupby(by, observed=True).size()
     bad = counts[counts > 1]
     if len(bad):
         key = bad.index[0]
         group = runs[(runs[by] == pd.Series(key, index=by)).all(axis=1)]
-        varying = [a for a in _CELL_AXES if a in group.columns and group[a].nunique() > 1]
+        varying = [a for a in axes if group[a].nunique(dropna=False) > 1]
         raise ValueError(
-            f"table entry {key} pools {bad.iloc[0]} different cells (varying: "
-            f"{varying or 'no axis, only cell_key'}); filter the runs to one slice first"
+            f"table entry {key} pools {bad.iloc[0]} different cells (varying: {varying});"
+            " filter the runs to one slice first"
         )
 
 
@@ -317,17 +329,17 @@ def _constants(df: pd.DataFrame, axes: Sequence[str], always: int = 1) -> str:
 def _describe(**axes: object) -> str:
     """`model clipseg, real fraction 0.25` for a caption (escaped)."""
     return ", ".join(
-        f"{k.replace('_', ' ')} {escape_latex(_axis_value(k, v))}" for k, v in axes.items()
+        f"{k.replace('_', ' ')} {escape_latex(axis_value(k, v))}" for k, v in axes.items()
     )
 
 
 def _rf(real_fraction: object) -> str:
-    return "rf" + _axis_value("real_fraction", real_fraction)
+    return "rf" + axis_value("real_fraction", real_fraction)
 
 
-def _slug(*parts: object) -> str:
+def slug(*parts: object) -> str:
     # No dots: LaTeX's \input would take everything after one for a file extension.
-    text = "-".join(_axis_value("ratio", p) if isinstance(p, float) else str(p) for p in parts)
+    text = "-".join(axis_value("ratio", p) if isinstance(p, float) else str(p) for p in parts)
     return re.sub(r"[^A-Za-z0-9-]+", "-", text.replace(".", "p")).strip("-")
 
 
@@ -366,7 +378,7 @@ def pivot_table_tex(
         raise ValueError(f"metric {metric!r} not among the run columns")
     higher = is_higher_better(metric) if higher_is_better is None else higher_is_better
     index = [index] if isinstance(index, str) else list(index)
-    runs = _usable(df)
+    runs = usable_runs(df)
 
     # Raw row/column labels per run, in display order.
     combos = runs[index].drop_duplicates()
@@ -374,14 +386,12 @@ def pivot_table_tex(
     combos = combos.iloc[sorted(range(len(combos)), key=lambda i: keys[i])]
 
     def join(frame: pd.DataFrame) -> list[str]:
-        return [", ".join(_axis_value(a, v) for a, v in zip(index, r)) for r in frame.to_numpy()]
+        return [", ".join(axis_value(a, v) for a, v in zip(index, r)) for r in frame.to_numpy()]
 
     col_values = sorted(pd.unique(runs[columns]), key=lambda v: _sort_key(columns, v))
-    runs = runs.assign(
-        _row=join(runs[index]), _col=[_axis_value(columns, v) for v in runs[columns]]
-    )
+    runs = runs.assign(_row=join(runs[index]), _col=[axis_value(columns, v) for v in runs[columns]])
     _check_unique(runs, ["_row", "_col"])
-    row_order, col_order = join(combos), [_axis_value(columns, v) for v in col_values]
+    row_order, col_order = join(combos), [axis_value(columns, v) for v in col_values]
 
     summary = summarise(runs, ["_row", "_col"], metric)
 
@@ -463,7 +473,7 @@ def sb_table(
 ) -> str:
     """SB's table for one vlseg model: rows the training strategy (real only, then each protocol,
     with generation mode and ratio when they vary), columns the prompt kind P0-P7."""
-    runs = _slice(_usable(df), task="vlseg", model=model)
+    runs = _slice(usable_runs(df), task="vlseg", model=model)
     if runs.empty:
         raise ValueError(f"sb_table: no vlseg runs for model {model!r}")
     rf = _resolve(runs, "real_fraction", real_fraction, "sb_table")
@@ -483,7 +493,7 @@ def sb_table(
         "prompt",
         metric,
         caption,
-        f"tab:sb-{_slug(model, _rf(rf))}",
+        f"tab:sb-{slug(model, _rf(rf))}",
         corner="strategy / prompt",
     )
 
@@ -500,7 +510,7 @@ def de_table(
 ) -> str:
     """DE's table for one task: rows the generation mode (with the prompt kind where it varies),
     columns the synthetic:real ratio, entries the task's primary metric."""
-    runs = _slice(_usable(df), task=task)
+    runs = _slice(usable_runs(df), task=task)
     if runs.empty:
         raise ValueError(f"de_table: no runs for task {task!r}")
     model = _resolve(runs, "model", model, "de_table")
@@ -520,7 +530,7 @@ def de_table(
         "ratio",
         metric,
         caption,
-        f"tab:de-{_slug(task, model, protocol, _rf(rf))}",
+        f"tab:de-{slug(task, model, protocol, _rf(rf))}",
         corner="mode / ratio",
     )
 
@@ -534,7 +544,7 @@ def convergence_table(
 ) -> str:
     """Convergence per cell: epochs_to_95, val_auc and the speed-up over the real-only
     baseline, baseline epochs_to_95 / cell epochs_to_95 for the same seed (1 for the baseline)."""
-    runs = _slice(_usable(df), task=task)
+    runs = _slice(usable_runs(df), task=task)
     model = _resolve(runs, "model", model, "convergence_table")
     rf = _resolve(_slice(runs, model=model), "real_fraction", real_fraction, "convergence_table")
     runs = _slice(runs, model=model, real_fraction=rf)
@@ -557,7 +567,7 @@ def convergence_table(
         r" and speed-up = baseline epochs / cell epochs (same seed; 1 for the real-only run)."
         + _constants(runs, axes)
     )
-    label = f"tab:convergence-{_slug(task, model, _rf(rf))}"
+    label = f"tab:convergence-{slug(task, model, _rf(rf))}"
     return _metrics_table(runs, "cell", metrics, caption, label, {"speedup": True})
 
 
@@ -575,7 +585,10 @@ def fidelity_table(fid: pd.DataFrame) -> str:
     metrics = {m: h for m, h in FIDELITY_COLUMNS.items() if m in fid and fid[m].notna().any()}
     if not metrics:
         raise ValueError("fidelity_table: no fidelity metrics logged")
-    runs = fid.assign(generator=_row_labels(fid, ["mode", "prompt"], always=2))
+    # The real fraction joins the row label where it varies: each fraction has its own set.
+    if "real_fraction" not in fid:
+        fid = fid.assign(real_fraction=np.nan)
+    runs = fid.assign(generator=_row_labels(fid, ["mode", "prompt", "real_fraction"], always=2))
     if "recipe.weights_sha256" in recipe_cols:
         recipe["weights SHA-256"] = str(recipe["weights SHA-256"])[:12]
     described = "; ".join(f"{k} {escape_latex(v)}" for k, v in recipe.items())
@@ -586,7 +599,7 @@ def fidelity_table(fid: pd.DataFrame) -> str:
         " and mask Dice (agreement of an image with its label map)."
         + (f" Recipe: {described}." if described else "")
     )
-    label = "tab:fidelity" + (f"-{_slug(*recipe.values())}" if recipe else "")
+    label = "tab:fidelity" + (f"-{slug(*recipe.values())}" if recipe else "")
     # Repeated fidelity runs of one synthetic set are replicates, not training seeds.
     return _metrics_table(runs, "generator", metrics, caption, label, over="runs")
 
@@ -606,7 +619,7 @@ def write_tables(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    runs = _usable(df)
+    runs = usable_runs(df)
     written: list[Path] = []
 
     def emit(name: str, tex: str) -> None:
@@ -621,17 +634,17 @@ def write_tables(
     vl = runs[(runs["task"] == "vlseg") & (runs["prompt"] != "-")]
     for model, rf in combos(vl, ["model", "real_fraction"]):
         emit(
-            f"sb-{_slug(model, _rf(rf))}",
+            f"sb-{slug(model, _rf(rf))}",
             sb_table(runs, per_sample, model, real_fraction=rf),
         )
     for task, model, protocol, rf in combos(cells, ["task", "model", "protocol", "real_fraction"]):
         tex = de_table(runs, per_sample, task, model=model, protocol=protocol, real_fraction=rf)
-        emit(f"de-{_slug(task, model, protocol, _rf(rf))}", tex)
+        emit(f"de-{slug(task, model, protocol, _rf(rf))}", tex)
     if "epochs_to_95" in runs.columns:
         timed = runs[runs["epochs_to_95"].notna()]
         for task, model, rf in combos(timed, ["task", "model", "real_fraction"]):
             tex = convergence_table(runs, task, model=model, real_fraction=rf)
-            emit(f"convergence-{_slug(task, model, _rf(rf))}", tex)
+            emit(f"convergence-{slug(task, model, _rf(rf))}", tex)
     if fidelity is not None and len(fidelity):
         recipe_cols = [c for c in RECIPE_FIELDS if c in fidelity.columns]
         groups = fidelity.groupby(recipe_cols, dropna=False) if recipe_cols else [((), fidelity)]

@@ -1,29 +1,41 @@
 """The grid as an Optuna study: each trial is one canonical cell, the study is the queue.
 
-Missing cells are enqueued as WAITING trials carrying the cell key as a user attribute;
-a worker pops a trial with ``study.ask()``, runs the cell (stages are reused when done),
-logs it to MLflow and tells the study the cell's primary metric. A rerun enqueues only
-cells without a COMPLETE trial, so a finished sweep recomputes nothing.
+``run_sweep`` opens the storage, the sweep's parent MLflow run and the study, optionally
+tunes the nuisance hyperparameters (``sweeps.tuning``), enqueues every cell without a
+COMPLETE trial (user attribute ``cell_key``) and works the queue, in this process or in
+``sweep.workers`` local processes; other machines running the same command with the same
+``--storage`` and output folder join in. A worker claims a cell (``sweeps.queue``), runs it
+(stages are reused when done, file-locked when not), logs it to MLflow and tells the study
+the cell's primary metric (user attribute ``mlflow_run_id``). Every worker returns when no
+cell of the grid is waiting or running, so a rerun recomputes nothing that is done.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import socket
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
+import torch
 from tqdm.auto import tqdm
 
 from benchmark.config import Config, to_dict
 from benchmark.data.sources import check_source
 from benchmark.grid import GridCell, Mode, expand, parse_key
-from benchmark.redact import mask_uri
 from downstream.registry import IMPLEMENTED as IMPLEMENTED_TASKS
 from generators.registry import IMPLEMENTED as IMPLEMENTED_MODES
 from sweeps.cell import cell_stage, cell_tags, log_cell
-from sweeps.workspace import Workspace
+from sweeps.queue import CELL_KEY, CellQueue
+from sweeps.shared import SharedWorkspace, masked_config
+from sweeps.storage import SweepStorage, default_storage_url, open_storage
+from sweeps.tuning import tune_cell, tune_reference, with_train
+from sweeps.workers import helper_processes, threads_per_worker
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 log = logging.getLogger(__name__)
@@ -66,37 +78,19 @@ def check_runnable(cfg: Config, cells: list[GridCell]) -> None:
 
 
 def default_storage(out: Path) -> str:
-    return f"sqlite:///{Path(out).resolve() / 'optuna.db'}"
+    return default_storage_url(out)
 
 
 @dataclass
 class SweepResult:
     cells: list[GridCell]
-    computed: list[str] = field(default_factory=list)  # cell keys trained by this call
+    computed: list[str] = field(default_factory=list)  # cell keys trained while this ran
     failed: dict[str, str] = field(default_factory=dict)  # cell key -> reason
     parent_run_id: str | None = None
 
 
-def _queue(study: optuna.Study, cells: list[GridCell]) -> int:
-    """Enqueue every cell that has neither a COMPLETE nor a WAITING/RUNNING trial."""
-    states = {}
-    for t in study.get_trials(deepcopy=False):
-        key = t.user_attrs.get("cell_key")
-        if key is not None and states.get(key) != optuna.trial.TrialState.COMPLETE:
-            states[key] = t.state
-    busy = {
-        optuna.trial.TrialState.COMPLETE,
-        optuna.trial.TrialState.WAITING,
-        optuna.trial.TrialState.RUNNING,
-    }
-    todo = [c for c in cells if states.get(c.key()) not in busy]
-    for cell in todo:
-        study.enqueue_trial({}, user_attrs={"cell_key": cell.key()})
-    return len(todo)
-
-
-def _parent_run(ws: Workspace) -> str:
-    """The sweep's parent run, reused across invocations of the same sweep."""
+def _parent_run(ws: SharedWorkspace) -> str:
+    """The sweep's parent run, reused across invocations (and workers) of the same sweep."""
     tracker = ws.tracker
     runs = tracker.find_runs(f"tags.kind = 'sweep' and tags.sweep = '{ws.cfg.name}'")
     if runs:
@@ -104,69 +98,179 @@ def _parent_run(ws: Workspace) -> str:
         tracker.client.update_run(run_id, status="RUNNING")
         return run_id
     run_id = tracker.start_run(ws.cfg.name, {"kind": "sweep", "sweep": ws.cfg.name})
-    tracker.log_params(run_id, to_dict(ws.cfg) | {"out": str(ws.out)})
-    tracker.log_text(run_id, ws.resolved, "config.yaml")
+    # Params are the config as given (tuned values go to config.yaml); URLs masked.
+    tracker.log_params(run_id, to_dict(masked_config(ws.cfg)) | {"out": str(ws.out)})
     return run_id
 
 
+def _open_study(cfg: Config, store: SweepStorage) -> optuna.Study:
+    return optuna.create_study(
+        study_name=cfg.name, storage=store.storage, direction="maximize", load_if_exists=True
+    )
+
+
 def run_sweep(cfg: Config, out: Path, progress: bool = True) -> SweepResult:
-    """Run (or resume) every canonical cell of the grid; see the module docstring."""
+    """Run (or resume, or join) every canonical cell of the grid; see the module docstring."""
     cells = grid_cells(cfg)
     check_runnable(cfg, cells)
-    ws = Workspace(cfg, out, progress)
+    started = time.time()
+    ws = SharedWorkspace(cfg, out, progress)
     ws.out.mkdir(parents=True, exist_ok=True)
-    (ws.out / "config.yaml").write_text(ws.resolved)
-    storage = cfg.sweep.storage or default_storage(ws.out)
-    study = optuna.create_study(
-        study_name=cfg.name, storage=storage, direction="maximize", load_if_exists=True
-    )
-    log.info("study %s in %s", cfg.name, mask_uri(storage))
-    result = SweepResult(cells=cells, parent_run_id=_parent_run(ws))
-    ws.data_stage  # noqa: B018 - build the dataset before the progress bar starts
+    # Workers starting together would race to create the tables of an empty database,
+    # the parent run and the queue entries; one at a time they find each other's.
+    with ws.lock("setup"):
+        store = open_storage(cfg.sweep.storage, ws.out, cfg.sweep)
+        study = _open_study(cfg, store)
+        parent_id = _parent_run(ws)
+    log.info("study %s in %s", cfg.name, store.masked)
+    if cfg.sweep.tune and cfg.sweep.tune_scope == "reference":
+        ws = ws.with_config(tune_reference(ws, store, cells, parent_id))
+    _write_atomic(ws.out / "config.yaml", ws.resolved)
+    ws.tracker.log_text(parent_id, ws.resolved, "config.yaml")
+    queue = CellQueue(study, store)
+    keys = [c.key() for c in cells]
+    with ws.lock("setup"):
+        queue.requeue_stale()
+        queue.enqueue_missing(keys)
+    ws.data_stage  # noqa: B018 - build the dataset once, before any worker needs it
 
-    todo = _queue(study, cells)
-    bar = tqdm(total=todo, desc="cells", disable=not progress, unit="cell")
-    while any(t.state == optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False)):
-        trial = study.ask()
-        key = trial.user_attrs.get("cell_key")
-        if key is None:  # the queue emptied under us: do not leave a stray trial
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            break
-        cell = parse_key(key)
-        bar.set_postfix_str(key)
-        try:
-            stage = cell_stage(ws, cell)
-            run_id = log_cell(ws, cell, stage, result.parent_run_id)
-        except Exception as exc:  # one broken cell must not stop the sweep
-            reason = f"{type(exc).__name__}: {exc}"
-            result.failed[key] = reason
-            _log_failure(ws, cell, reason, result.parent_run_id)
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            log.debug("cell %s failed:\n%s", key, traceback.format_exc())
-        else:
-            trial.set_user_attr("mlflow_run_id", run_id)
-            trial.set_user_attr("stage", stage.key)
-            if stage.computed:
-                result.computed.append(key)
-            study.tell(trial, stage.done["summary"]["primary"])
-        bar.update(1)
+    n_workers = cfg.sweep.workers
+    bar = tqdm(total=len(keys), desc="cells", disable=not progress, unit="cell")
+    helpers = (ws.cfg, ws.out, parent_id, threads_per_worker(n_workers))
+    with helper_processes(run_worker, helpers, n_workers - 1):
+        if n_workers > 1:  # the helpers take the other cores
+            torch.set_num_threads(threads_per_worker(n_workers))
+        # Returns when no cell is waiting or running anywhere, so it also waits for the
+        # helpers (and other machines), and takes over the cell of one that dies.
+        work(ws, queue, keys, parent_id, bar)
     bar.close()
-    _backfill(ws, cells, result)
-    ws.tracker.end_run(result.parent_run_id, "FAILED" if result.failed else "FINISHED")
+    _backfill(ws, queue, cells, parent_id)
+    result = SweepResult(
+        cells=cells,
+        computed=queue.computed_since(keys, started),
+        failed=queue.failed(keys),
+        parent_run_id=parent_id,
+    )
+    ws.tracker.end_run(parent_id, "FAILED" if result.failed else "FINISHED")
     return result
 
 
-def _log_failure(ws: Workspace, cell: GridCell, reason: str, parent_id: str | None) -> None:
+def run_worker(cfg: Config, out: Path, parent_id: str, threads: int, index: int) -> None:
+    """Entry point of one helper worker process (``sweeps.workers``)."""
+    torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    ws = SharedWorkspace(cfg, out, progress=False)
+    store = open_storage(cfg.sweep.storage, ws.out, cfg.sweep)
+    queue = CellQueue(optuna.load_study(study_name=cfg.name, storage=store.storage), store)
+    work(ws, queue, [c.key() for c in grid_cells(cfg)], parent_id)
+
+
+def work(
+    ws: SharedWorkspace,
+    queue: CellQueue,
+    keys: list[str],
+    parent_id: str | None,
+    bar: tqdm | None = None,
+) -> None:
+    """Claim and run cells until no cell of ``keys`` is waiting or running anywhere."""
+    poll = max(1, min(ws.cfg.sweep.heartbeat_interval, 5))
+    while True:
+        queue.requeue_stale()
+        if bar is not None:
+            bar.n = len(queue.complete(keys))
+            bar.refresh()
+        trial = queue.claim(keys)
+        if trial is not None:
+            key = trial.user_attrs[CELL_KEY]
+            if bar is not None:
+                bar.set_postfix_str(key)
+            _run_trial(ws, queue, trial, key, parent_id)
+            continue
+        waiting, running = queue.pending(keys)
+        if not waiting and not running:
+            return
+        if bar is not None and running:
+            bar.set_postfix_str(f"{running} running elsewhere")
+        # A cell running elsewhere comes back to the queue if its worker dies.
+        time.sleep(0 if waiting else poll)
+
+
+def _run_trial(
+    ws: SharedWorkspace,
+    queue: CellQueue,
+    trial: optuna.trial.Trial,
+    key: str,
+    parent_id: str | None,
+) -> None:
+    cell = parse_key(key)
+    attrs: dict = {"worker": f"{socket.gethostname()}:{os.getpid()}"}
+    value, reason = None, None
+    with queue.heartbeat(trial):
+        try:
+            cell_ws = ws
+            if ws.cfg.sweep.tune and ws.cfg.sweep.tune_scope == "cell":
+                attrs["tuned"] = tune_cell(ws, queue.store, cell, parent_id)
+                cell_ws = ws.with_config(with_train(ws.cfg, attrs["tuned"]))
+            stage = cell_stage(cell_ws, cell)
+            with ws.lock(f"mlflow-{key}"):
+                attrs["mlflow_run_id"] = log_cell(cell_ws, cell, stage, parent_id)
+            attrs |= {"stage": stage.key, "computed": stage.computed}
+            value = stage.done["summary"]["primary"]
+        except Exception as exc:  # one broken cell must not stop the sweep
+            reason = f"{type(exc).__name__}: {exc}"
+            log.debug("cell %s failed:\n%s", key, traceback.format_exc())
+            with ws.lock(f"mlflow-{key}"):
+                _log_failure(ws, cell, reason, parent_id)
+            attrs["error"] = reason[:2000]
+        except KeyboardInterrupt:
+            # Failed now rather than stale after the grace period, so that a rerun
+            # started right away enqueues the cell again instead of waiting for it.
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                trial.set_user_attr("error", "interrupted")
+                queue.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+    try:
+        for name, attr in attrs.items():
+            trial.set_user_attr(name, attr)
+        if reason is None:
+            queue.study.tell(trial, value, skip_if_finished=True)
+        else:
+            queue.study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        # Given up as stale while it ran (heartbeats were delayed): its retry reuses the
+        # stage and finds the MLflow run logged, so nothing is done twice.
+        log.warning("cell %s finished after its trial was given up; the retry reuses it", key)
+
+
+def _log_failure(ws: SharedWorkspace, cell: GridCell, reason: str, parent_id: str | None) -> None:
     tracker = ws.tracker
     run_id = tracker.start_run(cell.key(), cell_tags(cell) | {"status": "failed"}, parent_id)
     tracker.client.set_tag(run_id, "error", reason[:5000])
     tracker.end_run(run_id, "FAILED")
 
 
-def _backfill(ws: Workspace, cells: list[GridCell], result: SweepResult) -> None:
-    """Log cells whose stage is finished but whose MLflow run is missing (a crash between
-    computing and logging, or a deleted tracking store). Their stages are reused."""
+def _backfill(
+    ws: SharedWorkspace, queue: CellQueue, cells: list[GridCell], parent_id: str | None
+) -> None:
+    """Log cells that are COMPLETE in the study but have no FINISHED MLflow run (a crash
+    between logging and telling, or a deleted tracking store). Only COMPLETE cells: one
+    still running elsewhere is logged by its worker. Their stages are reused."""
+    trials = queue.trials_by_cell()
     logged = ws.tracker.finished_runs("cell", "cell_key")
     for cell in cells:
-        if cell.key() not in logged and cell.key() not in result.failed:
-            log_cell(ws, cell, cell_stage(ws, cell), result.parent_run_id)
+        done = [
+            t for t in trials.get(cell.key(), []) if t.state is optuna.trial.TrialState.COMPLETE
+        ]
+        if not done or cell.key() in logged:
+            continue
+        tuned = done[-1].user_attrs.get("tuned")
+        cell_ws = ws.with_config(with_train(ws.cfg, tuned)) if tuned else ws
+        with ws.lock(f"mlflow-{cell.key()}"):
+            log_cell(cell_ws, cell, cell_stage(cell_ws, cell), parent_id)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    # Several workers write the same file; a reader must never see half of it.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

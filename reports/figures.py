@@ -1,0 +1,561 @@
+"""Seaborn figures for the report, drawn from the tidy frames of `reports.collect`.
+
+Each `*_figures` function returns one `Plot` per figure the data supports and nothing for the
+rest: a figure that would be empty or say nothing (no curves, a single ratio, one prompt kind,
+no fidelity runs) is skipped, never drawn blank. Figures are `matplotlib.figure.Figure` objects
+on an Agg canvas, never pyplot's global state, so a report made inside a long sweep process
+opens no window and leaks no figure.
+
+Sample grids are the one input that is not in MLflow: they are the `samples.png` that each
+synthetic stage writes into the sweep's run folder, so they are drawn only when that folder
+is available.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image
+
+from benchmark.imaging import save_grid
+from reports.stats import BASELINE_MODE
+from reports.tables import (
+    BASELINE_LABEL,
+    FIDELITY_COLUMNS,
+    RECIPE_FIELDS,
+    axis_value,
+    display_order,
+    escape_latex,
+    is_higher_better,
+    slug,
+    usable_runs,
+)
+
+# Width of a full figure in inches: the text width of report.tex (A4, 2 cm margins) is ~6.7 in.
+FULL_WIDTH = 6.7
+PANEL_HEIGHT = 2.3
+# Sample grids: image pairs shown per source (two rows of save_grid's eight columns).
+SAMPLE_IMAGES = 16
+SAMPLE_COLUMNS = 8
+# Bootstrap of the validation curves' confidence band: fixed seed, so a report is reproducible.
+CI_LEVEL = 95
+N_BOOT = 500
+
+_MODE_NOTES = {
+    "oracle": "oracle samples are fresh simulator patients with exact label maps (upper bound)",
+    "corrupted": "corrupted samples are real images paired with another image's label map on "
+    "purpose (lower bound)",
+}
+
+
+@dataclass(frozen=True)
+class Plot:
+    """A drawn figure before it is saved: `name` is the file stem (no dots, so that LaTeX
+    reads the extension right), `caption` is LaTeX (already escaped), `section` says where
+    report.tex puts it, and `raster` marks pictures of images (PNG) rather than plots (PDF)."""
+
+    name: str
+    figure: Figure
+    caption: str
+    section: str
+    raster: bool = False
+
+
+@dataclass(frozen=True)
+class ReportFigure:
+    """A saved figure as report.tex includes it; `width` is its share of the text width, so
+    that a one-panel plot keeps its font size instead of being blown up to the full width."""
+
+    path: Path
+    caption: str
+    label: str
+    section: str
+    width: float = 1.0
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+@contextmanager
+def _style() -> Iterator[None]:
+    # Context managers, not sns.set_theme: a report must not change the caller's rcParams.
+    with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
+        yield
+
+
+def _figure(
+    nrows: int, ncols: int, width: float | None = None, height: float | None = None, **kwargs
+) -> tuple[Figure, np.ndarray]:
+    width = width or min(FULL_WIDTH, 3.0 * ncols + 0.7)
+    fig = Figure(figsize=(width, height or PANEL_HEIGHT * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, squeeze=False, **kwargs)
+
+
+def mode_label(mode: str) -> str:
+    """A mode as figures and tables name it: the real-only baseline reads "real only"."""
+    return BASELINE_LABEL if mode == BASELINE_MODE else str(mode)
+
+
+def mode_palette(modes: Iterable[str]) -> dict[str, tuple]:
+    """One colour per mode label, the same in every figure of a report; the baseline is grey."""
+    order = [m for m in display_order("mode", modes) if m != BASELINE_MODE]
+    colours = sns.color_palette("colorblind", max(len(order), 1))
+    palette = {mode_label(m): colours[i] for i, m in enumerate(order)}
+    palette[BASELINE_LABEL] = (0.35, 0.35, 0.35)
+    return palette
+
+
+def _with_labels(df: pd.DataFrame) -> pd.DataFrame:
+    return df.assign(mode_label=df["mode"].map(mode_label))
+
+
+def _hue_order(df: pd.DataFrame) -> list[str]:
+    return [mode_label(m) for m in display_order("mode", df["mode"])]
+
+
+def _primary(df: pd.DataFrame) -> str | None:
+    names = pd.unique(df["primary_metric"].dropna())
+    return str(names[0]) if len(names) == 1 else None
+
+
+def _where(**axes: object) -> str:
+    """`task seg, model unet` for a caption (escaped)."""
+    return ", ".join(
+        f"{k.replace('_', ' ')} {escape_latex(axis_value(k, v))}" for k, v in axes.items()
+    )
+
+
+def _direction(metric: str) -> str:
+    return "higher is better" if is_higher_better(metric) else "lower is better"
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def curve_figures(
+    runs: pd.DataFrame, curves: pd.DataFrame, palette: dict | None = None
+) -> list[Plot]:
+    """Validation score per epoch, one figure per (task, model): panels real fraction (rows)
+    x protocol (columns), a line per mode (mean over runs) with a bootstrap confidence band.
+    `curves` is `collect_curves`' frame of each run's `val/<primary_metric>`. The real-only
+    baseline appears in every protocol's panel: it is the reference of each."""
+    runs = usable_runs(runs)
+    if curves.empty or runs.empty:
+        return []
+    cols = ["run_id", "task", "model", "mode", "protocol", "real_fraction", "primary_metric"]
+    data = _with_labels(curves.merge(runs[cols], on="run_id"))
+    palette = palette or mode_palette(runs["mode"])
+    plots = []
+    for (task, model), d in data.groupby(["task", "model"], sort=True):
+        metric = _primary(d)
+        # A curve needs two epochs; a single point per run has no shape to show.
+        if metric is None or d.groupby("run_id")["step"].nunique().max() < 2:
+            continue
+        cells = d[d["mode"] != BASELINE_MODE]
+        protocols = display_order("protocol", cells["protocol"]) or ["mix"]
+        fractions = display_order("real_fraction", d["real_fraction"])
+        with _style():
+            fig, axes = _figure(len(fractions), len(protocols), sharex=True, sharey=True)
+            for i, rf in enumerate(fractions):
+                for j, protocol in enumerate(protocols):
+                    ax = axes[i, j]
+                    panel = d[
+                        (d["real_fraction"] == rf)
+                        & ((d["protocol"] == protocol) | (d["mode"] == BASELINE_MODE))
+                    ]
+                    sns.lineplot(
+                        panel,
+                        x="step",
+                        y="value",
+                        hue="mode_label",
+                        hue_order=[h for h in _hue_order(d) if h in set(panel["mode_label"])],
+                        palette=palette,
+                        errorbar=("ci", CI_LEVEL),
+                        n_boot=N_BOOT,
+                        seed=0,
+                        ax=ax,
+                        legend=i == 0 and j == 0,
+                    )
+                    ax.set_title(f"{protocol}, real fraction {rf:g}")
+                    ax.set_xlabel("epoch")
+                    ax.set_ylabel(f"validation {metric}")
+            if axes[0, 0].get_legend() is not None:
+                sns.move_legend(axes[0, 0], "best", title=None, fontsize="small")
+        caption = (
+            f"Validation {escape_latex(metric)} per epoch ({_where(task=task, model=model)}),"
+            " per protocol and real fraction: the line is the mean over the runs of a mode"
+            rf" (seeds and synthetic:real ratios), the band its {CI_LEVEL}\% bootstrap confidence"
+            " interval; the real-only baseline is repeated in every protocol's panel."
+        )
+        plots.append(Plot(f"curves-{slug(task, model)}", fig, caption, "convergence"))
+    return plots
+
+
+def ratio_figures(runs: pd.DataFrame, palette: dict | None = None) -> list[Plot]:
+    """Test score against the synthetic:real ratio, one figure per (task, model): panels
+    protocol (rows) x real fraction (columns), a line per mode (mean ± std over seeds), and the
+    real-only baseline as a dashed line with its ± std band. Needs two ratios or more."""
+    runs = _with_labels(usable_runs(runs))
+    palette = palette or mode_palette(runs["mode"])
+    plots = []
+    for (task, model), d in runs.groupby(["task", "model"], sort=True):
+        metric = _primary(d)
+        cells = d[d["mode"] != BASELINE_MODE]
+        if metric is None or cells["ratio"].nunique() < 2:
+            continue
+        protocols = display_order("protocol", cells["protocol"])
+        fractions = display_order("real_fraction", d["real_fraction"])
+        ratios = display_order("ratio", cells["ratio"])
+        prompts = cells["prompt"].nunique() > 1
+        with _style():
+            fig, axes = _figure(len(protocols), len(fractions), sharex=True, sharey=True)
+            for i, protocol in enumerate(protocols):
+                for j, rf in enumerate(fractions):
+                    ax = axes[i, j]
+                    panel = cells[(cells["protocol"] == protocol) & (cells["real_fraction"] == rf)]
+                    base = d[(d["mode"] == BASELINE_MODE) & (d["real_fraction"] == rf)][metric]
+                    if len(base):
+                        mean, std = base.mean(), base.std(ddof=1)
+                        colour = palette[BASELINE_LABEL]
+                        ax.axhline(mean, color=colour, ls="--", lw=1, label=BASELINE_LABEL)
+                        if np.isfinite(std):
+                            ax.axhspan(mean - std, mean + std, color=colour, alpha=0.12, lw=0)
+                    if len(panel):
+                        sns.lineplot(
+                            panel,
+                            x="ratio",
+                            y=metric,
+                            hue="mode_label",
+                            hue_order=[h for h in _hue_order(cells) if h in set(panel.mode_label)],
+                            style="prompt" if prompts else None,
+                            palette=palette,
+                            errorbar="sd",
+                            err_style="bars",
+                            marker="o",
+                            ax=ax,
+                            legend=False,
+                        )
+                    ax.set_xscale("log", base=2)
+                    ax.set_xticks(ratios, [f"{r:g}" for r in ratios])
+                    ax.minorticks_off()
+                    ax.set_title(f"{protocol}, real fraction {rf:g}")
+                    ax.set_xlabel("synthetic:real ratio")
+                    ax.set_ylabel(f"test {metric}")
+            _shared_legend(fig, axes, palette, _hue_order(d))
+        caption = (
+            f"Test {escape_latex(metric)} ({_direction(metric)}) against the synthetic:real"
+            f" ratio ({_where(task=task, model=model)}): mean $\\pm$ std over seeds per"
+            " generation mode; dashed: the real-only baseline with its $\\pm$ std band."
+        )
+        plots.append(Plot(f"ratio-{slug(task, model)}", fig, caption, "downstream"))
+    return plots
+
+
+def _shared_legend(fig: Figure, axes: np.ndarray, palette: dict, labels: list[str]) -> None:
+    """One legend for all panels, in mode order, drawn on the first panel."""
+    from matplotlib.lines import Line2D
+
+    handles = [
+        Line2D(
+            [],
+            [],
+            color=palette[label],
+            ls="--" if label == BASELINE_LABEL else "-",
+            marker=None if label == BASELINE_LABEL else "o",
+        )
+        for label in labels
+    ]
+    axes[0, 0].legend(handles, labels, fontsize="small")
+
+
+def heatmap_figures(runs: pd.DataFrame) -> list[Plot]:
+    """Mode x prompt kind heatmaps of the test score (mean over seeds), one figure per (task,
+    model, protocol, real fraction) with a panel per ratio. Only cells that read a prompt
+    enter; a figure needs two prompt kinds or more."""
+    runs = _with_labels(usable_runs(runs))
+    prompted = runs[runs["prompt"] != "-"]
+    plots = []
+    cells = prompted[prompted["mode"] != BASELINE_MODE]
+    axes_ = ["task", "model", "protocol", "real_fraction"]
+    for (task, model, protocol, rf), group in cells.groupby(axes_, sort=True):
+        metric = _primary(group)
+        # vlseg baselines read the prompt too: they get a row of their own in every panel.
+        base = prompted[
+            (prompted["mode"] == BASELINE_MODE)
+            & (prompted["task"] == task)
+            & (prompted["model"] == model)
+            & (prompted["real_fraction"] == rf)
+        ]
+        if metric is None or group["prompt"].nunique() < 2:
+            continue
+        ratios = display_order("ratio", group["ratio"])
+        prompts = display_order("prompt", pd.concat([group["prompt"], base["prompt"]]))
+        values = pd.concat([group, base])[metric].astype(float)
+        vmin, vmax = values.min(), values.max()
+        with _style():
+            fig, axes = _figure(
+                1,
+                len(ratios),
+                width=min(FULL_WIDTH, 0.55 * len(prompts) * len(ratios) + 2.5),
+                height=0.35 * (group["mode"].nunique() + (len(base) > 0)) + 1.2,
+            )
+            for j, ratio in enumerate(ratios):
+                panel = pd.concat([base, group[group["ratio"] == ratio]])
+                table = panel.pivot_table(
+                    index="mode_label", columns="prompt", values=metric, aggfunc="mean"
+                )
+                rows = [r for r in _hue_order(panel) if r in table.index]
+                sns.heatmap(
+                    table.reindex(index=rows, columns=prompts),
+                    annot=True,
+                    fmt=".3f",
+                    annot_kws={"fontsize": 6},
+                    cmap="viridis" if is_higher_better(metric) else "viridis_r",
+                    vmin=vmin,
+                    vmax=vmax,
+                    cbar=j == len(ratios) - 1,
+                    ax=axes[0, j],
+                )
+                axes[0, j].set_title(f"ratio {ratio:g}")
+                axes[0, j].set_xlabel("prompt kind")
+                axes[0, j].set_ylabel("mode" if j == 0 else "")
+        caption = (
+            f"Test {escape_latex(metric)} per generation mode and prompt kind"
+            f" ({_where(task=task, model=model, protocol=protocol, real_fraction=rf)}), mean"
+            f" over seeds, one panel per synthetic:real ratio ({_direction(metric)};"
+            " brighter is better)."
+        )
+        name = f"heatmap-{slug(task, model, protocol, 'rf' + axis_value('real_fraction', rf))}"
+        plots.append(Plot(name, fig, caption, "downstream"))
+    return plots
+
+
+def fidelity_figures(
+    runs: pd.DataFrame, fidelity: pd.DataFrame | None, palette: dict | None = None
+) -> list[Plot]:
+    """Downstream test score against each fidelity metric of the synthetic set that fed it,
+    one figure per (task, model) and fidelity recipe. A point is a (mode, prompt, real
+    fraction): its score averaged over seeds and ratios (protocol mix when there is one).
+    Fidelity runs are matched on mode and prompt, and on real fraction when they carry it.
+    Needs two matched points or more."""
+    if fidelity is None or fidelity.empty:
+        return []
+    metrics = [m for m in FIDELITY_COLUMNS if m in fidelity and fidelity[m].notna().any()]
+    if not metrics:
+        return []
+    fidelity = fidelity.copy()
+    keys = ["mode", "prompt"]
+    if "real_fraction" in fidelity and fidelity["real_fraction"].notna().any():
+        fidelity["real_fraction"] = pd.to_numeric(fidelity["real_fraction"], errors="coerce")
+        keys.append("real_fraction")
+    # FD of one recipe is not comparable with FD of another: one figure per recipe.
+    recipe = [c for c in RECIPE_FIELDS if c in fidelity.columns]
+    recipes = list(fidelity.groupby(recipe, dropna=False)) if recipe else [((), fidelity)]
+    runs = usable_runs(runs)
+    palette = palette or mode_palette(pd.concat([runs["mode"], fidelity["mode"]]))
+    plots = []
+    for (task, model), d in runs.groupby(["task", "model"], sort=True):
+        metric = _primary(d)
+        cells = d[d["mode"] != BASELINE_MODE]
+        if "mix" in set(cells["protocol"]):
+            cells = cells[cells["protocol"] == "mix"]
+        if metric is None or cells.empty:
+            continue
+        score = cells.groupby(["mode", "prompt", "real_fraction"])[metric].mean().reset_index()
+        for k, (_, fid) in enumerate(recipes):
+            fid = fid.groupby(keys, dropna=False)[metrics].mean().reset_index()
+            points = _with_labels(score.merge(fid, on=keys))
+            if len(points) < 2:
+                continue
+            shown = [m for m in metrics if points[m].notna().any()]
+            fractions = points["real_fraction"].nunique() > 1
+            points["real fraction"] = points["real_fraction"].map("{:g}".format)
+            ncols = min(len(shown), 4)
+            with _style():
+                fig, axes = _figure(-(-len(shown) // ncols), ncols, sharey=True)
+                for ax, m in zip(axes.ravel(), shown):
+                    sns.scatterplot(
+                        points,
+                        x=m,
+                        y=metric,
+                        hue="mode_label",
+                        hue_order=_hue_order(points),
+                        style="real fraction" if fractions else None,
+                        palette=palette,
+                        s=40,
+                        ax=ax,
+                        legend=ax is axes[0, 0],
+                    )
+                    ax.set_xlabel(f"{FIDELITY_COLUMNS[m]} ({_direction(m)})")
+                    ax.set_ylabel(f"test {metric}")
+                for ax in axes.ravel()[len(shown) :]:
+                    ax.set_visible(False)
+                if axes[0, 0].get_legend() is not None:
+                    sns.move_legend(axes[0, 0], "best", fontsize="small")
+            caption = (
+                f"Test {escape_latex(metric)} ({_where(task=task, model=model)}) against the"
+                " fidelity of the synthetic set used: one point per generation mode, prompt"
+                " kind and real fraction, its score averaged over seeds and ratios. The"
+                " fidelity recipe is in the fidelity table's caption."
+            )
+            name = f"fidelity-{slug(task, model)}" + (f"-{k + 1}" if k else "")
+            plots.append(Plot(name, fig, caption, "fidelity"))
+    return plots
+
+
+# ----------------------------------------------------------------------------- samples
+
+
+@dataclass(frozen=True)
+class _SynthSet:
+    mode: str
+    prompt: str | None
+    real_fraction: float
+    grid: Path
+    size: int | None  # image height in pixels, to crop the grid to its first rows
+    data: str | None  # hash of the real data stage it was made from
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def synthetic_sets(run_dir: Path) -> list[_SynthSet]:
+    """The finished synthetic stages of a run folder that have a sample grid. Temporary and
+    half-written folders (no done.json) are left out."""
+    found = []
+    for stage in sorted(Path(run_dir, "synth").glob("[!.]*")):
+        grid = stage / "samples.png"
+        if not (stage.is_dir() and grid.is_file() and (stage / "done.json").is_file()):
+            continue
+        spec = _read_json(stage / "spec.json").get("spec", {})
+        if "mode" not in spec or "real_fraction" not in spec:
+            continue
+        shape = _read_json(stage / "data.json").get("shape")
+        found.append(
+            _SynthSet(
+                spec["mode"],
+                spec.get("prompt"),
+                float(spec["real_fraction"]),
+                grid,
+                int(shape[0]) if shape else None,
+                spec.get("data"),
+            )
+        )
+    return found
+
+
+def _real_grid(run_dir: Path, data_hash: str | None, tmp: Path) -> np.ndarray | None:
+    """Real training images drawn exactly as the synthetic stages draw theirs (save_grid)."""
+    for stage in sorted(Path(run_dir, "data").glob("[!.]*")):
+        if data_hash and _read_json(stage / "spec.json").get("hash") != data_hash:
+            continue
+        try:
+            images = np.load(stage / "images.npy", mmap_mode="r")
+            masks = np.load(stage / "masks.npy", mmap_mode="r")
+            split = pd.read_csv(stage / "manifest.csv", usecols=["split"])["split"]
+        except (OSError, ValueError):
+            continue
+        idx = np.flatnonzero(split.to_numpy() == "train")[:SAMPLE_IMAGES]
+        if not idx.size:
+            continue
+        path = save_grid(tmp / "real.png", images[idx], masks[idx], columns=SAMPLE_COLUMNS)
+        return np.asarray(Image.open(path).convert("RGB"))
+    return None
+
+
+def _first_rows(grid: Path, size: int | None) -> np.ndarray:
+    """The first SAMPLE_IMAGES tiles of a save_grid picture (tiles are `size` + 2 px high)."""
+    picture = np.asarray(Image.open(grid).convert("RGB"))
+    if size:
+        picture = picture[: (SAMPLE_IMAGES // SAMPLE_COLUMNS) * (size + 2)]
+    return picture
+
+
+def sample_figures(run_dir: Path | None) -> list[Plot]:
+    """Real and synthetic samples side by side, one figure per real fraction: a row of real
+    training images, then a row per generation mode, each image plain and with its labels."""
+    if run_dir is None or not Path(run_dir, "synth").is_dir():
+        return []
+    sets = synthetic_sets(Path(run_dir))
+    plots = []
+    for rf in display_order("real_fraction", [s.real_fraction for s in sets]):
+        chosen = [s for s in sets if s.real_fraction == rf]
+        order = display_order("mode", [s.mode for s in chosen])
+        chosen.sort(key=lambda s: (order.index(s.mode), str(s.prompt)))
+        with tempfile.TemporaryDirectory(prefix="report_samples_") as tmp:
+            real = _real_grid(Path(run_dir), chosen[0].data, Path(tmp))
+        panels = [("real (training split)", real)] if real is not None else []
+        for s in chosen:
+            label = s.mode + (f", {s.prompt}" if s.prompt else "")
+            panels.append((label, _first_rows(s.grid, s.size)))
+        heights = [p.shape[0] / p.shape[1] * FULL_WIDTH for _, p in panels]
+        fig = Figure(figsize=(FULL_WIDTH, sum(heights) + 0.3 * len(panels)), layout="constrained")
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(len(panels), 1, squeeze=False, height_ratios=heights)
+        for ax, (label, picture) in zip(axes[:, 0], panels):
+            ax.imshow(picture, interpolation="nearest")
+            ax.set_title(label, loc="left", fontsize=8)
+            ax.set_axis_off()
+        notes = [_MODE_NOTES[m] for m in order if m in _MODE_NOTES]
+        caption = (
+            ("Real training images (top) and" if real is not None else "")
+            + f" synthetic samples per generation mode, real fraction {rf:g} (the generators saw"
+            f" {rf:.0%} of the real training patients). Each image is shown plain and with its"
+            " label map (LV cavity red, myocardium green, left atrium blue)"
+            + ("; " + "; ".join(notes) if notes else "")
+            + "."
+        ).strip()
+        caption = escape_latex(caption[0].upper() + caption[1:])
+        name = f"samples-{slug('rf' + axis_value('real_fraction', rf))}"
+        plots.append(Plot(name, fig, caption, "samples", raster=True))
+    return plots
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def write_figures(
+    runs: pd.DataFrame,
+    curves: pd.DataFrame,
+    out_dir: str | Path,
+    *,
+    fidelity: pd.DataFrame | None = None,
+    run_dir: str | Path | None = None,
+) -> list[ReportFigure]:
+    """Draw every figure the data supports into `out_dir` (plots as PDF, sample grids as PNG)
+    and return them in report order. `run_dir` (the sweep's folder) enables the sample grids."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    modes = runs["mode"] if fidelity is None else pd.concat([runs["mode"], fidelity["mode"]])
+    palette = mode_palette(modes.dropna())
+    plots = [
+        *ratio_figures(runs, palette),
+        *heatmap_figures(runs),
+        *curve_figures(runs, curves, palette),
+        *fidelity_figures(runs, fidelity, palette),
+        *sample_figures(Path(run_dir) if run_dir else None),
+    ]
+    written = []
+    for plot in plots:
+        path = out / f"{plot.name}.{'png' if plot.raster else 'pdf'}"
+        # No creation date in the PDF: an unchanged report gives an unchanged file.
+        meta = None if plot.raster else {"CreationDate": None}
+        plot.figure.savefig(path, dpi=200, bbox_inches="tight", metadata=meta)
+        width = round(min(1.0, plot.figure.get_figwidth() / FULL_WIDTH), 2)
+        written.append(ReportFigure(path, plot.caption, f"fig:{plot.name}", plot.section, width))
+    return written

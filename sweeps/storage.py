@@ -1,0 +1,182 @@
+"""The Optuna storage behind a sweep, built from ``sweep.storage`` for many processes.
+
+- ``None``: ``sqlite:///<out>/optuna.db``, the default for one machine.
+- ``sqlite:///PATH``: SQLite made safe for several local processes: a busy timeout, WAL,
+  and every transaction begun ``IMMEDIATE`` so a read-then-write (popping a queued trial)
+  never dies half-way with ``database is locked`` when another process wrote in between.
+- ``journal:///PATH`` or a path ending in ``.log``: Optuna's journal file, for a shared
+  file system where SQLite's locks are unreliable (NFS).
+- ``postgresql://...`` (or ``mysql://...``): one database for many machines.
+
+Database storages get Optuna's heartbeat and a retry callback: a worker that dies leaves a
+RUNNING trial whose heartbeat stops; ``fail_stale_trials`` fails it and the callback puts a
+WAITING copy (same cell key) back in the queue. The journal has no native heartbeat;
+``sweeps.queue`` records one as a trial attribute instead. URLs are masked wherever they
+are shown (``benchmark.redact.mask_uri``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import sqlite3
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+import sqlalchemy.exc
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+from benchmark.config import SweepConfig
+from benchmark.redact import mask_uri
+
+
+@contextlib.contextmanager
+def quiet_experimental() -> Iterator[None]:
+    """Optuna marks its heartbeat API experimental; the warning gives a user nothing to do."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
+_DATABASES = ("sqlite", "postgresql", "postgres", "mysql")
+
+
+@dataclass
+class SweepStorage:
+    """An opened storage and what the queue needs to know about it."""
+
+    storage: BaseStorage
+    url: str = field(repr=False)  # may hold a password: show it only through ``masked``
+    heartbeat_interval: int
+    grace_period: int
+    max_retries: int
+
+    @property
+    def masked(self) -> str:
+        return mask_uri(self.url)
+
+    @property
+    def native_heartbeat(self) -> bool:
+        """True if the storage records heartbeats itself (the database storages)."""
+        return isinstance(self.storage, RDBStorage)
+
+    def retry(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """Put a dead worker's trial back in the queue (used where Optuna does not)."""
+        with quiet_experimental():
+            _retry_callback(self.max_retries)(study, trial)
+
+
+def default_storage_url(out: Path) -> str:
+    return f"sqlite:///{Path(out).resolve() / 'optuna.db'}"
+
+
+def open_storage(url: str | None, out: Path, cfg: SweepConfig) -> SweepStorage:
+    """Open (creating if needed) the storage named by ``url``; see the module docstring."""
+    url = url or default_storage_url(out)
+    kind = _kind(url)
+    if kind == "journal":
+        path = url.removeprefix("journal://") if url.startswith("journal://") else url
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # The open(O_EXCL) lock works on NFSv3+, where the default symlink lock may not.
+        backend = JournalFileBackend(path, lock_obj=JournalFileOpenLock(path))
+        storage: BaseStorage = JournalStorage(backend)
+    else:
+        storage = _open_rdb(url, kind, cfg)
+    return SweepStorage(storage, url, cfg.heartbeat_interval, cfg.grace_period, cfg.max_retries)
+
+
+def with_driver(url: str) -> str:
+    """``postgresql://`` with the PostgreSQL driver that is installed.
+
+    SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3, older versions as psycopg2;
+    the ``postgres`` extra installs psycopg2. A URL naming its driver is left alone.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres"):
+        return url
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2"):
+        return f"postgresql+psycopg2://{rest}"
+    return f"postgresql://{rest}"
+
+
+def _kind(url: str) -> str:
+    if url.startswith("journal://") or url.endswith(".log"):
+        return "journal"
+    scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
+    if scheme in _DATABASES:
+        return "sqlite" if scheme == "sqlite" else "database"
+    raise ValueError(
+        f"sweep.storage {mask_uri(url)!r} is not a storage URL: use sqlite:///PATH, "
+        "journal:///PATH (or a PATH ending in .log), or postgresql://USER@HOST/DB"
+    )
+
+
+def _open_rdb(url: str, kind: str, cfg: SweepConfig) -> RDBStorage:
+    engine_kwargs: dict = {"pool_pre_ping": True}
+    if kind == "sqlite":
+        path = url.split(":///", 1)[1]
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        _enable_wal(path)
+        engine_kwargs = {"connect_args": {"timeout": 120}}
+    kwargs = dict(
+        engine_kwargs=engine_kwargs,
+        heartbeat_interval=cfg.heartbeat_interval,
+        grace_period=cfg.grace_period,
+    )
+    # Several workers starting at once race to create Optuna's tables in an empty
+    # database; the loser's error is harmless, so try again after the winner finished.
+    for attempt in range(5):
+        try:
+            with quiet_experimental():
+                storage = RDBStorage(
+                    with_driver(url),
+                    heartbeat_stale_trial_callback=_retry_callback(cfg.max_retries),
+                    **kwargs,
+                )
+            break
+        except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError):
+            if attempt == 4:
+                raise
+            time.sleep(1 + attempt)
+    if kind == "sqlite":
+        _begin_immediate(storage)
+    return storage
+
+
+def _retry_callback(max_retries: int):
+    return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
+
+
+def _enable_wal(path: str) -> None:
+    # WAL is a property of the database file: set once, every later connection uses it.
+    # Readers then never block the writer, which keeps the busy waits short.
+    with sqlite3.connect(path, timeout=120) as con:
+        con.execute("PRAGMA journal_mode=WAL")
+
+
+def _begin_immediate(storage: RDBStorage) -> None:
+    """Make every SQLite transaction take the write lock when it begins.
+
+    pysqlite begins transactions lazily and SQLite upgrades a reader to a writer only if no
+    one wrote since it started reading; otherwise the upgrade fails at once, whatever the
+    busy timeout. ``BEGIN IMMEDIATE`` queues writers on the timeout instead (SQLAlchemy's
+    pysqlite recipe). Transactions here are milliseconds, so serialising them costs nothing.
+    """
+    from sqlalchemy import event
+
+    engine = storage.engine
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the listeners existed are dropped

@@ -1,0 +1,247 @@
+"""Nuisance tuning of downstream training: one Optuna study per (task, model) or per cell.
+
+The scientific axes are crossed by the grid; the nuisance hyperparameters of training
+(learning rate, weight decay, batch size, epochs) are tuned here so that no arm of the
+comparison is judged with settings that suit another (Google's tuning playbook).
+
+- ``sweep.tune_scope: reference`` (default): per (task, model) a study named
+  ``<sweep>-tune-<task>`` trains the real-only reference cell (largest real fraction, first
+  seed) ``sweep.tune_trials`` times; the winners are frozen into ``downstream.train`` of
+  the resolved config, so every grid cell uses them (and its stage key changes with them).
+- ``sweep.tune_scope: cell``: every cell gets a study of its own with the same budget,
+  ``<sweep>-tune-<cell key>``, run by the worker that claims the cell.
+
+TPE proposes values; a median pruner stops a trial whose per-epoch validation score falls
+below the median of earlier trials at that epoch. Each trial is an MLflow child run of the
+sweep (tag ``kind=tuning``). Only validation images are scored: the test split stays unseen.
+A study is tuned under a file lock in the output folder, so one process tunes it and the
+others then read the same winners; a rerun resumes a killed study where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from benchmark.config import Config, TrainConfig
+from benchmark.data.assembly import take_synthetic
+from benchmark.data.records import EchoData
+from benchmark.grid import GridCell, Mode, Protocol
+from benchmark.runtime import resolve_device, seed_everything
+from downstream.protocols import run_protocol
+from downstream.registry import build_model, build_task
+from downstream.training import Task, fit
+from sweeps.shared import SharedWorkspace
+from sweeps.storage import SweepStorage
+
+log = logging.getLogger(__name__)
+
+TUNED = ("lr", "weight_decay", "batch_size", "epochs")  # the downstream.train fields tuned
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def reference_cells(cells: list[GridCell]) -> dict[str, GridCell]:
+    """Task -> the real-only cell tuned for it: the largest real fraction, the first seed."""
+    refs: dict[str, GridCell] = {}
+    for cell in cells:
+        if cell.mode is not Mode.NONE:
+            continue
+        best = refs.get(cell.task.value)
+        if best is None or (-cell.real_fraction, cell.seed) < (-best.real_fraction, best.seed):
+            refs[cell.task.value] = cell
+    return refs
+
+
+def tune_reference(
+    ws: SharedWorkspace, store: SweepStorage, cells: list[GridCell], parent_id: str | None
+) -> Config:
+    """Tune on the task's reference cell; returns the config with the winners frozen in.
+
+    ``downstream.train`` is one section shared by every task, so a grid of several tasks
+    is refused here (``tune_scope: cell`` tunes each cell, whatever its task).
+    """
+    refs = reference_cells(cells)
+    if not refs:
+        raise ValueError("sweep.tune needs a real-only reference cell (grid.include_baseline)")
+    if len(refs) > 1:
+        raise ValueError(
+            f"sweep.tune_scope 'reference' tunes one downstream.train for the grid, but "
+            f"grid.tasks has {sorted(refs)}; sweep one task at a time or use tune_scope 'cell'"
+        )
+    ((task, cell),) = refs.items()
+    winners = tune_cell(ws, store, cell, parent_id, suffix=task)
+    return with_train(ws.cfg, winners)
+
+
+def with_train(cfg: Config, values: dict) -> Config:
+    train = dataclasses.replace(cfg.downstream.train, **values)
+    return dataclasses.replace(cfg, downstream=dataclasses.replace(cfg.downstream, train=train))
+
+
+def study_name(cfg: Config, suffix: str) -> str:
+    return f"{cfg.name}-tune-{suffix}"
+
+
+def tune_cell(
+    ws: SharedWorkspace,
+    store: SweepStorage,
+    cell: GridCell,
+    parent_id: str | None,
+    suffix: str | None = None,
+) -> dict:
+    """Run (or finish) the tuning study of ``cell``; returns the winning values of TUNED."""
+    sweep = ws.cfg.sweep
+    name = study_name(ws.cfg, suffix or cell.key())
+    with ws.lock(name):
+        study = optuna.create_study(
+            study_name=name,
+            storage=store.storage,
+            direction="maximize",
+            load_if_exists=True,
+            sampler=optuna.samplers.TPESampler(seed=sweep.tune_seed),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=sweep.tune_startup_trials),
+        )
+        _fail_orphans(study, store)
+        used = sum(1 for t in study.get_trials(deepcopy=False, states=_FINISHED) if not _orphan(t))
+        if used < sweep.tune_trials:
+            objective = _Objective(ws, cell, name, parent_id)
+            # A diverging learning rate is a result (a bad trial), not a crash of the sweep.
+            study.optimize(
+                objective, n_trials=sweep.tune_trials - used, catch=(FloatingPointError,)
+            )
+        try:
+            best = study.best_trial
+        except ValueError:
+            raise RuntimeError(f"tuning study {name}: no trial completed") from None
+    log.info("tuned %s: %s (val %.4f)", name, best.params, best.value)
+    return {k: best.params[k] for k in TUNED}
+
+
+def _orphan(trial: optuna.trial.FrozenTrial) -> bool:
+    return bool(trial.user_attrs.get("orphaned"))
+
+
+def _fail_orphans(study: optuna.Study, store: SweepStorage) -> None:
+    """RUNNING trials of a study whose lock we hold belong to a dead tuner: close them."""
+    study_id = store.storage.get_study_id_from_name(study.study_name)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        trial_id = store.storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        try:
+            store.storage.set_trial_user_attr(trial_id, "orphaned", True)
+            store.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass
+
+
+def suggest(trial: optuna.Trial, cfg: Config) -> TrainConfig:
+    s = cfg.sweep
+    return dataclasses.replace(
+        cfg.downstream.train,
+        lr=trial.suggest_float("lr", *s.tune_lr, log=True),
+        weight_decay=trial.suggest_float("weight_decay", *s.tune_weight_decay, log=True),
+        batch_size=trial.suggest_categorical("batch_size", list(s.tune_batch_sizes)),
+        epochs=trial.suggest_int("epochs", *s.tune_epochs),
+    )
+
+
+class _Objective:
+    """One tuning trial: train the cell with suggested values, score on validation."""
+
+    def __init__(
+        self, ws: SharedWorkspace, cell: GridCell, name: str, parent_id: str | None
+    ) -> None:
+        self.ws, self.cell, self.name, self.parent_id = ws, cell, name, parent_id
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        train_cfg = suggest(trial, self.ws.cfg)
+        tracker = self.ws.tracker
+        tags = {
+            "kind": "tuning",
+            "study": self.name,
+            "trial": trial.number,
+            "tuned_cell": self.cell.key(),
+            "task": self.cell.task.value,
+        }
+        synthetic = None
+        if self.cell.uses_generator:  # before seeding, as for the cell stage
+            _, synthetic = self.ws.synthetic_stage(
+                self.cell.mode, self.cell.prompt, self.cell.real_fraction
+            )
+        task, model = build(self.ws, self.cell)
+        run_id = tracker.start_run(f"{self.name}-{trial.number}", tags, self.parent_id)
+        tracker.log_params(run_id, {k: getattr(train_cfg, k) for k in TUNED})
+        curve: list[float] = []
+
+        def on_epoch(epoch: int, score: float) -> None:
+            curve.append(score)
+            trial.report(score, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"epoch {epoch}: validation {score:.4f}")
+
+        def close(state: str, status: str = "FINISHED") -> None:
+            tracker.log_curves(run_id, {f"val/{task.primary_metric}": curve})
+            tracker.client.set_tag(run_id, "state", state)
+            tracker.end_run(run_id, status)
+
+        try:
+            score = train_once(self.ws, self.cell, task, model, synthetic, train_cfg, on_epoch)
+        except optuna.TrialPruned:
+            close("pruned")
+            raise
+        except BaseException as exc:
+            tracker.client.set_tag(run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
+            close("failed", "FAILED")
+            raise
+        tracker.log_metrics(run_id, {"best_val": score})
+        close("complete")
+        return score
+
+
+def build(ws: SharedWorkspace, cell: GridCell) -> tuple[Task, torch.nn.Module]:
+    """The cell's task object and a fresh, seeded model, as the cell stage builds them."""
+    seed_everything(cell.seed, resolve_device(ws.cfg.device))
+    task, _ = build_task(
+        cell.task,
+        ws.cfg.downstream,
+        cell.prompt.level if cell.prompt else None,
+        ws.cfg.data.prompt_variant,
+    )
+    return task, build_model(cell.task, ws.cfg.downstream, ws.cfg.data.size)
+
+
+def train_once(
+    ws: SharedWorkspace,
+    cell: GridCell,
+    task: Task,
+    model: torch.nn.Module,
+    synthetic: EchoData | None,
+    train_cfg: TrainConfig,
+    on_epoch: Callable[[int, float], None],
+) -> float:
+    """Train ``cell``'s model once with ``train_cfg``; its best validation score.
+
+    Built like the cell stage (sweeps/cell.py) but without a stage: nothing is tested or
+    saved. ``mix`` trains through ``fit`` directly so every epoch reaches the pruner;
+    ``pretrain`` and ``synthetic_only`` go through ``run_protocol``, which reports no
+    epochs, so their trials are scored but never pruned.
+    """
+    device = resolve_device(ws.cfg.device)
+    real_train = ws.real_train(cell.real_fraction)
+    synth = None
+    if synthetic is not None:
+        synth = take_synthetic(synthetic, len(real_train), cell.ratio, cell.seed)
+    val = ws.real.split("val")
+    if cell.protocol is Protocol.MIX:
+        has_synth = synth is not None and len(synth) > 0
+        train = EchoData.concat([real_train, synth]) if has_synth else real_train
+        result = fit(model, task, train, val, train_cfg, device, cell.seed, "tune", False, on_epoch)
+        return result.best_score
+    result = run_protocol(
+        cell.protocol, model, task, real_train, synth, val, train_cfg, device, cell.seed, False
+    )
+    return result.final.best_score

@@ -1,0 +1,41 @@
+"""Fixtures of the reports tests: a run folder laid out as a sweep writes it."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmark.imaging import save_grid
+
+
+def _fake_run_dir(root, modes=("oracle", "corrupted"), fractions=(0.1, 1.0), size=8):
+    """A run folder with a real data stage and a finished synthetic stage per (mode, fraction),
+    laid out as sweeps/workspace.py writes them (data/<key>/, synth/<key>/ with samples.png)."""
+    rng = np.random.default_rng(0)
+    data = root / "data" / "phantom-abc"
+    data.mkdir(parents=True)
+    np.save(data / "images.npy", rng.random((20, size, size), dtype=np.float32))
+    np.save(data / "masks.npy", rng.integers(0, 4, (20, size, size)).astype(np.uint8))
+    pd.DataFrame({"split": ["train"] * 16 + ["test"] * 4}).to_csv(data / "manifest.csv")
+    (data / "spec.json").write_text(json.dumps({"hash": "d" * 64}))
+    for mode in modes:
+        for rf in fractions:
+            stage = root / "synth" / f"{mode}-{rf:g}"
+            stage.mkdir(parents=True)
+            images = rng.random((32, size, size))
+            save_grid(stage / "samples.png", images, rng.integers(0, 4, images.shape))
+            spec = {"mode": mode, "real_fraction": rf, "prompt": None, "data": "d" * 64}
+            (stage / "spec.json").write_text(json.dumps({"spec": spec}))
+            (stage / "data.json").write_text(json.dumps({"n": 32, "shape": [size, size]}))
+            (stage / "done.json").write_text("{}")
+    # A half-written stage (no done.json) and a temporary folder are not finished sets.
+    (root / "synth" / "oracle-partial").mkdir()
+    (root / "synth" / ".oracle-x.tmp-1").mkdir()
+    return root
+
+
+@pytest.fixture(scope="session")
+def fake_run_dir():
+    """`fake_run_dir(root, modes=..., fractions=..., size=...)` -> root, filled."""
+    return _fake_run_dir

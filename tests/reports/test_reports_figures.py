@@ -1,0 +1,221 @@
+"""reports.figures: which figures the data supports, what they show, and how they are saved."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reports.figures import (
+    curve_figures,
+    fidelity_figures,
+    heatmap_figures,
+    mode_palette,
+    ratio_figures,
+    sample_figures,
+    synthetic_sets,
+    write_figures,
+)
+
+# (mode, prompt, ratio) -> dice of seeds 0 and 1.
+DICE = {
+    ("none", "-", 0.0): [0.60, 0.62],
+    ("oracle", "-", 0.5): [0.70, 0.72],
+    ("oracle", "-", 1.0): [0.74, 0.76],
+    ("corrupted", "-", 0.5): [0.50, 0.52],
+    ("corrupted", "-", 1.0): [0.40, 0.44],
+}
+
+
+def _runs(dice=DICE, task="seg", real_fraction=0.1) -> pd.DataFrame:
+    rows = []
+    for (mode, prompt, ratio), values in dice.items():
+        key = f"{task}-{mode}-{prompt}-r{ratio:g}-f{real_fraction:g}"
+        for seed, value in enumerate(values):
+            rows.append(
+                dict(
+                    run_id=f"{key}-s{seed}",
+                    cell_key=key,
+                    task=task,
+                    mode=mode,
+                    prompt=prompt,
+                    ratio=ratio,
+                    protocol="mix",
+                    real_fraction=real_fraction,
+                    seed=seed,
+                    model="unet",
+                    primary_metric="dice_mean",
+                    status="ok",
+                    dice_mean=value,
+                )
+            )
+    return pd.DataFrame(rows)
+
+
+def _curves(runs: pd.DataFrame, epochs: int = 4) -> pd.DataFrame:
+    rows = [
+        (r.run_id, r.cell_key, step, r.dice_mean * step / epochs)
+        for r in runs.itertuples()
+        for step in range(1, epochs + 1)
+    ]
+    return pd.DataFrame(rows, columns=["run_id", "cell_key", "step", "value"])
+
+
+def _titles(plot) -> list[str]:
+    titles = [ax.get_title() or ax.get_title(loc="left") for ax in plot.figure.axes]
+    return [t for t in titles if t]
+
+
+def test_ratio_figure_one_panel_per_fraction_and_baseline_line():
+    runs = pd.concat([_runs(), _runs(real_fraction=1.0)])
+    (plot,) = ratio_figures(runs)
+    assert plot.name == "ratio-seg-unet" and plot.section == "downstream"
+    assert _titles(plot) == ["mix, real fraction 0.1", "mix, real fraction 1"]
+    ax = plot.figure.axes[0]
+    # The dashed baseline sits at the real-only mean over seeds.
+    (baseline,) = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
+    assert baseline.get_ydata()[0] == pytest.approx(0.61)
+    # One line per mode through the seed means at each ratio.
+    means = sorted(
+        tuple(np.round(ln.get_ydata(), 3))
+        for ln in ax.get_lines()
+        if ln.get_linestyle() == "-" and len(ln.get_ydata()) == 2
+    )
+    assert means == [(0.51, 0.42), (0.71, 0.75)]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "real only",
+        "oracle",
+        "corrupted",
+    ]
+    assert r"mean $\pm$ std over seeds" in plot.caption and r"dice\_mean" in plot.caption
+
+
+def test_ratio_figure_needs_two_ratios():
+    one_ratio = {k: v for k, v in DICE.items() if k[2] in (0.0, 1.0)}
+    assert ratio_figures(_runs(one_ratio)) == []
+
+
+def test_failed_runs_are_not_drawn():
+    runs = _runs()
+    runs.loc[runs["mode"] == "corrupted", "status"] = "failed"
+    (plot,) = ratio_figures(runs)
+    assert [t.get_text() for t in plot.figure.axes[0].get_legend().get_texts()] == [
+        "real only",
+        "oracle",
+    ]
+
+
+def test_curve_figure_mean_and_band():
+    runs = _runs()
+    (plot,) = curve_figures(runs, _curves(runs))
+    assert plot.name == "curves-seg-unet" and plot.section == "convergence"
+    ax = plot.figure.axes[0]
+    assert ax.get_xlabel() == "epoch" and ax.get_ylabel() == "validation dice_mean"
+    # The baseline's mean curve at the last epoch: mean of its two seeds' final values.
+    lines = {
+        round(float(ln.get_ydata()[-1]), 3) for ln in ax.get_lines() if len(ln.get_ydata()) == 4
+    }
+    assert 0.61 in lines
+    assert ax.collections, "no confidence band drawn"
+    assert r"95\% bootstrap confidence" in plot.caption
+
+
+def test_curve_figure_skipped_without_curves_or_with_one_epoch():
+    runs = _runs()
+    empty = pd.DataFrame(columns=["run_id", "cell_key", "step", "value"])
+    assert curve_figures(runs, empty) == []
+    assert curve_figures(runs, _curves(runs, epochs=1)) == []
+
+
+def test_heatmap_needs_two_prompt_kinds():
+    assert heatmap_figures(_runs()) == []  # unconditional-style cells have no prompt
+    dice = {
+        ("text", "P1", 1.0): [0.70, 0.72],
+        ("text", "P2", 1.0): [0.80, 0.84],
+        ("hybrid", "P1", 1.0): [0.60, 0.60],
+        ("hybrid", "P2", 1.0): [0.90, 0.92],
+        ("text", "P1", 2.0): [0.71, 0.71],
+    }
+    (plot,) = heatmap_figures(_runs(dice))
+    assert plot.name == "heatmap-seg-unet-mix-rf0p1"
+    assert _titles(plot) == ["ratio 1", "ratio 2"]
+    # Annotations are the means over seeds, rows in mode order (text before hybrid).
+    texts = [t.get_text() for t in plot.figure.axes[0].texts]
+    assert texts == ["0.710", "0.820", "0.600", "0.910"]
+
+
+def test_fidelity_figure_joins_on_mode_and_prompt():
+    runs = _runs()
+    assert fidelity_figures(runs, None) == []
+    assert fidelity_figures(runs, pd.DataFrame(columns=["run_id", "mode", "prompt"])) == []
+    fid = pd.DataFrame(
+        {
+            "run_id": ["a", "b", "c"],
+            "mode": ["oracle", "corrupted", "corrupted"],
+            "prompt": ["-", "-", "-"],
+            "fd": [1.0, 9.0, 11.0],  # two replicates of corrupted: mean 10
+            "mask_dice": [0.95, 0.2, 0.2],
+        }
+    )
+    (plot,) = fidelity_figures(runs, fid)
+    assert plot.section == "fidelity"
+    ax = plot.figure.axes[0]
+    assert ax.get_xlabel() == "FD (lower is better)"
+    # A point per mode: (FD, dice averaged over seeds and ratios).
+    points = sorted(map(tuple, np.round(ax.collections[0].get_offsets(), 3).tolist()))
+    assert points == [(1.0, 0.73), (10.0, 0.465)]
+    assert fidelity_figures(runs, fid.iloc[:1]) == []  # one point: nothing to relate
+
+
+def test_sample_figures_real_row_then_modes(tmp_path, fake_run_dir):
+    run_dir = fake_run_dir(tmp_path)
+    assert len(synthetic_sets(run_dir)) == 4
+    plots = sample_figures(run_dir)
+    assert [p.name for p in plots] == ["samples-rf0p1", "samples-rf1"]
+    assert all(p.raster and p.section == "samples" for p in plots)
+    assert _titles(plots[0]) == ["real (training split)", "oracle", "corrupted"]
+    # Two rows of eight image pairs, cropped from the 4-row grid: (8 + 2) px per row.
+    picture = plots[0].figure.axes[1].get_images()[0].get_array()
+    assert picture.shape[0] == 2 * (8 + 2)
+    assert "10\\%" in plots[0].caption and "lower bound" in plots[0].caption
+    assert sample_figures(None) == [] and sample_figures(tmp_path / "nothing") == []
+
+
+def test_write_figures_saves_pdf_and_png(tmp_path, fake_run_dir):
+    runs = _runs()
+    figs = write_figures(
+        runs, _curves(runs), tmp_path / "figures", run_dir=fake_run_dir(tmp_path / "run")
+    )
+    names = [f.path.name for f in figs]
+    assert names == [
+        "ratio-seg-unet.pdf",
+        "curves-seg-unet.pdf",
+        "samples-rf0p1.png",
+        "samples-rf1.png",
+    ]
+    assert all(f.path.stat().st_size > 1000 for f in figs)
+    assert [f.label for f in figs][0] == "fig:ratio-seg-unet"
+    assert all(0 < f.width <= 1 for f in figs)
+    assert figs[0].path.read_bytes().startswith(b"%PDF")
+
+
+def test_palette_is_stable_and_baseline_grey():
+    palette = mode_palette(["corrupted", "none", "oracle"])
+    assert list(palette) == ["oracle", "corrupted", "real only"]
+    assert palette["real only"] == (0.35, 0.35, 0.35)
+
+
+def test_fidelity_pairs_each_set_with_the_cells_of_its_real_fraction():
+    runs = pd.concat([_runs(), _runs(real_fraction=1.0)])
+    runs.loc[runs["real_fraction"] == 1.0, "dice_mean"] += 0.2
+    fid = pd.DataFrame(
+        {
+            "run_id": list("abcd"),
+            "mode": ["oracle", "corrupted"] * 2,
+            "prompt": ["-"] * 4,
+            "real_fraction": [0.1, 0.1, 1.0, 1.0],
+            "fd": [2.0, 8.0, 1.0, 4.0],
+        }
+    )
+    (plot,) = fidelity_figures(runs, fid)
+    points = sorted(map(tuple, np.round(plot.figure.axes[0].collections[0].get_offsets(), 3)))
+    # (FD of the set, dice of the cells trained with it): no cross-fraction pairs.
+    assert points == [(1.0, 0.93), (2.0, 0.73), (4.0, 0.665), (8.0, 0.465)]
