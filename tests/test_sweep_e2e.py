@@ -90,6 +90,7 @@ def test_smoke_sweep_then_rerun_recomputes_nothing(tmp_path):
     second = sweep(out)
     assert second["computed"] == 0 and second["failed"] == {}
     assert stage_folders(out) == before  # nothing rewritten
-    assert second["seconds"] < 0.3 * first["seconds"]
+    # The grid itself is a small fraction of the first run; the report is rebuilt each time.
+    assert second["sweep_seconds"] < 0.3 * first["sweep_seconds"]
     runs_after = client.search_runs([exp.experiment_id], "tags.kind = 'cell'")
     assert len(runs_after) == 3  # nothing logged twice
