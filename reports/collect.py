@@ -35,6 +35,8 @@ CELL_TAGS: dict[str, type] = {
     "model": str,
     "primary_metric": str,
     "status": str,
+    # The cell's stage folder (cells/<stage>/ of the run folder), where the sweep wrote it.
+    "stage": str,
 }
 # Run-level metrics that are kept without a `test/` prefix.
 EXTRA_METRICS = ("epochs_to_95", "seconds_to_95", "val_auc", "train_seconds")

@@ -373,7 +373,8 @@ def fidelity_figures(
         if metric is None or cells.empty:
             continue
         score = cells.groupby(["mode", "prompt", "real_fraction"])[metric].mean().reset_index()
-        for k, (_, fid) in enumerate(recipes):
+        drawn = 0
+        for _, fid in recipes:
             fid = fid.groupby(keys, dropna=False)[metrics].mean().reset_index()
             points = _with_labels(score.merge(fid, on=keys))
             if len(points) < 2:
@@ -381,7 +382,7 @@ def fidelity_figures(
             shown = [m for m in metrics if points[m].notna().any()]
             fractions = points["real_fraction"].nunique() > 1
             points["real fraction"] = points["real_fraction"].map("{:g}".format)
-            ncols = min(len(shown), 4)
+            ncols = min(len(shown), 3)
             with _style():
                 fig, axes = _figure(-(-len(shown) // ncols), ncols, sharey=True)
                 for ax, m in zip(axes.ravel(), shown):
@@ -402,14 +403,19 @@ def fidelity_figures(
                 for ax in axes.ravel()[len(shown) :]:
                     ax.set_visible(False)
                 if axes[0, 0].get_legend() is not None:
-                    sns.move_legend(axes[0, 0], "best", fontsize="small")
+                    sns.move_legend(axes[0, 0], "best", title=None, fontsize="small")
+            where = {"task": task, "model": model}
+            if points["real_fraction"].nunique() == 1:
+                where["real_fraction"] = points["real_fraction"].iloc[0]
             caption = (
-                f"Test {escape_latex(metric)} ({_where(task=task, model=model)}) against the"
+                f"Test {escape_latex(metric)} ({_where(**where)}) against the"
                 " fidelity of the synthetic set used: one point per generation mode, prompt"
                 " kind and real fraction, its score averaged over seeds and ratios. The"
                 " fidelity recipe is in the fidelity table's caption."
             )
-            name = f"fidelity-{slug(task, model)}" + (f"-{k + 1}" if k else "")
+            # Numbered in the order drawn: a recipe without two points leaves no gap.
+            name = f"fidelity-{slug(task, model)}" + (f"-{drawn + 1}" if drawn else "")
+            drawn += 1
             plots.append(Plot(name, fig, caption, "fidelity"))
     return plots
 
@@ -425,6 +431,7 @@ class _SynthSet:
     grid: Path
     size: int | None  # image height in pixels, to crop the grid to its first rows
     data: str | None  # hash of the real data stage it was made from
+    digest: str | None  # its own stage hash, as the cells that used it name it
 
 
 def _read_json(path: Path) -> dict:
@@ -434,16 +441,25 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
-def synthetic_sets(run_dir: Path) -> list[_SynthSet]:
+def synthetic_sets(run_dir: Path, stages: Iterable[str] | None = None) -> list[_SynthSet]:
     """The finished synthetic stages of a run folder that have a sample grid. Temporary and
-    half-written folders (no done.json) are left out."""
+    half-written folders (no done.json) are left out. With `stages` (the cell stage folders of
+    the reported runs), only the sets those cells trained on: a folder also holds the stages of
+    earlier configurations, which the report's tables do not show."""
+    used = None
+    if stages is not None:
+        specs = (_read_json(Path(run_dir, "cells", s, "spec.json")) for s in stages if s)
+        used = {spec.get("spec", {}).get("synthetic") for spec in specs} - {None}
     found = []
     for stage in sorted(Path(run_dir, "synth").glob("[!.]*")):
         grid = stage / "samples.png"
         if not (stage.is_dir() and grid.is_file() and (stage / "done.json").is_file()):
             continue
-        spec = _read_json(stage / "spec.json").get("spec", {})
+        meta = _read_json(stage / "spec.json")
+        spec = meta.get("spec", {})
         if "mode" not in spec or "real_fraction" not in spec:
+            continue
+        if used is not None and meta.get("hash") not in used:
             continue
         shape = _read_json(stage / "data.json").get("shape")
         found.append(
@@ -454,6 +470,7 @@ def synthetic_sets(run_dir: Path) -> list[_SynthSet]:
                 grid,
                 int(shape[0]) if shape else None,
                 spec.get("data"),
+                meta.get("hash"),
             )
         )
     return found
@@ -486,12 +503,13 @@ def _first_rows(grid: Path, size: int | None) -> np.ndarray:
     return picture
 
 
-def sample_figures(run_dir: Path | None) -> list[Plot]:
+def sample_figures(run_dir: Path | None, stages: Iterable[str] | None = None) -> list[Plot]:
     """Real and synthetic samples side by side, one figure per real fraction: a row of real
-    training images, then a row per generation mode, each image plain and with its labels."""
+    training images, then a row per synthetic set, each image plain and with its labels.
+    `stages` limits the sets to those the given cell stages used (see `synthetic_sets`)."""
     if run_dir is None or not Path(run_dir, "synth").is_dir():
         return []
-    sets = synthetic_sets(Path(run_dir))
+    sets = synthetic_sets(Path(run_dir), stages)
     plots = []
     for rf in display_order("real_fraction", [s.real_fraction for s in sets]):
         chosen = [s for s in sets if s.real_fraction == rf]
@@ -529,6 +547,14 @@ def sample_figures(run_dir: Path | None) -> list[Plot]:
 # ----------------------------------------------------------------------------- writing
 
 
+def _stages(runs: pd.DataFrame) -> list[str] | None:
+    """Cell stage folders of the usable runs; None when the runs do not name them."""
+    if "stage" not in runs.columns:
+        return None
+    stages = usable_runs(runs)["stage"].dropna()
+    return list(stages) if len(stages) else None
+
+
 def write_figures(
     runs: pd.DataFrame,
     curves: pd.DataFrame,
@@ -548,7 +574,7 @@ def write_figures(
         *heatmap_figures(runs),
         *curve_figures(runs, curves, palette),
         *fidelity_figures(runs, fidelity, palette),
-        *sample_figures(Path(run_dir) if run_dir else None),
+        *sample_figures(Path(run_dir) if run_dir else None, _stages(runs)),
     ]
     written = []
     for plot in plots:

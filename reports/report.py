@@ -69,6 +69,14 @@ def _facts(experiment: str, runs: pd.DataFrame) -> list[str]:
     ]
 
 
+def _clear_stale(out: Path) -> None:
+    """Remove the tables and figures an earlier report left in `out`: the folder mirrors the
+    tracking store now, and a file for a slice that no longer exists would read as current."""
+    for pattern in ("tables/*.tex", "figures/*.pdf", "figures/*.png"):
+        for path in out.glob(pattern):
+            path.unlink()
+
+
 def write_report(
     tracking_uri: str,
     experiment: str,
@@ -88,6 +96,7 @@ def write_report(
     """
     out = Path(out)
     runs = collect_runs(tracking_uri, experiment)
+    _clear_stale(out)
     per_sample = collect_per_sample(tracking_uri, runs)
     fidelity = collect_fidelity(tracking_uri, experiment)
     exports = [*export(runs, out, "runs"), *export(per_sample, out, "per_sample")]

@@ -10,8 +10,9 @@ from benchmark.imaging import save_grid
 
 
 def _fake_run_dir(root, modes=("oracle", "corrupted"), fractions=(0.1, 1.0), size=8):
-    """A run folder with a real data stage and a finished synthetic stage per (mode, fraction),
-    laid out as sweeps/workspace.py writes them (data/<key>/, synth/<key>/ with samples.png)."""
+    """A run folder with a real data stage, a finished synthetic stage per (mode, fraction) and
+    a cell stage that used it, laid out as the sweep writes them (data/<key>/, synth/<key>/
+    with samples.png, cells/seg-<mode>-r1-f<fraction>/spec.json)."""
     rng = np.random.default_rng(0)
     data = root / "data" / "phantom-abc"
     data.mkdir(parents=True)
@@ -26,7 +27,12 @@ def _fake_run_dir(root, modes=("oracle", "corrupted"), fractions=(0.1, 1.0), siz
             images = rng.random((32, size, size))
             save_grid(stage / "samples.png", images, rng.integers(0, 4, images.shape))
             spec = {"mode": mode, "real_fraction": rf, "prompt": None, "data": "d" * 64}
-            (stage / "spec.json").write_text(json.dumps({"spec": spec}))
+            digest = f"{mode}-{rf:g}-hash"
+            (stage / "spec.json").write_text(json.dumps({"hash": digest, "spec": spec}))
+            # A cell that trained on this set, named as a cell run's `stage` tag names it.
+            cell = root / "cells" / f"seg-{mode}-r1-f{rf:g}"
+            cell.mkdir(parents=True)
+            (cell / "spec.json").write_text(json.dumps({"spec": {"synthetic": digest}}))
             (stage / "data.json").write_text(json.dumps({"n": 32, "shape": [size, size]}))
             (stage / "done.json").write_text("{}")
     # A half-written stage (no done.json) and a temporary folder are not finished sets.

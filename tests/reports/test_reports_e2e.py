@@ -42,6 +42,8 @@ def _tags(mode, ratio, seed):
         "model": "monai-unet",
         "primary_metric": "dice_mean",
         "status": "ok",
+        # The cell's stage folder; the fake run folder has one per (mode, fraction) at ratio 1.
+        "stage": f"seg-{mode}-r1-f0.1",
     }
 
 
@@ -121,7 +123,11 @@ def test_report_finds_the_recorded_run_folder_or_skips_samples(run_dir, tmp_path
     # The sweep's parent run records its folder: reports on the sweep's machine find samples.
     assert sweep_folder(uri, "smoke") == run_dir
     # A folder without synthetic stages (or none at all): every other figure, no sample grid.
+    stale = tmp_path / "r" / "figures" / "heatmap-seg-old.pdf"  # from an earlier report
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"%PDF")
     made = write_report(uri, "smoke", tmp_path / "r", run_dir=tmp_path, pdf=False)
+    assert not stale.exists()
     assert {"tables", "exports", "figures", "tex", "pdf", "summary"} <= set(made)
     assert made["pdf"] is None and made["tex"].is_file()
     assert [p.name for p in made["figures"]] == [

@@ -179,6 +179,14 @@ def test_sample_figures_real_row_then_modes(tmp_path, fake_run_dir):
     assert sample_figures(None) == [] and sample_figures(tmp_path / "nothing") == []
 
 
+def test_sample_figures_show_only_the_sets_the_reported_cells_used(tmp_path, fake_run_dir):
+    run_dir = fake_run_dir(tmp_path)
+    (plot,) = sample_figures(run_dir, stages=["seg-oracle-r1-f0.1", None])
+    assert plot.name == "samples-rf0p1"
+    assert _titles(plot) == ["real (training split)", "oracle"]
+    assert sample_figures(run_dir, stages=["no-such-cell"]) == []
+
+
 def test_write_figures_saves_pdf_and_png(tmp_path, fake_run_dir):
     runs = _runs()
     figs = write_figures(
