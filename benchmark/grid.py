@@ -73,6 +73,13 @@ class GridCell:
     real_fraction: float
     seed: int
 
+    def __post_init__(self) -> None:
+        # Checked whenever a cell is made (config, --ratio, a parsed key), before any work.
+        if not self.ratio >= 0:
+            raise ValueError(f"ratio must be >= 0, got {self.ratio}")
+        if not 0 < self.real_fraction <= 1:
+            raise ValueError(f"real fraction must be in (0, 1], got {self.real_fraction}")
+
     def key(self) -> str:
         """A readable, file-name-safe identifier that :func:`parse_key` inverts.
 

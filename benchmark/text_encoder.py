@@ -32,12 +32,15 @@ class TextEncoder:
     """Prompts -> ``(N, dim)`` float32 embeddings on CPU (frozen, no gradients)."""
 
     def __init__(self, source: str = DEFAULT) -> None:
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel
+
+        from benchmark.checkpoints import load_pretrained, load_tokenizer
 
         path = encoder_path(source)
         self.source = source
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path).eval()
+        self.tokenizer = load_tokenizer(path)
+        # safetensors only: a pickle-only folder is refused instead of unpickled.
+        self.model = load_pretrained(AutoModel, path).eval()
         self.dim = int(self.model.config.hidden_size)
         self._cache: dict[str, torch.Tensor] = {}
         self._token_cache: dict[str, torch.Tensor] = {}

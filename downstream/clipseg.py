@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from benchmark.checkpoints import load_pretrained
+
 # CLIP's image normalisation, used when the folder has no preprocessor_config.json.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -38,7 +40,7 @@ class ClipSegNet(nn.Module):
         from transformers import CLIPSegForImageSegmentation
 
         folder = model_folder(str(folder), "clipseg_path", "CLIPSeg")
-        self.model = CLIPSegForImageSegmentation.from_pretrained(folder)
+        self.model = load_pretrained(CLIPSegForImageSegmentation, folder)
         self.size = int(self.model.config.vision_config.image_size)
         mean, std = CLIP_MEAN, CLIP_STD
         processor = folder / "preprocessor_config.json"

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from benchmark.checkpoints import load_pretrained
 from downstream.clipseg import CLIP_MEAN, CLIP_STD, model_folder
 
 
@@ -28,7 +29,7 @@ class CrisNet(nn.Module):
         super().__init__()
         from transformers import CLIPModel
 
-        self.clip = CLIPModel.from_pretrained(model_folder(str(folder), "clip_path", "CLIP"))
+        self.clip = load_pretrained(CLIPModel, model_folder(str(folder), "clip_path", "CLIP"))
         if freeze_backbone:
             self.clip.requires_grad_(False)
         vision, text = self.clip.config.vision_config, self.clip.config.text_config

@@ -12,12 +12,12 @@ class PromptTokens:
     (CLIP's context length), with the tokenizer saved in a local model ``folder``."""
 
     def __init__(self, folder: str | Path) -> None:
-        from transformers import AutoTokenizer
+        from benchmark.checkpoints import load_tokenizer
 
         folder = Path(folder).expanduser()
         if not (folder / "tokenizer_config.json").is_file():
             raise FileNotFoundError(f"{folder}: no tokenizer saved in this model folder")
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.tokenizer = load_tokenizer(folder)
         self._cache: dict[str, torch.Tensor] = {}
 
     def encode(self, prompts: list[str]) -> torch.Tensor:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
+from benchmark.checkpoints import load_pretrained, load_settings
 from benchmark.config import GeneratorConfig
 from benchmark.data.records import EchoData
 from benchmark.runtime import resolve_device
@@ -98,8 +99,9 @@ class UnconditionalGenerator:
     ) -> EchoData:
         settings = json.loads((Path(model_dir) / SETTINGS_FILE).read_text())
         # The pipeline's parts, loaded as DiffusionPipeline.from_pretrained(model_dir) would.
-        unet = UNet2DModel.from_pretrained(model_dir, subfolder="unet")
-        scheduler = DDPMScheduler.from_pretrained(model_dir, subfolder="scheduler")
+        # Checked loads: safetensors only, every weight present (benchmark.checkpoints).
+        unet = load_pretrained(UNet2DModel, model_dir, subfolder="unet")
+        scheduler = load_settings(DDPMScheduler, model_dir, subfolder="scheduler")
         shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
         columns: dict[str, object] = {}
         kwargs_for = None

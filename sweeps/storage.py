@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 import sqlite3
 import time
 import warnings
@@ -27,12 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 import sqlalchemy.exc
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
 from benchmark.config import SweepConfig
-from benchmark.redact import mask_uri
+from benchmark.redact import mask_uri, scrub
+from benchmark.tracking import reachable
 
 
 @contextlib.contextmanager
@@ -80,14 +83,133 @@ def open_storage(url: str | None, out: Path, cfg: SweepConfig) -> SweepStorage:
     url = url or default_storage_url(out)
     kind = _kind(url)
     if kind == "journal":
-        path = url.removeprefix("journal://") if url.startswith("journal://") else url
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        # The open(O_EXCL) lock works on NFSv3+, where the default symlink lock may not.
-        backend = JournalFileBackend(path, lock_obj=JournalFileOpenLock(path))
+        path = _journal_path(url)
+        _make_parent(path, "sweep.storage", url)
+        if Path(path).is_dir():
+            raise ValueError(f"sweep.storage {mask_uri(url)!r}: {path} is a folder, not a file")
+        try:
+            # The open(O_EXCL) lock works on NFSv3+, where the default symlink lock may not.
+            backend = JournalFileBackend(path, lock_obj=JournalFileOpenLock(path))
+        except OSError as exc:
+            raise ValueError(
+                f"sweep.storage {mask_uri(url)!r}: cannot open journal file {path} "
+                f"({exc.strerror or exc})"
+            ) from None
         storage: BaseStorage = JournalStorage(backend)
     else:
         storage = _open_rdb(url, kind, cfg)
     return SweepStorage(storage, url, cfg.heartbeat_interval, cfg.grace_period, cfg.max_retries)
+
+
+def check_urls(storage: str | None, tracking: str | None) -> None:
+    """Fail fast, before any work, on a storage or tracking URL that cannot work: an unknown
+    scheme, a malformed URL, a missing database driver, a database that does not answer
+    (``connect_timeout`` seconds), or a SQLite/journal file whose folder cannot be made.
+    Messages name the option and the URL with its password masked."""
+    if storage:
+        kind = _kind(storage)
+        if kind == "journal":
+            _check_parent(_journal_path(storage), "sweep.storage", storage)
+        elif kind == "sqlite":
+            _check_parent(_sqlite_path(storage, "sweep.storage"), "sweep.storage", storage)
+        else:
+            check_database(storage, "sweep.storage")
+    if tracking:
+        check_tracking_uri(tracking)
+
+
+# MLflow's tracking stores; anything else MLflow rejects only when the first run is logged.
+_TRACKING_SCHEMES = ("http", "https", "file", "databricks", *_DATABASES, "mssql")
+
+
+def check_tracking_uri(uri: str) -> None:
+    """A tracking URI MLflow can open: see :func:`check_urls`."""
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
+    if not scheme:
+        return  # a plain folder: MLflow's file store
+    if scheme not in _TRACKING_SCHEMES:
+        raise ValueError(
+            f"tracking.uri {mask_uri(uri)!r} has an unknown scheme {scheme!r}: use "
+            "sqlite:///PATH, postgresql://USER@HOST/DB, http(s)://SERVER or a folder"
+        )
+    if scheme == "sqlite":
+        _check_parent(_sqlite_path(uri, "tracking.uri"), "tracking.uri", uri)
+    elif scheme in _DATABASES or scheme == "mssql":
+        # A server that does not answer is not bad input: the sweep then runs with its
+        # tracker offline and `sync` logs the results later. A wrong password or database
+        # on a server that answers is, and fails here.
+        check_database(uri, "tracking.uri", connect=reachable(with_driver(uri)))
+
+
+def check_database(url: str, option: str, connect_timeout: int = 10, connect: bool = True) -> None:
+    """Parse ``url``, load its driver and (``connect``) connect once; ValueError (bad URL, no
+    driver) or RuntimeError (no answer) naming ``option`` and the masked URL, never the
+    password."""
+    where = f"{option} {mask_uri(url)!r}"
+    try:
+        parsed = sqlalchemy.engine.make_url(with_driver(url))
+        parsed.port  # noqa: B018 - a non-numeric port fails here, not at the first query
+    except (sqlalchemy.exc.ArgumentError, ValueError) as exc:
+        raise ValueError(scrub(f"{where} is not a valid database URL ({exc})", url)) from None
+    backend = parsed.get_backend_name()
+    # Without a timeout a host that drops packets holds the sweep for minutes.
+    connect_args = (
+        {"connect_timeout": connect_timeout} if backend in ("postgresql", "mysql") else {}
+    )
+    try:
+        engine = sqlalchemy.create_engine(parsed, connect_args=connect_args)
+    except (ImportError, sqlalchemy.exc.ArgumentError) as exc:
+        extra = " (pip install 'echosynth-bench[postgres]')" if backend == "postgresql" else ""
+        raise ValueError(
+            scrub(f"{where}: the database driver is not available{extra} ({exc})", url)
+        ) from None
+    if not connect:
+        engine.dispose()
+        return
+    try:
+        with engine.connect():
+            pass
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise RuntimeError(
+            scrub(f"{where}: cannot connect to the database ({reason})", url)
+        ) from None
+    finally:
+        engine.dispose()
+
+
+def _journal_path(url: str) -> str:
+    return url.removeprefix("journal://") if url.startswith("journal://") else url
+
+
+def _sqlite_path(url: str, option: str) -> str:
+    path = url.split(":///", 1)[1].split("?", 1)[0] if ":///" in url else ""
+    if not path or path == ":memory:":
+        raise ValueError(f"{option} {mask_uri(url)!r}: needs a file, e.g. sqlite:///runs/x.db")
+    return path
+
+
+def _check_parent(path: str, option: str, url: str) -> None:
+    """The folder of ``path`` exists or can be made: its nearest existing ancestor is a
+    writable folder."""
+    folder = Path(path).expanduser().absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"{option} {mask_uri(url)!r}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {mask_uri(url)!r}: folder {folder} is not writable")
+
+
+def _make_parent(path: str, option: str, url: str) -> None:
+    _check_parent(path, option, url)
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(
+            f"{option} {mask_uri(url)!r}: cannot create folder {Path(path).parent} "
+            f"({exc.strerror or exc})"
+        ) from None
 
 
 def with_driver(url: str) -> str:
@@ -119,10 +241,19 @@ def _kind(url: str) -> str:
 def _open_rdb(url: str, kind: str, cfg: SweepConfig) -> RDBStorage:
     engine_kwargs: dict = {"pool_pre_ping": True}
     if kind == "sqlite":
-        path = url.split(":///", 1)[1]
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        _enable_wal(path)
+        path = _sqlite_path(url, "sweep.storage")
+        _make_parent(path, "sweep.storage", url)
+        try:
+            _enable_wal(path)
+        except sqlite3.Error as exc:
+            raise ValueError(
+                f"sweep.storage {mask_uri(url)!r}: cannot open SQLite database {path} ({exc})"
+            ) from None
         engine_kwargs = {"connect_args": {"timeout": 120}}
+    else:
+        # An unreachable server or a typo fails here at once, not after the retries below
+        # (meant for the table-creation race) and never as a driver traceback.
+        check_database(url, "sweep.storage")
     kwargs = dict(
         engine_kwargs=engine_kwargs,
         heartbeat_interval=cfg.heartbeat_interval,
@@ -139,9 +270,12 @@ def _open_rdb(url: str, kind: str, cfg: SweepConfig) -> RDBStorage:
                     **kwargs,
                 )
             break
-        except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError):
+        except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as exc:
             if attempt == 4:
-                raise
+                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+                raise RuntimeError(
+                    scrub(f"sweep.storage {mask_uri(url)!r}: cannot open ({reason})", url)
+                ) from None
             time.sleep(1 + attempt)
     if kind == "sqlite":
         _begin_immediate(storage)

@@ -15,7 +15,7 @@ the patient id (~70/10/20, stable). Extra columns are kept.
 from __future__ import annotations
 
 import zlib
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 import pandas as pd
@@ -72,6 +72,10 @@ def read_metadata(root: str | Path) -> pd.DataFrame:
         meta.loc[meta[column] == "", column] = UNKNOWN
     if (meta["patient"] == "").any():
         raise DataError(path, f"blank patient in row {int(np.argmax(meta['patient'] == '')) + 2}")
+    for column in ("image", "label"):
+        if column in meta.columns:
+            for row, rel in enumerate(meta[column], start=2):
+                _check_inside(path, row, column, rel)
     try:
         age = meta["age"] if "age" in meta.columns else pd.Series([""] * len(meta))
         meta["age"] = [int(float(a)) if a else -1 for a in age]
@@ -88,6 +92,26 @@ def read_metadata(root: str | Path) -> pd.DataFrame:
     blank = meta["label_source"] == ""
     meta.loc[blank, "label_source"] = np.where(has_label[blank], "manual", "none")
     return meta
+
+
+def _check_inside(path: Path, row: int, column: str, rel: str) -> None:
+    """A metadata path must stay inside the dataset root as written: relative, no ``..``.
+
+    Checked on the text, before any file is opened, so a metadata.csv from elsewhere cannot
+    make the loader read files outside its folder (symlinks the tree's owner placed inside
+    the root are followed: they are the owner's choice, not the CSV's).
+    """
+    if not rel:
+        if column == "image":
+            raise DataError(path, f"row {row} has a blank image path")
+        return
+    pure = PurePosixPath(rel.replace("\\", "/"))
+    if pure.is_absolute() or PureWindowsPath(rel).drive or ".." in pure.parts:
+        raise DataError(
+            path,
+            f"row {row}: {column} path {rel!r} escapes the dataset root "
+            "(paths must be relative to the folder of metadata.csv, without '..')",
+        )
 
 
 def load_folder(root: str | Path, size: int) -> EchoData:

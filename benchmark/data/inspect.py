@@ -42,8 +42,8 @@ def check_tree(root: str | Path) -> tuple[str, pd.DataFrame, bool]:
         return layout, meta, labelled
     if layout == "echodata":
         try:
-            data = EchoData.load(root)
-        except (OSError, ValueError) as exc:
+            data = EchoData.load(root)  # DataError naming the bad file
+        except OSError as exc:
             raise DataError(root, f"unreadable saved dataset ({exc})") from None
         return layout, data.meta, data.masks is not None
     return layout, check_camus(root), True

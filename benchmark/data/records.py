@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmark.data.errors import DataError
+
 # Metadata columns every source fills; extra columns are allowed and kept.
 META_COLUMNS = (
     "patient",  # str, e.g. "patient0001"; splits are always by patient
@@ -109,15 +111,52 @@ class EchoData:
 
     @classmethod
     def load(cls, folder: Path) -> EchoData:
-        """Read a folder written by :meth:`save`."""
+        """Read a folder written by :meth:`save`.
+
+        Raises :class:`DataError` naming the file for a missing, truncated or unreadable
+        file and for files that disagree (rows vs images, mask shape, label values).
+        """
         folder = Path(folder)
         for name in ("images.npy", "manifest.csv"):
             if not (folder / name).is_file():
-                raise FileNotFoundError(f"{folder / name}: missing dataset file")
+                raise DataError(folder / name, "missing dataset file")
+        manifest = folder / "manifest.csv"
+        try:
+            meta = pd.read_csv(manifest, dtype={"patient": str})
+        except (OSError, ValueError, pd.errors.ParserError) as exc:  # EmptyDataError too
+            raise DataError(manifest, f"unreadable manifest ({_first_line(exc)})") from None
+        images = _load_array(folder / "images.npy")
         masks_path = folder / "masks.npy"
-        meta = pd.read_csv(folder / "manifest.csv", dtype={"patient": str})
-        return cls(
-            images=np.load(folder / "images.npy", allow_pickle=False),
-            masks=np.load(masks_path, allow_pickle=False) if masks_path.is_file() else None,
-            meta=meta,
-        )
+        masks = _load_array(masks_path) if masks_path.is_file() else None
+        if images.ndim != 3:
+            raise DataError(folder / "images.npy", f"expected (N, H, W), got shape {images.shape}")
+        if not np.isfinite(images).all():
+            raise DataError(folder / "images.npy", "images contain NaN or infinite values")
+        if masks is not None:
+            if masks.shape != images.shape:
+                raise DataError(
+                    masks_path, f"shape {masks.shape} does not match images.npy {images.shape}"
+                )
+            if masks.size and (masks.min() < 0 or masks.max() > 3):
+                raise DataError(masks_path, "label values outside 0-3")
+        if len(meta) != len(images):
+            raise DataError(
+                manifest, f"{len(meta)} rows for the {len(images)} images of images.npy"
+            )
+        try:
+            return cls(images=images, masks=masks, meta=meta)
+        except ValueError as exc:  # e.g. manifest columns missing
+            raise DataError(manifest, str(exc)) from None
+
+
+def _load_array(path: Path) -> np.ndarray:
+    """One ``.npy`` file, never unpickled; a truncated or foreign file is a DataError."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(path, f"unreadable or truncated array file ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
