@@ -13,17 +13,25 @@ Without masks the model emits the label map jointly with the image (:mod:`genera
 Each synthetic image inherits the metadata of the real training image it was conditioned on
 (the prompt's source image, or the conditioning map's source image), named in the manifest
 column ``parent_patient``.
+
+Training is three steps a mode may override one by one: :meth:`ConditionalGenerator.
+training_set` (tensors and prompt tables, :class:`TrainingSet`, whose ``batches`` every model
+of these modes trains on), :meth:`~ConditionalGenerator.fit` (model and training; the hybrid
+mode's ControlNet variant replaces it, :mod:`generators.controlnet`) and
+:meth:`~ConditionalGenerator.settings` (what ``echosynth.json`` records).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from diffusers import DiffusionPipeline
 
 from benchmark.config import GeneratorConfig
 from benchmark.data.conditioning import perturb_masks
@@ -60,6 +68,62 @@ def training_prompts(real: EchoData, kinds: list[int], policy: str, seed: int) -
     return [prompts_for(real, k, policy=policy, seed=seed) for k in kinds]
 
 
+@dataclass
+class TrainingSet:
+    """What a conditional model trains on, built once from the real training images.
+
+    ``x0`` ``(N, C, H, W)`` in [-1, 1] (the image, plus the joint label channels when no
+    map conditions the model); ``cond`` ``(N, 4, H, W)`` one-hot conditioning maps or None;
+    prompted models: ``states`` ``(P, L, dim)`` and ``attn`` ``(P, L)`` token states of every
+    distinct prompt (padded to the longest, ``L``), ``index`` ``(K, N)`` the prompt of image
+    ``n`` at kind ``kinds[k]``, ``empty`` the position of the empty prompt.
+    """
+
+    x0: torch.Tensor
+    cond: torch.Tensor | None
+    kinds: list[int]
+    states: torch.Tensor | None = None
+    attn: torch.Tensor | None = None
+    index: torch.Tensor | None = None
+    empty: int = 0
+
+    @property
+    def size(self) -> int:
+        return self.x0.shape[-1]
+
+    @property
+    def prompt_dim(self) -> int | None:
+        return None if self.states is None else self.states.shape[-1]
+
+    def batches(
+        self, cfg: GeneratorConfig, masks: bool = True
+    ) -> Callable[[torch.Generator], Iterator[diffusion.Batch]]:
+        """The endless batch stream :func:`diffusion.train_denoiser` reads: ``x0`` and model
+        kwargs ``cond`` (unless ``masks`` is False) and ``encoder_hidden_states`` /
+        ``encoder_attention_mask`` (prompted models)."""
+        bs = min(cfg.batch_size, len(self.x0))
+
+        def stream(gen: torch.Generator) -> Iterator[diffusion.Batch]:
+            while True:  # reshuffle every epoch; drop the ragged last batch
+                order = torch.randperm(len(self.x0), generator=gen)
+                for i in range(0, len(order) - bs + 1, bs):
+                    idx = order[i : i + bs]
+                    kwargs: dict[str, torch.Tensor] = {}
+                    if masks and self.cond is not None:
+                        kwargs["cond"] = self.cond[idx]
+                    if self.states is not None:
+                        kind = torch.randint(0, len(self.kinds), (bs,), generator=gen)
+                        p = self.index[kind, idx]
+                        # Prompt dropout: the model also learns the unconditional score that
+                        # classifier-free guidance extrapolates from.
+                        p[torch.rand(bs, generator=gen) < cfg.cond_dropout] = self.empty
+                        kwargs["encoder_hidden_states"] = self.states[p]
+                        kwargs["encoder_attention_mask"] = self.attn[p]
+                    yield self.x0[idx], kwargs
+
+        return stream
+
+
 class ConditionalGenerator:
     """A conditional diffusion generator; see the module docstring."""
 
@@ -79,77 +143,69 @@ class ConditionalGenerator:
             raise ValueError(f"mode {self.mode!r} needs a prompt kind (P0-P7)")
         return [ctx.prompt_level]
 
-    def train(
-        self, ctx: GenerationContext, cfg: GeneratorConfig, out: Path, progress: bool
-    ) -> dict:
+    def training_set(self, ctx: GenerationContext, cfg: GeneratorConfig) -> TrainingSet:
         real = ctx.real_train
         if real.masks is None and (self.masks or cfg.joint_mask):
             raise ValueError(f"mode {self.mode!r} needs labelled training images")
-        size = real.images.shape[-1]
         if self.masks:
             x0 = joint.encode(real.images, None)  # (N, 1, H, W): the image only
             cond = mask_channels(real.masks)  # (N, 4, H, W)
-            in_channels, out_channels = 1 + cond.shape[1], 1
         else:
             x0 = joint.encode(real.images, real.masks if cfg.joint_mask else None)
             cond = None
-            in_channels = out_channels = x0.shape[1]
+        if not self.prompts:
+            return TrainingSet(x0, cond, [])
+        kinds = self._kinds(ctx, cfg)
+        table = training_prompts(real, kinds, ctx.data.prompt_variant, cfg.seed)
+        # Every distinct prompt encoded once; batches index into the stacked states.
+        unique = sorted({p for row in table for p in row} | {""})
+        states, attn = load_text_encoder(cfg.text_encoder).encode_tokens(unique)
+        position = {p: i for i, p in enumerate(unique)}
+        index = torch.tensor([[position[p] for p in row] for row in table])  # (K, N)
+        return TrainingSet(x0, cond, kinds, states, attn, index, position[""])
 
-        kinds: list[int] = []
+    def fit(
+        self, data: TrainingSet, cfg: GeneratorConfig, device: torch.device, progress: bool
+    ) -> tuple[DiffusionPipeline, diffusion.TrainResult]:
+        """Train the model on ``data``; return its pipeline (on CPU) and the training log."""
+        channels = data.x0.shape[1]
+        in_channels = channels + (data.cond.shape[1] if data.cond is not None else 0)
         if self.prompts:
-            kinds = self._kinds(ctx, cfg)
-            table = training_prompts(real, kinds, ctx.data.prompt_variant, cfg.seed)
-            # Every distinct prompt encoded once; batches index into the stacked states.
-            unique = sorted({p for row in table for p in row} | {""})
-            encoder = load_text_encoder(cfg.text_encoder)
-            states, attn = encoder.encode_tokens(unique)  # (P, L, dim), (P, L)
-            position = {p: i for i, p in enumerate(unique)}
-            index = torch.tensor([[position[p] for p in row] for row in table])  # (K, N)
-            empty = position[""]
-            unet = diffusion.build_cond_unet(cfg, size, in_channels, out_channels, encoder.dim)
+            unet = diffusion.build_cond_unet(cfg, data.size, in_channels, channels, data.prompt_dim)
         else:
-            unet = diffusion.build_unet(cfg, size, in_channels, None, out_channels=out_channels)
-        model = diffusion.ConcatConditioning(unet) if self.masks else unet
-
-        bs = min(cfg.batch_size, len(x0))
-
-        def batches(gen: torch.Generator) -> Iterator[diffusion.Batch]:
-            while True:  # reshuffle every epoch; drop the ragged last batch
-                order = torch.randperm(len(x0), generator=gen)
-                for i in range(0, len(order) - bs + 1, bs):
-                    idx = order[i : i + bs]
-                    kwargs: dict[str, torch.Tensor] = {}
-                    if cond is not None:
-                        kwargs["cond"] = cond[idx]
-                    if self.prompts:
-                        kind = torch.randint(0, len(kinds), (bs,), generator=gen)
-                        p = index[kind, idx]
-                        # Prompt dropout: the model also learns the unconditional score that
-                        # classifier-free guidance extrapolates from.
-                        p[torch.rand(bs, generator=gen) < cfg.cond_dropout] = empty
-                        kwargs["encoder_hidden_states"] = states[p]
-                        kwargs["encoder_attention_mask"] = attn[p]
-                    yield x0[idx], kwargs
-
-        device = resolve_device(self.device)
-        result = diffusion.train_denoiser(model, batches, cfg, device, cfg.seed, progress)
-        EchoDiffusionPipeline(
+            unet = diffusion.build_unet(cfg, data.size, in_channels, None, out_channels=channels)
+        model = diffusion.ConcatConditioning(unet) if data.cond is not None else unet
+        result = diffusion.train_denoiser(model, data.batches(cfg), cfg, device, cfg.seed, progress)
+        pipe = EchoDiffusionPipeline(
             unet=unet.cpu(),
             scheduler=diffusion.training_scheduler(cfg),
             mode=self.mode,
             prompt_encoder=cfg.text_encoder if self.prompts else None,
-            mask_channels=cond.shape[1] if cond is not None else 0,
-            joint_mask=cond is None and cfg.joint_mask,
-        ).save_pretrained(out)
-        settings = {
+            mask_channels=data.cond.shape[1] if data.cond is not None else 0,
+            joint_mask=data.cond is None and cfg.joint_mask,
+        )
+        return pipe, result
+
+    def settings(self, ctx: GenerationContext, cfg: GeneratorConfig, kinds: list[int]) -> dict:
+        """What ``echosynth.json`` records beside the pipeline (read back by ``sample``)."""
+        return {
             "mode": self.mode,
             "prompt_kinds": kinds,
             "text_training": cfg.text_training if self.prompts else None,
             "prompt_variant": ctx.data.prompt_variant if self.prompts else None,
-            "n_train": len(real),
+            "n_train": len(ctx.real_train),
         }
+
+    def train(
+        self, ctx: GenerationContext, cfg: GeneratorConfig, out: Path, progress: bool
+    ) -> dict:
+        data = self.training_set(ctx, cfg)
+        pipe, result = self.fit(data, cfg, resolve_device(self.device), progress)
+        pipe.save_pretrained(out)
+        settings = self.settings(ctx, cfg, data.kinds)
         (out / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
-        return {"losses": result.losses, "seconds": result.seconds, "n_train": len(real)}
+        n = len(ctx.real_train)
+        return {"losses": result.losses, "seconds": result.seconds, "n_train": n}
 
     # ------------------------------------------------------------------ sampling
     def sample(

@@ -144,7 +144,8 @@ def train_denoiser(
     """Train ``unet`` to predict the noise added to ``x0`` for ``cfg.train_steps`` steps.
 
     ``batches(generator)`` yields an endless stream of batches; the final weights are the
-    EMA weights (copied into ``unet``).
+    EMA weights (copied into ``unet``). Only parameters that require gradients are optimised
+    and averaged, so a module may hold frozen parts (a ControlNet's base UNet).
     """
     import time
 
@@ -155,9 +156,11 @@ def train_denoiser(
         mixed_precision="bf16" if device.type == "cuda" else "no",
     )
     scheduler = training_scheduler(cfg)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params = [p for p in unet.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     unet, optimizer = accelerator.prepare(unet, optimizer)
-    ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=True)
+    # The same Parameter objects after prepare (DDP wraps the module, not its parameters).
+    ema = EMAModel(params, decay=cfg.ema_decay, use_ema_warmup=True)
     ema.to(accelerator.device)
     gen = torch.Generator().manual_seed(seed)
     stream = batches(gen)
@@ -180,13 +183,13 @@ def train_denoiser(
             raise FloatingPointError(f"generator loss became {loss.item()} at step {len(losses)}")
         accelerator.backward(loss)
         if cfg.grad_clip > 0:
-            accelerator.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
+            accelerator.clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        ema.step(unet.parameters())
+        ema.step(params)
         losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
-    ema.copy_to(accelerator.unwrap_model(unet).parameters())
+    ema.copy_to(params)
     return TrainResult(losses=losses, seconds=time.time() - started)
 
 

@@ -1,8 +1,11 @@
 """The saved form of the conditional generators (text, semantic, hybrid) and its loader.
 
 A trained model is a diffusers pipeline folder (``model_index.json``, ``unet/``,
-``scheduler/``) whose class is :class:`EchoDiffusionPipeline`; reload it with
-``EchoDiffusionPipeline.from_pretrained(folder)`` (or :func:`load_pipeline`). Plain
+``scheduler/``; the ControlNet hybrid also ``controlnet/``) whose class is
+:class:`EchoDiffusionPipeline` or its subclass
+:class:`generators.controlnet.EchoControlNetPipeline`; reload either with
+``EchoDiffusionPipeline.from_pretrained(folder)`` (or :func:`load_pipeline`), which returns
+the class named in the folder's ``model_index.json``. Plain
 ``diffusers.DiffusionPipeline.from_pretrained`` cannot, because the class lives in this
 project, not in diffusers. The prompt encoder is not copied into the folder: it is the frozen
 packaged MiniLM (or a local folder), named in the pipeline's config as ``prompt_encoder``.
@@ -17,6 +20,8 @@ Pipeline config (``model_index.json``):
 
 from __future__ import annotations
 
+import importlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +30,13 @@ from diffusers import DiffusionPipeline, SchedulerMixin
 
 from benchmark.text_encoder import load_text_encoder
 from generators import diffusion, joint
+
+# Pipeline classes of this project by the name save_pretrained writes into model_index.json,
+# and the module defining each (imported on first load: that module imports this one).
+_PIPELINES = {
+    "EchoDiffusionPipeline": "generators.pipelines",
+    "EchoControlNetPipeline": "generators.controlnet",
+}
 
 
 class EchoDiffusionPipeline(DiffusionPipeline):
@@ -47,6 +59,26 @@ class EchoDiffusionPipeline(DiffusionPipeline):
             mask_channels=mask_channels,
             joint_mask=joint_mask,
         )
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """Load a saved pipeline as the project class named in its ``model_index.json``
+        (e.g. :class:`generators.controlnet.EchoControlNetPipeline`), so one loader serves
+        every conditional generator."""
+        index = Path(pretrained_model_name_or_path) / "model_index.json"
+        if index.is_file():
+            name = json.loads(index.read_text()).get("_class_name")
+            target = _PIPELINES.get(name)
+            if target is not None:
+                klass = getattr(importlib.import_module(target), name)
+                if klass is not cls and issubclass(klass, cls):
+                    return klass.from_pretrained(pretrained_model_name_or_path, **kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    def denoiser(self) -> torch.nn.Module:
+        """The module sampling calls as ``(sample, t, **kwargs).sample``, kwargs as built in
+        ``__call__`` (``cond``, ``encoder_hidden_states``, ``encoder_attention_mask``)."""
+        return diffusion.ConcatConditioning(self.unet) if self.config.mask_channels else self.unet
 
     def _prompt_kwargs(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         states, mask = load_text_encoder(self.config.prompt_encoder).encode_tokens(prompts)
@@ -95,7 +127,7 @@ class EchoDiffusionPipeline(DiffusionPipeline):
                 kwargs["cond"] = mask_channels(masks[sl])
             return kwargs
 
-        unet = diffusion.ConcatConditioning(self.unet) if cfg.mask_channels else self.unet
+        unet = self.denoiser()
         out_channels = self.unet.config.out_channels
         size = self.unet.config.sample_size
         x = diffusion.sample(
@@ -127,5 +159,10 @@ def mask_channels(masks: np.ndarray) -> torch.Tensor:
 
 
 def load_pipeline(folder: Path | str) -> EchoDiffusionPipeline:
-    """Reload a conditional generator saved by :meth:`EchoDiffusionPipeline.save_pretrained`."""
-    return EchoDiffusionPipeline.from_pretrained(Path(folder))
+    """Reload a conditional generator saved by :meth:`EchoDiffusionPipeline.save_pretrained`.
+
+    Its networks come from safetensors only and must fit their configs; a damaged or
+    foreign folder is a :class:`benchmark.checkpoints.CheckpointError` naming it."""
+    from benchmark.checkpoints import load_diffusers_pipeline
+
+    return load_diffusers_pipeline(EchoDiffusionPipeline, Path(folder))

@@ -54,8 +54,24 @@ FIDELITY_COLUMNS = {
     "cond_view_acc": "view acc.",
     "cond_phase_acc": "phase acc.",
     "cond_quality_acc": "quality acc.",
-    "mask_dice": "mask Dice",
+    "mask_dice_mean": "mask Dice",
+    "mask_dice": "mask Dice",  # the name before per-structure mask alignment was logged
 }
+# Mask alignment per structure: columns of the fidelity table (not of the figures, which
+# plot the mean only).
+MASK_DICE_COLUMNS = {
+    "mask_dice_lv": "mask Dice LV",
+    "mask_dice_myo": "mask Dice MYO",
+    "mask_dice_la": "mask Dice LA",
+}
+# Real-image references of the judged metrics (one value per judge, the same in every row),
+# stated in the fidelity table's caption: name -> what it is.
+FIDELITY_REFERENCES = {
+    "mask_dice_real": "mask Dice of real test images",
+    "cond_quality_acc_real": "quality accuracy on real test images",
+}
+# The real-trained judges whose recipe params the caption names: param prefix -> judge.
+JUDGES = {"recipe.segmenter": "segmenter", "recipe.quality_classifier": "quality classifier"}
 RECIPE_FIELDS = {
     "recipe.extractor": "extractor",
     "recipe.weights_sha256": "weights SHA-256",
@@ -582,7 +598,8 @@ def fidelity_table(fid: pd.DataFrame) -> str:
         if len(values) > 1:
             raise ValueError(f"fidelity_table: {c} varies {list(values)}; one recipe per table")
         recipe[RECIPE_FIELDS[c]] = values[0]
-    metrics = {m: h for m, h in FIDELITY_COLUMNS.items() if m in fid and fid[m].notna().any()}
+    columns = FIDELITY_COLUMNS | MASK_DICE_COLUMNS
+    metrics = {m: h for m, h in columns.items() if m in fid and fid[m].notna().any()}
     if not metrics:
         raise ValueError("fidelity_table: no fidelity metrics logged")
     # The real fraction joins the row label where it varies: each fraction has its own set.
@@ -596,12 +613,40 @@ def fidelity_table(fid: pd.DataFrame) -> str:
         "Fidelity of the synthetic sets per generation mode and prompt kind: Fr\\'echet distance"
         " (FD) and KID to the real reference set, precision and recall, conditioning fidelity"
         " (accuracy with which view, phase and quality are recognised in the synthetic images)"
-        " and mask Dice (agreement of an image with its label map)."
+        " and mask Dice (agreement of an image with its label map: Dice between a real-trained"
+        " segmenter's prediction on the image and the label, per structure and mean)."
         + (f" Recipe: {described}." if described else "")
+        + _judged_note(fid)
     )
     label = "tab:fidelity" + (f"-{slug(*recipe.values())}" if recipe else "")
     # Repeated fidelity runs of one synthetic set are replicates, not training seeds.
     return _metrics_table(runs, "generator", metrics, caption, label, over="runs")
+
+
+def _judged_note(fid: pd.DataFrame) -> str:
+    """Caption sentences naming the real-trained judges (model, weights hash, epochs) and
+    their real-image references, where the runs logged them and agree on one value."""
+
+    def single(column: str) -> object | None:
+        values = pd.unique(fid[column].dropna()) if column in fid else []
+        return values[0] if len(values) == 1 else None
+
+    parts = []
+    for prefix, judge in JUDGES.items():
+        model, sha = single(prefix), single(f"{prefix}_sha256")
+        if model is not None:
+            epochs = single(f"{prefix}_epochs")
+            text = f"{judge} {escape_latex(model)}"
+            text += f" (weights {str(sha)[:12]})" if sha is not None else ""
+            text += f", {epochs} epochs on the real training split" if epochs is not None else ""
+            parts.append(text)
+    note = f" Judges: {'; '.join(parts)}." if parts else ""
+    refs = []
+    for column, what in FIDELITY_REFERENCES.items():
+        value = single(column)
+        if value is not None:
+            refs.append(f"{what} {float(value):.3f}")
+    return note + (f" References: {'; '.join(refs)}." if refs else "")
 
 
 def write_tables(

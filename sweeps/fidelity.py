@@ -7,29 +7,58 @@ extractor in the recipe, never "FID"), improved precision and recall, and condit
 fidelity (how often the encoder recognises the view x phase a synthetic image carries). The
 floor, a second real sample (validation) against the same reference, shows what FD a perfect
 generator would get at these sample sizes.
+
+Two real-trained judges, each its own cached stage per dataset (built with downstream's models
+and training loop on the real training split, the checkpoint picked on validation, weights
+saved as safetensors and their hash in the recipe):
+
+- the segmenter (``fidelity.segmenter_epochs``): mask alignment, the Dice per structure and
+  mean between its prediction on a synthetic image and the image's label map
+  (``mask_dice_*``), for every synthetic set with label maps; ``mask_dice_real*`` is the
+  same on the real test split (images it never saw, with true labels): what perfectly aligned
+  labels on real-looking images score;
+- the quality classifier (``fidelity.quality_epochs``): conditioning fidelity of image
+  quality (``cond_quality_acc``: share of synthetic images whose recorded Good / Medium / Poor
+  it recognises; ``cond_quality_acc_real`` on the real test split). The echo encoder keeps its
+  view x phase head only, so adding quality changes neither its features nor the FD recipe.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
+import numpy as np
+import torch
+from safetensors.torch import save_file
 
-from benchmark.config import to_dict
+from benchmark.checkpoints import load_state
+from benchmark.config import DownstreamConfig, to_dict
+from benchmark.data.records import EchoData
 from benchmark.fidelity import (
     EXTRACTOR,
     EchoEncoder,
     conditioning_accuracy,
     distribution_fidelity,
+    mask_alignment,
     train_encoder,
     weights_hash,
 )
-from benchmark.grid import PROMPTED_MODES, Mode, Prompt
+from benchmark.grid import PROMPTED_MODES, Mode, Prompt, Task
+from benchmark.runtime import resolve_device
 from benchmark.stages import Stage
+from downstream.classification import TARGETS
+from downstream.registry import build_model, build_task
+from downstream.training import fit
 from sweeps.workspace import Workspace
 
 REFERENCE_SPLIT = "test"
+# benchmark.fidelity.mask_alignment's keys -> metric suffixes (downstream's structure names).
+_STRUCTURES = {"dice_LV": "lv", "dice_MYO": "myo", "dice_LA": "la", "dice_mean": "mean"}
 
 
 def encoder_stage(ws: Workspace) -> tuple[Stage, EchoEncoder]:
@@ -41,19 +70,148 @@ def encoder_stage(ws: Workspace) -> tuple[Stage, EchoEncoder]:
         return {"weights_hash": weights_hash(model)}
 
     stage = ws.store.get_or_compute("fidelity", spec, compute, label="encoder")
-    model = EchoEncoder()
-    model.load_state_dict(load_file(str(stage.path / "encoder.safetensors")))
+    # A damaged or foreign file is a CheckpointError naming it and the keys that differ.
+    model = load_state(EchoEncoder(), stage.path / "encoder.safetensors")
     return stage, model.eval()
+
+
+@dataclass
+class Judge:
+    """A real-trained downstream model that scores synthetic images (see module doc)."""
+
+    stage: Stage
+    model: torch.nn.Module  # eval mode, on ``device``
+    task: object  # the downstream task object that trained it (predict / validate)
+    device: torch.device
+
+    def recipe(self) -> dict:
+        """Model name, weights hash, epochs, split and validation score of this judge."""
+        summary = self.stage.done["summary"]
+        keys = ("model", "weights_hash", "epochs", "train_split", "val_score")
+        return {k: summary[k] for k in keys}
+
+
+def _judge_stage(
+    ws: Workspace,
+    label: str,
+    task: Task,
+    downstream: DownstreamConfig,
+    epochs: int,
+    usable: Callable[[EchoData], np.ndarray],
+) -> Judge | None:
+    """Train (or reuse) a ``task`` model on the real training split for ``epochs`` epochs
+    (downstream.train otherwise, early stopping on validation), on the images ``usable``
+    marks ``(N,)`` bool (those with the labels it learns). None when ``epochs`` is 0 or the
+    dataset lacks the labels (a folder dataset without quality, say): the metric is skipped."""
+    if epochs == 0:
+        return None
+    train, val = (ws.real.split(name) for name in ("train", "val"))
+    train, val = train.subset(usable(train)), val.subset(usable(val))
+    if len(train) < 2 or len(val) == 0:
+        return None
+    train_cfg = dataclasses.replace(downstream.train, epochs=epochs)
+    model_cfg = downstream.seg if task is Task.SEG else downstream.cls
+    spec = {
+        "data": ws.data_stage.digest,
+        "task": task.value,
+        "model": to_dict(model_cfg),
+        "train": to_dict(train_cfg),
+        "augment": downstream.augment,
+        "seed": 0,
+    }
+    task_obj, name = build_task(task, downstream)
+    device = resolve_device(ws.cfg.device)
+
+    def fresh() -> torch.nn.Module:
+        with torch.random.fork_rng(devices=[]):  # seeded init, global RNG untouched
+            torch.manual_seed(0)
+            return build_model(task, downstream, ws.cfg.data.size)
+
+    def compute(tmp: Path) -> dict:
+        result = fit(
+            fresh(),
+            task_obj,
+            train,
+            val,
+            train_cfg,
+            device,
+            seed=0,
+            desc=f"fidelity {label}",
+            progress=ws.progress,
+        )
+        state = {k: v.detach().contiguous().cpu() for k, v in result.model.state_dict().items()}
+        save_file(state, str(tmp / f"{label}.safetensors"))
+        return {
+            "model": name,
+            "weights_hash": weights_hash(result.model),
+            "epochs": epochs,
+            "train_split": "train",
+            "val_score": result.best_score,
+            "best_epoch": result.best_epoch,
+        }
+
+    stage = ws.store.get_or_compute("fidelity", spec, compute, label=label)
+    # Checked load: safetensors only, every weight present (benchmark.checkpoints).
+    model = load_state(fresh(), stage.path / f"{label}.safetensors")
+    return Judge(stage, model.to(device).eval(), task_obj, device)
+
+
+def segmenter_stage(ws: Workspace) -> Judge | None:
+    """The real-trained 4-class segmenter of mask alignment (downstream's seg model)."""
+    cfg = ws.cfg
+    epochs = cfg.fidelity.segmenter_epochs
+    return _judge_stage(ws, "segmenter", Task.SEG, cfg.downstream, epochs, _labelled)
+
+
+def quality_stage(ws: Workspace) -> Judge | None:
+    """The real-trained image-quality classifier (downstream's cls model, target quality)."""
+    downstream = ws.cfg.downstream
+    downstream = dataclasses.replace(
+        downstream, cls=dataclasses.replace(downstream.cls, target="quality")
+    )
+    epochs = ws.cfg.fidelity.quality_epochs
+    return _judge_stage(ws, "quality", Task.CLS, downstream, epochs, _known_quality)
+
+
+def _labelled(data: EchoData) -> np.ndarray:
+    """``(N,)`` True where an image has a label map (all or none of a dataset)."""
+    return np.full(len(data), data.masks is not None)
+
+
+def _known_quality(data: EchoData) -> np.ndarray:
+    """``(N,)`` True where an image records a quality the classifier knows."""
+    return data.meta["quality"].isin(TARGETS["quality"]).to_numpy()
+
+
+def mask_dice(judge: Judge, data: EchoData, prefix: str = "mask_dice") -> dict[str, float]:
+    """``{prefix}_lv``, ``_myo``, ``_la``, ``_mean``: Dice between the segmenter's prediction
+    on ``data.images`` ``(N, H, W)`` and ``data.masks`` (:func:`mask_alignment`)."""
+    predicted = judge.task.predict(judge.model, data.images, judge.device)
+    dice = mask_alignment(predicted, data.masks)
+    return {f"{prefix}_{_STRUCTURES[k]}": v for k, v in dice.items()}
+
+
+def quality_accuracy(judge: Judge, data: EchoData) -> float:
+    """Share of the images with a recorded quality whose quality the classifier predicts
+    (NaN when none has one)."""
+    known = _known_quality(data)
+    if not known.any():
+        return math.nan
+    return judge.task.validate(judge.model, data.subset(np.flatnonzero(known)), judge.device)
 
 
 def fidelity_stage(ws: Workspace, mode: Mode, prompt: Prompt | None, fraction: float) -> Stage:
     """Compute (or reuse) the fidelity of the synthetic set of (mode, prompt, fraction)."""
     synth_stage, synthetic = ws.synthetic_stage(mode, prompt, fraction)
     enc_stage, encoder = encoder_stage(ws)
+    segmenter = segmenter_stage(ws)
+    quality = quality_stage(ws)
     k = ws.cfg.fidelity.k
     spec = {
         "synthetic": synth_stage.digest,
         "encoder": enc_stage.digest,
+        "segmenter": segmenter.stage.digest if segmenter else None,
+        "quality": quality.stage.digest if quality else None,
         "k": k,
         "reference": REFERENCE_SPLIT,
     }
@@ -68,20 +226,35 @@ def fidelity_stage(ws: Workspace, mode: Mode, prompt: Prompt | None, fraction: f
         )
         result["fd_floor"] = floor["fd_echo"]
         result["cond_view_phase_acc"] = conditioning_accuracy(encoder, synthetic)
+        test = ws.real.split(REFERENCE_SPLIT)
+        if segmenter is not None:
+            result["segmenter"] = segmenter.recipe()
+            real = mask_dice(segmenter, test, "mask_dice_real")
+            result["mask_dice_real"] = real.pop("mask_dice_real_mean")
+            result |= real
+            if synthetic.masks is not None:  # every set whose images come with label maps
+                result |= mask_dice(segmenter, synthetic)
+        if quality is not None:
+            result["quality_classifier"] = quality.recipe()
+            result["cond_quality_acc"] = quality_accuracy(quality, synthetic)
+            result["cond_quality_acc_real"] = quality_accuracy(quality, test)
         (tmp / "fidelity.json").write_text(json.dumps(result, indent=2))
         return {"fd": result["fd_echo"]}
 
     stage = ws.store.get_or_compute(
         "fidelity", spec, compute, label=mode.value, resolved_config=ws.resolved
     )
-    _log(ws, stage, mode, prompt, fraction)
+    with ws.lock(f"mlflow-{stage.key}"):  # several workers measure the same set
+        log_fidelity(ws, stage, mode, prompt, fraction)
     return stage
 
 
-def _log(ws: Workspace, stage: Stage, mode: Mode, prompt: Prompt | None, fraction: float) -> None:
+def log_fidelity(
+    ws: Workspace, stage: Stage, mode: Mode, prompt: Prompt | None, fraction: float
+) -> None:
     """One MLflow run per fidelity stage, logged once, carrying the full recipe."""
     tracker = ws.tracker
-    if stage.key in tracker.finished_runs("fidelity", "stage"):
+    if tracker.logged_run("fidelity", "stage", stage.key) is not None:
         return
     result = json.loads((stage.path / "fidelity.json").read_text())
     shown_prompt = prompt.value if prompt is not None and mode in PROMPTED_MODES else "-"
@@ -105,6 +278,8 @@ def _log(ws: Workspace, stage: Stage, mode: Mode, prompt: Prompt | None, fractio
             "recipe.n_reference": result["n_real"],
             "recipe.reference_split": result["reference_split"],
             "recipe.k": result["k"],
+            **_judge_params("segmenter", result.get("segmenter")),
+            **_judge_params("quality_classifier", result.get("quality_classifier")),
             "generator": to_dict(ws.cfg.generator),
         },
     )
@@ -117,5 +292,22 @@ def _log(ws: Workspace, stage: Stage, mode: Mode, prompt: Prompt | None, fractio
         "recall": result["recall"],
         "cond_view_phase_acc": result["cond_view_phase_acc"],
     }
+    # Judged metrics, where their judge exists and the set has what they need (NaN and
+    # absent values are not logged).
+    judged = ("mask_dice_", "cond_quality_acc")
+    metrics |= {k: v for k, v in result.items() if k.startswith(judged)}
     tracker.log_metrics(run_id, metrics)
     tracker.end_run(run_id)
+
+
+def _judge_params(name: str, recipe: dict | None) -> dict[str, object]:
+    """``recipe.<name>``, ``recipe.<name>_sha256``, ... of a judge's recipe (none without)."""
+    if recipe is None:
+        return {}
+    return {
+        f"recipe.{name}": recipe["model"],
+        f"recipe.{name}_sha256": recipe["weights_hash"],
+        f"recipe.{name}_epochs": recipe["epochs"],
+        f"recipe.{name}_train_split": recipe["train_split"],
+        f"recipe.{name}_val_score": round(recipe["val_score"], 4),
+    }

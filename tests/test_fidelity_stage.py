@@ -3,10 +3,15 @@
 import json
 
 import mlflow
+import pytest
 
 from benchmark.grid import Mode
+from reports.collect import collect_fidelity
+from reports.tables import fidelity_table
 from sweeps.fidelity import fidelity_stage
 from sweeps.workspace import Workspace
+
+MASK_DICE = ("mask_dice_mean", "mask_dice_lv", "mask_dice_myo", "mask_dice_la")
 
 
 def test_fidelity_stage_logs_once_with_recipe(tmp_path, smoke_config):
@@ -28,7 +33,47 @@ def test_fidelity_stage_logs_once_with_recipe(tmp_path, smoke_config):
     assert run.data.params["recipe.reference_split"] == "test"
     assert run.data.params["recipe.weights_sha256"] == result["weights_hash"]
     assert {"fd", "kid", "precision", "recall", "cond_view_phase_acc"} <= set(run.data.metrics)
+    # Mask alignment (the oracle's images have exact labels) and its real-image reference,
+    # with the segmenter's recipe; quality conditioning likewise.
+    judged = {*MASK_DICE, "mask_dice_real", "cond_quality_acc", "cond_quality_acc_real"}
+    assert judged <= set(result) and judged <= set(run.data.metrics)
+    assert all(0 <= result[m] <= 1 for m in judged)
+    assert run.data.metrics["mask_dice_mean"] == pytest.approx(result["mask_dice_mean"])
+    seg = result["segmenter"]
+    assert (seg["model"], seg["epochs"], seg["train_split"]) == ("monai-unet", 2, "train")
+    assert run.data.params["recipe.segmenter_sha256"] == seg["weights_hash"]
+    assert run.data.params["recipe.quality_classifier"] == "monai-classifier-quality"
     # the corrupted control reuses the same encoder stage: one encoder per dataset
     fidelity_stage(ws, Mode.CORRUPTED, None, 1.0)
-    encoders = [p for p in (tmp_path / "fidelity").iterdir() if p.name.startswith("encoder-")]
-    assert len([p for p in encoders if p.is_dir()]) == 1
+    for judge in ("encoder", "segmenter", "quality"):
+        folders = [p for p in (tmp_path / "fidelity").iterdir() if p.name.startswith(judge)]
+        assert len([p for p in folders if p.is_dir()]) == 1
+    assert (next((tmp_path / "fidelity").glob("segmenter-*")) / "segmenter.safetensors").is_file()
+
+    # The report's fidelity table shows mask alignment per structure and names the judges.
+    tex = fidelity_table(collect_fidelity(ws.tracking_uri, "smoke"))
+    for header in ("mask Dice", "mask Dice LV", "mask Dice MYO", "mask Dice LA", "quality acc."):
+        assert header in tex
+    assert "segmenter monai-unet" in tex and "mask Dice of real test images" in tex
+
+
+def test_judges_can_be_turned_off(tmp_path, smoke_config):
+    import dataclasses
+
+    fidelity = dataclasses.replace(smoke_config.fidelity, segmenter_epochs=0, quality_epochs=0)
+    ws = Workspace(dataclasses.replace(smoke_config, fidelity=fidelity), tmp_path, progress=False)
+    result = json.loads(
+        (fidelity_stage(ws, Mode.ORACLE, None, 1.0).path / "fidelity.json").read_text()
+    )
+    assert not any(k.startswith(("mask_dice", "cond_quality")) for k in result)
+    assert not list((tmp_path / "fidelity").glob("segmenter-*"))
+
+
+def test_quality_judge_is_skipped_without_quality_labels(tmp_path, smoke_config):
+    from benchmark.data.records import EchoData
+    from sweeps.fidelity import quality_stage
+
+    ws = Workspace(smoke_config, tmp_path, progress=False)
+    real = ws.real
+    ws.real = EchoData(images=real.images, masks=real.masks, meta=real.meta.assign(quality=None))
+    assert quality_stage(ws) is None  # a folder dataset without quality: no metric, no error

@@ -1,6 +1,7 @@
 """`python -m benchmark generate` for each conditional mode on the smoke preset."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,15 +16,26 @@ def out(tmp_path_factory):
     return tmp_path_factory.mktemp("generate")
 
 
-@pytest.mark.parametrize("mode", ["text", "semantic", "hybrid"])
-def test_generate_cli(mode, out, capsys):
+@pytest.mark.parametrize(
+    ("mode", "variant"),
+    [("text", None), ("semantic", None), ("hybrid", "concat"), ("hybrid", "controlnet")],
+)
+def test_generate_cli(mode, variant, out, capsys):
     argv = ["generate", "--config", "smoke", "--mode", mode, "--prompt", "P3"]
     argv += ["--out", str(out), "--json", "--quiet"]
-    for setting in ("train_steps=2", "sample_steps=2", "n_samples=4"):
+    settings = ["train_steps=2", "sample_steps=2", "n_samples=4"]
+    if variant is not None:
+        settings.append(f"hybrid_variant={variant}")
+    for setting in settings:
         argv += ["--set", f"generator.{setting}"]
     assert main(argv) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["mode"] == mode and info["n_images"] == 4
+    if variant == "controlnet":
+        index = json.loads((Path(info["pipeline"]) / "model_index.json").read_text())
+        assert index["_class_name"] == "EchoControlNetPipeline" and "controlnet" in index
+    # Mask alignment is measured on every set with label maps (all of these).
+    assert 0 <= info["fidelity"]["mask_dice_mean"] <= 1
     synth = EchoData.load(info["synthetic"])
     assert set(np.unique(synth.masks)) <= {0, 1, 2, 3}
     assert (synth.meta["source"] == "synthetic").all()

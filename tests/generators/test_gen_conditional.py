@@ -1,4 +1,5 @@
-"""Text, semantic and hybrid generators: tiny models from the smoke preset on CPU."""
+"""Text, semantic and hybrid (concat and ControlNet) generators: tiny models from the smoke
+preset on CPU."""
 
 import dataclasses
 
@@ -11,13 +12,24 @@ from benchmark.data.phantom import make_phantom
 from benchmark.data.records import EchoData
 from generators import diffusion
 from generators.base import GenerationContext
+from generators.controlnet import ControlledUNet, EchoControlNetPipeline, build_controlnet
 from generators.hybrid import HybridGenerator
 from generators.pipelines import EchoDiffusionPipeline, load_pipeline
 from generators.semantic import SemanticGenerator
 from generators.text import TextGenerator
 
-GENERATORS = {"text": TextGenerator, "semantic": SemanticGenerator, "hybrid": HybridGenerator}
-PROMPTED = {"text", "hybrid"}
+GENERATORS = {
+    "text": TextGenerator,
+    "semantic": SemanticGenerator,
+    "hybrid": HybridGenerator,
+    "controlnet": HybridGenerator,  # generator.hybrid_variant: controlnet
+}
+PROMPTED = {"text", "hybrid", "controlnet"}
+MASKED = {"semantic", "hybrid", "controlnet"}
+
+
+def mode_of(name):
+    return "hybrid" if name == "controlnet" else name
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +59,13 @@ def models(phantom, smoke, tmp_path_factory):
 
     def get(mode):
         if mode not in cache:
-            cfg = tiny(smoke)
+            cfg = tiny(smoke, hybrid_variant="controlnet" if mode == "controlnet" else "concat")
             ctx = GenerationContext(phantom.split("train"), smoke.data, 3)
             gen = GENERATORS[mode]("cpu")
             out = tmp_path_factory.mktemp(mode)
             summary = gen.train(ctx, cfg, out, progress=False)
-            assert len(summary["losses"]) == 2 and all(np.isfinite(summary["losses"]))
+            steps = 4 if mode == "controlnet" else 2  # the base, then the ControlNet
+            assert len(summary["losses"]) == steps and all(np.isfinite(summary["losses"]))
             cache[mode] = mode, gen, out, ctx, cfg
         return cache[mode]
 
@@ -68,7 +81,7 @@ def test_train_sample_and_metadata(models, mode, tmp_path):
     assert set(np.unique(synth.masks)) <= {0, 1, 2, 3}
     meta = synth.meta
     assert (meta["source"] == "synthetic").all() and (meta["split"] == "train").all()
-    expected = "conditioning" if mode in ("semantic", "hybrid") else "generated"
+    expected = "conditioning" if mode in MASKED else "generated"
     assert (meta["label_source"] == expected).all()
     real = ctx.real_train.meta
     # Inherited from the real training image it was conditioned on (its parent patient).
@@ -90,27 +103,34 @@ def test_train_sample_and_metadata(models, mode, tmp_path):
 def test_reloads_through_the_project_pipeline(models, mode):
     _, _, out, _, _ = models(mode)
     pipe = load_pipeline(out)
-    assert isinstance(pipe, EchoDiffusionPipeline) and pipe.config.mode == mode
+    assert isinstance(pipe, EchoDiffusionPipeline) and pipe.config.mode == mode_of(mode)
+    assert isinstance(pipe, EchoControlNetPipeline) == (mode == "controlnet")
     assert (pipe.config.prompt_encoder is not None) == (mode in PROMPTED)
     unet = pipe.unet.config
     if mode == "text":
         assert (unet.in_channels, unet.out_channels) == (5, 5) and pipe.config.joint_mask
+    elif mode == "controlnet":
+        # The map enters through the ControlNet, not as UNet input channels.
+        assert (unet.in_channels, unet.out_channels) == (1, 1) and pipe.config.mask_channels == 4
+        assert pipe.controlnet.config.conditioning_channels == 4
+        assert {"unet", "controlnet", "scheduler"} <= {p.name for p in out.iterdir()}
+        assert pipe.config.prompt_length > 0
     else:
         assert (unet.in_channels, unet.out_channels) == (5, 1) and pipe.config.mask_channels == 4
     masks = make_phantom(1, 32, seed=5).masks[:2]
     prompts = ["Apical two-chamber view of the heart.", ""]
     images, labels = pipe(
         prompts=prompts if mode in PROMPTED else None,
-        masks=masks if mode != "text" else None,
+        masks=masks if mode in MASKED else None,
         num_inference_steps=2,
         seed=0,
     )
     assert images.shape == (2, 32, 32) and labels.shape == (2, 32, 32)
-    if mode != "text":
+    if mode in MASKED:
         np.testing.assert_array_equal(labels, masks)  # the conditioning map is the label
 
 
-@pytest.mark.parametrize("mode", ["semantic", "hybrid"])
+@pytest.mark.parametrize("mode", sorted(MASKED))
 def test_mask_guided_modes_refuse_validation_masks(mode, phantom, smoke, tmp_path):
     val = GenerationContext(phantom.split("val"), smoke.data, 3)
     with pytest.raises(LeakageError, match="training split only"):
@@ -121,7 +141,7 @@ def test_mask_guided_modes_refuse_validation_masks(mode, phantom, smoke, tmp_pat
 def test_classifier_free_guidance_changes_the_sample(models, mode):
     _, _, out, _, _ = models(mode)
     pipe = load_pipeline(out)
-    masks = make_phantom(1, 32, seed=5).masks[:2] if mode == "hybrid" else None
+    masks = make_phantom(1, 32, seed=5).masks[:2] if mode in MASKED else None
     prompts = ["Apical four-chamber view of the heart at end of the systole cycle."] * 2
 
     def draw(scale):
@@ -173,3 +193,46 @@ def test_guidance_hook_leaves_unguided_sampling_unchanged(smoke):
     np.testing.assert_array_equal(plain, draw(uncond_kwargs_for=lambda sl: {}, guidance_scale=1.0))
     guided = draw(uncond_kwargs_for=lambda sl: {"class_labels": 1 - labels[sl]}, guidance_scale=3.0)
     assert not torch.allclose(plain, guided)
+
+
+def test_controlnet_starts_as_its_base_and_keeps_full_resolution(smoke):
+    """Zero convolutions: a fresh ControlNet adds nothing, whatever the map; its conditioning
+    embedding works on the pixel-space map at the UNet's resolution (32 x 32, no /8)."""
+    cfg = tiny(smoke)
+    unet = diffusion.build_cond_unet(cfg, 32, 1, 1, 8).eval()
+    controlnet = build_controlnet(unet, cfg, 4).eval()
+    x, t = torch.randn(2, 1, 32, 32), torch.tensor([3, 7])
+    cond = torch.nn.functional.one_hot(torch.randint(0, 4, (2, 32, 32)), 4)
+    cond = cond.permute(0, 3, 1, 2).float() * 2 - 1
+    states, mask = torch.randn(2, 5, 8), torch.ones(2, 5, dtype=torch.long)
+    with torch.no_grad():
+        plain = unet(x, t, encoder_hidden_states=states, encoder_attention_mask=mask).sample
+        controlled = ControlledUNet(unet, controlnet, prompt_length=9)(x, t, cond, states, mask)
+        embedded = controlnet.controlnet_cond_embedding(cond)
+    torch.testing.assert_close(controlled.sample, plain)
+    assert embedded.shape == (2, cfg.block_out_channels[0], 32, 32)
+
+
+def test_frozen_base_stays_as_trained(smoke):
+    """train_denoiser optimises and averages only parameters that require gradients."""
+    cfg = tiny(smoke)
+    unet = diffusion.build_cond_unet(cfg, 16, 1, 1, 8)
+    controlnet = build_controlnet(unet, cfg, 4)
+    unet.requires_grad_(False)
+    before = {k: v.clone() for k, v in unet.state_dict().items()}
+    control_before = {k: v.clone() for k, v in controlnet.state_dict().items()}
+    model = ControlledUNet(unet, controlnet, prompt_length=5)
+
+    def batches(gen):
+        while True:
+            kwargs = {
+                "cond": torch.rand(2, 4, 16, 16, generator=gen) * 2 - 1,
+                "encoder_hidden_states": torch.randn(2, 5, 8, generator=gen),
+                "encoder_attention_mask": torch.ones(2, 5, dtype=torch.long),
+            }
+            yield torch.rand(2, 1, 16, 16, generator=gen) * 2 - 1, kwargs
+
+    diffusion.train_denoiser(model, batches, cfg, torch.device("cpu"), 0, False)
+    for k, v in unet.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    assert any(not torch.equal(v, control_before[k]) for k, v in controlnet.state_dict().items())

@@ -33,9 +33,29 @@ def test_sampling_settings_stay_out_of_the_generator_key(smoke_config, tmp_path)
     assert spec(smoke_config, tmp_path, Mode.HYBRID, Prompt.P3, cond_dropout=0.3) != base
 
 
+def test_hybrid_variant_is_in_the_generator_key(smoke_config, tmp_path):
+    concat = spec(smoke_config, tmp_path, Mode.HYBRID, Prompt.P3, hybrid_variant="concat")
+    control = spec(smoke_config, tmp_path, Mode.HYBRID, Prompt.P3, hybrid_variant="controlnet")
+    assert concat != control and control["generator"]["hybrid_variant"] == "controlnet"
+
+
+def test_unknown_hybrid_variant_is_a_config_error():
+    from benchmark.config import ConfigError, load_config
+    from tests.conftest import CONFIGS
+
+    with pytest.raises(ConfigError, match=r"generator.hybrid_variant: 'unet' is not one of"):
+        load_config(CONFIGS / "smoke.yaml", ["generator.hybrid_variant=unet"])
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("cond_dropout", 1.0), ("guidance_scale", -1.0), ("mask_copies", 0), ("text_encoder", "")],
+    [
+        ("cond_dropout", 1.0),
+        ("guidance_scale", -1.0),
+        ("mask_copies", 0),
+        ("text_encoder", ""),
+        ("hybrid_variant", "unet"),
+    ],
 )
 def test_invalid_settings_name_the_field(smoke_config, field, value):
     with pytest.raises(ValueError, match=f"generator.{field}"):
