@@ -1,115 +1,174 @@
-"""``python -m benchmark bench``: how fast this machine runs each stage of a config.
+"""``python -m benchmark bench``: each stage's throughput beside a plain reference loop.
 
-Figures are measured on the config's own models and image size with real phantom data,
-after a warm-up, so they project the time of a sweep: generator training and sampling
-images/s (and the training step's FLOPs from torch's flop counter), downstream training
-images/s, and the MLflow cost of logging one cell.
+One run measures, on the config's models at ``data.size`` on the built-in phantom
+(``bench.patients`` patients, so no dataset is needed), after untimed warm-ups:
+
+- ``generator_train``: images/s and MFU of ``train_denoiser`` and of a loop written like the
+  diffusers unconditional training example (:mod:`sweeps.bench_generator`);
+- ``sampling``: images/s of each sampler and step count beside a 50-step ``DDIMPipeline``,
+  with each one's Fréchet distance in the echo encoder's features;
+- ``downstream``: a seg cell's training images/s beside a plain loop, and K cells trained at
+  once (``downstream.ensemble``) beside one at a time (:mod:`sweeps.bench_downstream`);
+- ``fidelity``: seconds of a synthetic set's fidelity figures;
+- ``tracking``: seconds of logging one cell to MLflow, as a share of the cell's time.
+
+Ratios are project / reference throughput (> 1: the project is faster).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import tempfile
+import json
+import math
+import sys
 import time
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
-from benchmark.config import Config
+from benchmark.config import Config, to_dict
 from benchmark.data.phantom import make_phantom
+from benchmark.data.records import EchoData
+from benchmark.fidelity import (
+    EchoEncoder,
+    conditioning_accuracy,
+    distribution_fidelity,
+    train_encoder,
+)
 from benchmark.runtime import resolve_device, seed_everything
-from benchmark.tracking import Tracker
-from downstream.registry import build_model, build_task
-from downstream.training import fit
-from generators import diffusion, joint
+from generators import joint
+from sweeps.bench_downstream import bench_downstream, bench_tracking
+from sweeps.bench_generator import bench_generator_train, bench_sampling
+from sweeps.bench_measure import Speed, device_info, peak_flops, timed
+
+SECTIONS = ("generator_train", "sampling", "downstream", "fidelity", "tracking")
 
 
-def _timed(fn, repeat: int = 1) -> float:
-    fn()  # warm-up: first calls allocate and pick kernels
-    started = time.perf_counter()
-    for _ in range(repeat):
-        fn()
-    return (time.perf_counter() - started) / repeat
+def bench_fidelity(
+    cfg: Config, real: EchoData, encoder: EchoEncoder, encoder_seconds: float
+) -> dict:
+    """Seconds of what the fidelity stage computes for one synthetic set of
+    ``bench.fidelity_images`` images (``sweeps.fidelity``: FD, KID, precision / recall against
+    the real test split, the real-vs-real floor, conditioning accuracy). The set is phantom
+    images of other patients: the cost does not depend on what the images show."""
+    n = cfg.bench.fidelity_images
+    synthetic = make_phantom(math.ceil(n / 4), cfg.data.size, seed=1)
+    synthetic = synthetic.subset(np.arange(n))
+    reference, floor = real.split("test").images, real.split("val").images
+    k = cfg.fidelity.k
+
+    def compute() -> dict:
+        result = distribution_fidelity(encoder, reference, synthetic.images, k=k)
+        result["fd_floor"] = distribution_fidelity(encoder, reference, floor, k=k)["fd_echo"]
+        result["cond_view_phase_acc"] = conditioning_accuracy(encoder, synthetic)
+        return result
+
+    seconds, result = timed(compute, torch.device("cpu"))  # the stage computes on the CPU
+    return {
+        "images": n,
+        "reference_images": len(reference),
+        "seconds": seconds,
+        "images_per_s": n / seconds,
+        "encoder_steps": cfg.fidelity.encoder_steps,
+        "encoder_seconds": encoder_seconds,  # once per dataset, not per synthetic set
+        "fd": result["fd_echo"],
+    }
 
 
-def measure(cfg: Config, progress: bool = False, steps: int = 5) -> dict[str, dict]:
+def _summary(name: str, section: dict) -> str:
+    """One human line per section, for progress and the plain-text output."""
+
+    def f(x: Any) -> str:
+        return "-" if x is None else f"{x:.3g}"
+
+    if name == "generator_train":
+        return (
+            f"images/s project {f(section['project']['images_per_s'])} vs reference "
+            f"{f(section['reference']['images_per_s'])} (x{f(section['ratio'])}), "
+            f"{f(section['flops_per_image'] / 1e9)} GFLOP/image, "
+            f"MFU {f(section['project']['mfu'])}"
+        )
+    if name == "sampling":
+        parts = [
+            f"{s['sampler']}:{s['steps']} x{f(s['ratio'])} fd {f(s['fd_ratio'])}x"
+            for s in section["samplers"]
+        ]
+        ref = section["reference"]
+        return f"reference {f(ref['images_per_s'])} images/s; " + ", ".join(parts)
+    if name == "downstream":
+        grid = section["grid"]
+        return (
+            f"images/s project {f(section['project']['images_per_s'])} vs reference "
+            f"{f(section['reference']['images_per_s'])} (x{f(section['ratio'])}); "
+            f"{grid['cells']} cells at once x{f(grid['ratio'])}"
+        )
+    if name == "fidelity":
+        return f"{f(section['seconds'])} s for {section['images']} images"
+    return (
+        f"{f(section['seconds_per_cell_log'])} s per cell, "
+        f"{f(section['percent_of_cell'])} % of a cell"
+    )
+
+
+def measure(cfg: Config, progress: bool = False) -> dict[str, Any]:
+    """Every section's figures (see the module docstring); JSON-safe."""
     device = resolve_device(cfg.device)
     seed_everything(0, device)
-    n_patients = max(4, -(-cfg.generator.batch_size // 4))
-    data = make_phantom(n_patients, cfg.data.size, seed=0)
-    x0 = joint.encode(data.images, data.masks if cfg.generator.joint_mask else None)
-    x0 = x0[: cfg.generator.batch_size]
-    unet = diffusion.build_unet(cfg.generator, cfg.data.size, x0.shape[1], None)
+    speed = Speed.resolve(cfg.bench, device)
+    peak = peak_flops(device, cfg.bench.peak_tflops)
+    started = time.perf_counter()
 
-    def batches(_gen):
-        while True:
-            yield x0, {}
+    def section(name: str, fn: Callable[[], Any]) -> Any:
+        if progress:
+            print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        out = fn()
+        if progress:
+            figures = out[0] if isinstance(out, tuple) else out
+            print(
+                f"bench: {name} done in {time.perf_counter() - t0:.1f} s: "
+                f"{_summary(name, figures)}",
+                file=sys.stderr,
+                flush=True,
+            )
+            # The section's figures as they come: a run stopped later still leaves them.
+            print(f"bench: {name} = {json.dumps(figures)}", file=sys.stderr, flush=True)
+        return out
 
-    gen_cfg = dataclasses.replace(cfg.generator, train_steps=steps)
-    seconds = _timed(lambda: diffusion.train_denoiser(unet, batches, gen_cfg, device, 0, False))
-    with FlopCounterMode(display=False) as counter:
-        t = torch.zeros(len(x0), dtype=torch.long)
-        unet.to("cpu")(x0, t).sample.sum().backward()
-    step_flops = counter.get_total_flops()
-    train_ips = len(x0) * steps / seconds
-
-    scheduler = diffusion.sampling_scheduler(
-        diffusion.training_scheduler(cfg.generator), cfg.generator.sampler
+    real = make_phantom(cfg.bench.patients, cfg.data.size, seed=0)
+    train = real.split("train")
+    x0 = joint.encode(train.images, train.masks if cfg.generator.joint_mask else None)
+    out: dict[str, Any] = {"device": device_info(device, cfg.bench)}
+    out["generator_train"], unet = section(
+        "generator_train", lambda: bench_generator_train(cfg, x0, device, speed, peak)
     )
-    n_sample = min(cfg.generator.sample_batch_size, 16)
-    shape = tuple(x0.shape[1:])
-    sample_seconds = _timed(
-        lambda: diffusion.sample(
-            unet,
-            scheduler,
-            n_sample,
-            shape,
-            cfg.generator.sample_steps,
-            n_sample,
-            0,
-            device,
-            progress=False,
-        )
+    encoder_seconds, encoder = timed(
+        lambda: train_encoder(train, steps=cfg.fidelity.encoder_steps), torch.device("cpu")
     )
-
-    task, _ = build_task(cfg.grid.tasks[0], cfg.downstream, cfg.grid.prompts[0].level)
-    train_cfg = dataclasses.replace(cfg.downstream.train, epochs=1)
-    model = build_model(cfg.grid.tasks[0], cfg.downstream, cfg.data.size)
-    ds_seconds = _timed(lambda: fit(model, task, data, data, train_cfg, device, 0, progress=False))
-
-    with tempfile.TemporaryDirectory() as tmp:
-        tracker = Tracker(
-            f"sqlite:///{Path(tmp) / 'mlflow.db'}", "bench", (Path(tmp) / "art").as_uri()
-        )
-        curves = {
-            "train/loss": list(np.linspace(1, 0, 100)),
-            "val/dice": list(np.linspace(0, 1, 100)),
-        }
-
-        def log_cell() -> None:
-            run = tracker.start_run("bench", {"kind": "cell"})
-            tracker.log_params(run, {"a": {str(i): i for i in range(60)}})
-            tracker.log_curves(run, curves)
-            tracker.end_run(run)
-
-        log_seconds = _timed(log_cell, repeat=3)
-    return {
-        "device": {"name": str(device), "threads": torch.get_num_threads()},
-        "generator_train": {
-            "images_per_s": round(train_ips, 2),
-            "step_gflops": round(step_flops / 1e9, 3),
-            "achieved_gflops_per_s": round(step_flops * steps / seconds / 1e9, 2),
-        },
-        "sampling": {
-            "sampler": cfg.generator.sampler,
-            "steps": cfg.generator.sample_steps,
-            "images_per_s": round(n_sample / sample_seconds, 2),
-        },
-        "downstream": {
-            "task": cfg.grid.tasks[0].value,
-            "images_per_s": round(len(data) / ds_seconds, 2),
-        },
-        "tracking": {"seconds_per_cell_log": round(log_seconds, 3)},
+    out["sampling"] = section(
+        "sampling", lambda: bench_sampling(cfg, unet, encoder, real.images, device, speed)
+    )
+    out["downstream"], fit_result = section(
+        "downstream", lambda: bench_downstream(cfg, real, device, speed)
+    )
+    out["fidelity"] = section(
+        "fidelity", lambda: bench_fidelity(cfg, real, encoder, encoder_seconds)
+    )
+    out["tracking"] = section("tracking", lambda: bench_tracking(cfg, real, fit_result, device))
+    out["config"] = {
+        "name": cfg.name,
+        "device": cfg.device,
+        "data_size": cfg.data.size,
+        "bench": to_dict(cfg.bench),
+        "seconds": time.perf_counter() - started,
     }
+    return out
+
+
+def summary_lines(figures: dict[str, Any]) -> list[str]:
+    """The plain-text report: the device, then one line per section."""
+    dev = figures["device"]
+    lines = [f"device: {dev['name']} ({dev['type']}, {dev['threads']} threads)"]
+    lines += [f"{name}: {_summary(name, figures[name])}" for name in SECTIONS]
+    return lines

@@ -1,0 +1,272 @@
+"""``bench`` for the generators: training images/s with MFU, and sampling images/s per
+sampler and step count at a measured Fréchet distance, each beside a plain reference.
+
+The references are written the way the diffusers examples are: training as in
+``examples/unconditional_image_generation/train_unconditional.py`` (eager float32, one
+model, a shuffling ``DataLoader`` whose batches are moved to the device every step, plain
+AdamW, ``DDPMScheduler.add_noise``, MSE, gradient clipping; no EMA, the example's default),
+sampling with ``diffusers.DDIMPipeline`` at 50 steps in float32. The project's paths are
+``generators.diffusion.train_denoiser`` and ``generators.diffusion.sample`` with the speed
+options of :class:`sweeps.bench_measure.Speed` applied to the model they are given.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from diffusers import DDIMPipeline, DDIMScheduler, UNet2DModel
+
+from benchmark.config import Config, parse_sampler
+from benchmark.fidelity import EchoEncoder, distribution_fidelity
+from generators import diffusion, joint
+from sweeps.bench_measure import Speed, prepare_denoiser, prepare_unet, step_flops, timed
+
+TRAIN_OPTIONS = ("bf16", "channels_last", "compile", "preload")
+SAMPLE_OPTIONS = ("bf16", "channels_last", "compile", "cuda_graphs")
+
+
+def generator_config(cfg: Config):
+    """The generator settings the bench trains: the config's, with the bench's UNet widths
+    if it sets them."""
+    if cfg.bench.block_out_channels is None:
+        return cfg.generator
+    return dataclasses.replace(cfg.generator, block_out_channels=cfg.bench.block_out_channels)
+
+
+def reference_train(
+    unet: UNet2DModel, x0: torch.Tensor, gen_cfg, device: torch.device, steps: int, seed: int
+) -> None:
+    """``steps`` optimisation steps the diffusers example's way on ``x0`` ``(N, C, H, W)``
+    (kept on the CPU; each batch is moved to the device, as the example's loader does)."""
+    scheduler = diffusion.training_scheduler(gen_cfg)
+    optimizer = torch.optim.AdamW(
+        unet.parameters(), lr=gen_cfg.lr, weight_decay=gen_cfg.weight_decay
+    )
+    batch_size = min(gen_cfg.batch_size, len(x0))
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x0),
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    unet.train()
+    for (clean,) in itertools.islice(
+        itertools.chain.from_iterable(itertools.repeat(loader)), steps
+    ):
+        clean = clean.to(device)
+        noise = torch.randn(clean.shape, device=device)
+        t = torch.randint(0, gen_cfg.timesteps, (len(clean),), device=device).long()
+        noisy = scheduler.add_noise(clean, noise, t)
+        loss = torch.nn.functional.mse_loss(unet(noisy, t).sample.float(), noise.float())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+        loss.detach().item()  # the example logs the loss every step
+
+
+def _batches(x0: torch.Tensor, batch_size: int):
+    """The unconditional generator's batch stream: reshuffled epochs, ragged batch dropped."""
+
+    def batches(gen: torch.Generator) -> Iterator[diffusion.Batch]:
+        while True:
+            order = torch.randperm(len(x0), generator=gen)
+            for i in range(0, len(order) - batch_size + 1, batch_size):
+                yield x0[order[i : i + batch_size].to(x0.device)], {}
+
+    return batches
+
+
+def bench_generator_train(
+    cfg: Config, x0: torch.Tensor, device: torch.device, speed: Speed, peak: float | None
+) -> tuple[dict, UNet2DModel]:
+    """Training images/s and MFU of the reference loop and of ``train_denoiser``.
+
+    ``x0`` ``(N, C, H, W)`` in [-1, 1]. Returns the figures and the project's trained UNet
+    (its EMA weights), which the sampling bench samples.
+    """
+    bench, gen_cfg = cfg.bench, generator_config(cfg)
+    batch_size = min(gen_cfg.batch_size, len(x0))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(gen_cfg.seed)
+        unet = diffusion.build_unet(gen_cfg, x0.shape[-1], x0.shape[1], None)
+    reference = copy.deepcopy(unet).to(device)
+
+    # FLOPs of one training step's forward and backward at this batch size (eager model).
+    def one_step() -> None:
+        noisy = torch.randn((batch_size, *x0.shape[1:]), device=device)
+        t = torch.randint(0, gen_cfg.timesteps, (batch_size,), device=device)
+        reference(noisy, t).sample.float().pow(2).mean().backward()
+
+    flops = step_flops(one_step)
+    reference.zero_grad(set_to_none=True)
+
+    reference_train(reference, x0, gen_cfg, device, bench.warmup_steps, gen_cfg.seed)
+    ref_seconds, _ = timed(
+        lambda: reference_train(reference, x0, gen_cfg, device, bench.train_steps, 1), device
+    )
+
+    data = x0.to(device) if speed.preload else x0
+    model = prepare_unet(unet.to(device), speed)
+    batches = _batches(data, batch_size)
+    if bench.warmup_steps:
+        warm = dataclasses.replace(gen_cfg, train_steps=bench.warmup_steps)
+        diffusion.train_denoiser(model, batches, warm, device, gen_cfg.seed, progress=False)
+    timed_cfg = dataclasses.replace(gen_cfg, train_steps=bench.train_steps)
+    result = diffusion.train_denoiser(model, batches, timed_cfg, device, 1, progress=False)
+    # The loop's own clock: after accelerate's set-up, which a whole training pays once. The
+    # loop reads every step's loss, so the device has finished its steps when it stops.
+    seconds = result.seconds
+    if bench.sample_train_steps:  # untimed: a model worth sampling for the fidelity check
+        more = dataclasses.replace(gen_cfg, train_steps=bench.sample_train_steps)
+        diffusion.train_denoiser(model, batches, more, device, 2, progress=False)
+
+    def figures(seconds: float) -> dict:
+        rate = flops * bench.train_steps / seconds
+        return {
+            "seconds": seconds,
+            "images_per_s": batch_size * bench.train_steps / seconds,
+            "tflops_per_s": rate / 1e12,
+            "mfu": None if peak is None else rate / peak,
+        }
+
+    ref, proj = figures(ref_seconds), figures(seconds)
+    proj["options"] = speed.as_dict(*TRAIN_OPTIONS) | {"fused_adamw": False, "ema": True}
+    proj["loss_finite"] = bool(np.isfinite(result.losses).all())
+    ref["options"] = {"bf16": False, "ema": False, "loader": "torch DataLoader, CPU tensors"}
+    out = {
+        "model": {
+            "block_out_channels": list(gen_cfg.block_out_channels),
+            "layers_per_block": gen_cfg.layers_per_block,
+            "attention": gen_cfg.attention,
+            "in_channels": int(x0.shape[1]),
+            "size": int(x0.shape[-1]),
+            "parameters": sum(p.numel() for p in unet.parameters()),
+        },
+        "batch_size": batch_size,
+        "steps": bench.train_steps,
+        "flops_per_image": flops / batch_size,
+        "flops_per_step": flops,
+        "reference": ref,
+        "project": proj,
+        "ratio": proj["images_per_s"] / ref["images_per_s"],
+        # One generator of the config: generator.train_steps at the project's rate.
+        "projected_seconds_per_generator": cfg.generator.train_steps * seconds / bench.train_steps,
+    }
+    return out, unet
+
+
+def _eager_copy(unet: UNet2DModel, device: torch.device) -> UNet2DModel:
+    """A fresh float32 UNet with ``unet``'s weights (no wrappers that training attached)."""
+    fresh = UNet2DModel.from_config(unet.config)
+    fresh.load_state_dict(unet.state_dict())
+    return fresh.to(device).eval()
+
+
+def reference_sample(
+    unet: UNet2DModel,
+    train_scheduler,
+    n: int,
+    batch_size: int,
+    steps: int,
+    seed: int,
+) -> torch.Tensor:
+    """``(n, C, H, W)`` samples in [0, 1] on the CPU from ``diffusers.DDIMPipeline`` in
+    float32: the same initial noise as :func:`generators.diffusion.sample` draws for ``seed``
+    (one CPU generator, batch after batch)."""
+    pipe = DDIMPipeline(unet=unet, scheduler=DDIMScheduler.from_config(train_scheduler.config))
+    pipe.set_progress_bar_config(disable=True)
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for start in range(0, n, batch_size):
+        b = min(batch_size, n - start)
+        result = pipe(batch_size=b, generator=gen, num_inference_steps=steps, output_type="pt")
+        out.append(result.images.float().cpu())
+    return torch.cat(out)
+
+
+def bench_sampling(
+    cfg: Config,
+    unet: UNet2DModel,
+    encoder: EchoEncoder,
+    real_images: np.ndarray,
+    device: torch.device,
+    speed: Speed,
+) -> dict:
+    """Sampling images/s of each ``bench.samplers`` entry and of the DDIM reference, and the
+    Fréchet distance (echo encoder) of each one's images to ``real_images`` ``(M, H, W)``.
+
+    Every sampler starts from the same noise, so ``mean_abs_diff_to_reference`` (image
+    space, [0, 1]) pairs its images with the reference's.
+    """
+    bench, gen_cfg = cfg.bench, generator_config(cfg)
+    n, seed = bench.sample_images, gen_cfg.seed
+    batch_size = min(gen_cfg.sample_batch_size, n)
+    shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+    train_scheduler = diffusion.training_scheduler(gen_cfg)
+    k = cfg.fidelity.k
+
+    def fd(images: np.ndarray, against: np.ndarray) -> float:
+        value = float(distribution_fidelity(encoder, against, images, k=k)["fd_echo"])
+        return max(value, 0.0)  # two identical sets can come out at -1e-7 in float32
+
+    reference = _eager_copy(unet, device)
+    reference_sample(reference, train_scheduler, min(n, batch_size), batch_size, 2, seed)
+    ref_seconds, ref_x = timed(
+        lambda: reference_sample(
+            reference, train_scheduler, n, batch_size, bench.reference_steps, seed
+        ),
+        device,
+    )
+    ref_images = ref_x[:, 0].numpy()
+    ref = {
+        "sampler": "ddim",
+        "steps": bench.reference_steps,
+        "implementation": "diffusers.DDIMPipeline, float32, eager",
+        "seconds": ref_seconds,
+        "images_per_s": n / ref_seconds,
+        "fd": fd(ref_images, real_images),
+    }
+
+    denoiser = prepare_denoiser(_eager_copy(unet, device), speed)
+
+    def run(name: str, steps: int) -> torch.Tensor:
+        scheduler = diffusion.sampling_scheduler(train_scheduler, name)
+        return diffusion.sample(
+            denoiser, scheduler, n, shape, steps, batch_size, seed, device, progress=False
+        )
+
+    run("ddim", 2)  # warm-up: compiles and captures the graphs of every batch shape
+    samplers = []
+    for spec in bench.samplers:
+        name, steps = parse_sampler(spec)
+        seconds, x = timed(lambda name=name, steps=steps: run(name, steps), device)
+        images = joint.decode(x)[0]
+        samplers.append(
+            {
+                "sampler": name,
+                "steps": steps,
+                "seconds": seconds,
+                "images_per_s": n / seconds,
+                "ratio": ref_seconds / seconds,
+                "fd": fd(images, real_images),
+                "fd_to_reference": fd(images, ref_images),
+                "mean_abs_diff_to_reference": float(np.abs(images - ref_images).mean()),
+            }
+        )
+        samplers[-1]["fd_ratio"] = samplers[-1]["fd"] / ref["fd"]
+    return {
+        "images": n,
+        "batch_size": batch_size,
+        "fd_extractor": "echo-encoder",
+        "fd_reference_images": len(real_images),
+        "options": speed.as_dict(*SAMPLE_OPTIONS),
+        "reference": ref,
+        "samplers": samplers,
+    }
