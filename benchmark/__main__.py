@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+# Exit status of a sweep whose cells all finished but could not be logged to MLflow.
+EXIT_UNTRACKED = 3
 
 
 def _config_path(value: str | None) -> Path:
@@ -116,6 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", help="default: the name in RUN_DIR/config.yaml")
 
     p = sub.add_parser(
+        "sync",
+        help="log to MLflow every finished result of a sweep folder that it lacks "
+        "(after the tracking server was unreachable)",
+    )
+    p.add_argument("run_dir", type=Path, help="the sweep's output folder")
+    p.add_argument("--tracking-uri", help="default: tracking.uri of RUN_DIR/config.yaml")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print one JSON line")
+
+    p = sub.add_parser(
         "ui", help="start the MLflow UI and optuna-dashboard for a run folder on 127.0.0.1"
     )
     p.add_argument("run_dir", type=Path, nargs="?", default=Path("runs/quick"))
@@ -125,9 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="Optuna storage URL (default: RUN_DIR/optuna.db)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
 
-    p = sub.add_parser("bench", help="measure generator, sampling and downstream throughput")
+    p = sub.add_parser(
+        "bench",
+        help="throughput of each stage beside a plain reference loop (docs/PERFORMANCE.md)",
+    )
     _add_config_args(p)
-    p.add_argument("--json", action="store_true", help="print one JSON line")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON line: generator_train, sampling, downstream, fidelity, tracking",
+    )
     return parser
 
 
@@ -154,21 +173,32 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     started = time.time()
     result = run_sweep(cfg, out, progress=not args.quiet)
     sweep_seconds = time.time() - started  # the grid alone; the report is rebuilt every time
-    # The URI from memory: config.yaml on disk holds it with the password masked.
-    uri = with_driver(cfg.tracking.uri) if cfg.tracking.uri else None
-    # Workers of one sweep finish together; one at a time they write the same report folder.
-    (Path(out) / ".locks").mkdir(parents=True, exist_ok=True)
-    with FileLock(str(Path(out) / ".locks" / "report.lock")):
-        report = _report(out, None, uri, None)
+    report = {"tables": [], "summary": ""}
+    if result.tracking_offline is None:
+        # The URI from memory: config.yaml on disk holds it with the password masked.
+        uri = with_driver(cfg.tracking.uri) if cfg.tracking.uri else None
+        # Workers of one sweep finish together; one at a time they write the same report.
+        (Path(out) / ".locks").mkdir(parents=True, exist_ok=True)
+        with FileLock(str(Path(out) / ".locks" / "report.lock")):
+            report = _report(out, None, uri, None)
     summary = {
         "out": str(out),
         "cells": len(result.cells),
         "computed": len(result.computed),
         "failed": result.failed,
+        "tracking_offline": result.tracking_offline,
         "tables": [str(p) for p in report["tables"]],
         "sweep_seconds": round(sweep_seconds, 2),
         "seconds": round(time.time() - started, 2),
     }
+    for key, reason in result.failed.items():  # stderr, so --json output stays one line
+        print(f"failed {key}: {reason}", file=sys.stderr)
+    if result.tracking_offline is not None:
+        print(
+            f"MLflow was unreachable ({result.tracking_offline}): every result is in {out}, "
+            f"no report was written. When it is back: python -m benchmark sync {out}",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps(summary))
     else:
@@ -177,9 +207,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             f"\n{len(result.cells)} cells ({len(result.computed)} computed now, "
             f"{len(result.failed)} failed) in {summary['seconds']} s. Results: {out}"
         )
-        for key, reason in result.failed.items():
-            print(f"  failed {key}: {reason}", file=sys.stderr)
-    return 1 if result.failed else 0
+    if result.failed:
+        return 1
+    return EXIT_UNTRACKED if result.tracking_offline is not None else 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from sweeps.sync import sync
+
+    counts = sync(args.run_dir, args.tracking_uri, progress=not args.quiet)
+    if args.json:
+        print(json.dumps({"logged": counts}))
+    else:
+        print("logged " + ", ".join(f"{n} {kind} run(s)" for kind, n in counts.items()))
+    return 0
 
 
 def _report(run_dir: Path, out: Path | None, uri: str | None, experiment: str | None) -> dict:
@@ -280,15 +321,14 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from sweeps.throughput import measure
+    from sweeps.throughput import measure, summary_lines
 
+    # The bench runs on the built-in phantom at data.size, so a preset that reads CAMUS
+    # (paper) loads without its folder; an explicit --set data.source=... still wins.
+    args.overrides = ["data.source=phantom", *args.overrides]
     cfg, _ = _load(args)
     figures = measure(cfg, progress=not args.quiet)
-    if args.json:
-        print(json.dumps(figures))
-    else:
-        for section, values in figures.items():
-            print(f"{section}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+    print(json.dumps(figures) if args.json else "\n".join(summary_lines(figures)))
     return 0
 
 
@@ -308,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": cmd_run,
         "generate": cmd_generate,
         "report": cmd_report,
+        "sync": cmd_sync,
         "ui": cmd_ui,
         "bench": cmd_bench,
     }
@@ -316,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, PermissionError, RuntimeError, LookupError) as exc:
+    except (ValueError, OSError, RuntimeError, LookupError) as exc:
         if args.verbose:
             raise
         from benchmark.redact import mask_uri

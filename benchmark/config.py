@@ -58,6 +58,10 @@ class GeneratorConfig:
     # prompts (P0-P7), sampled at the cell's kind.
     text_training: Literal["per_kind", "all_kinds"] = "per_kind"
     mask_copies: int = 5  # mask-guided modes: perturbed copies per training label map (SB)
+    # hybrid: how the label map enters the text UNet. concat: one-hot channels concatenated
+    # to its noisy input; controlnet: a diffusers ControlNetModel beside a text UNet trained
+    # first on image + prompt (generators/controlnet.py).
+    hybrid_variant: Literal["concat", "controlnet"] = "concat"
 
     def __post_init__(self) -> None:
         _positive(
@@ -91,6 +95,11 @@ class GeneratorConfig:
             )
         if self.mask_copies < 1:
             raise ValueError(f"generator.mask_copies must be >= 1, got {self.mask_copies}")
+        if self.hybrid_variant not in ("concat", "controlnet"):
+            raise ValueError(
+                "generator.hybrid_variant must be concat or controlnet, "
+                f"got {self.hybrid_variant!r}"
+            )
 
 
 @dataclass
@@ -103,9 +112,14 @@ class TrainConfig:
     epochs: int = 30
     patience: int = 10  # early stopping on the validation metric
     scheduler: Literal["cosine", "constant"] = "cosine"
+    # An epoch whose mean loss exceeds this multiple of the first epoch's has diverged: the
+    # cell fails with that reason instead of reporting a broken model's score.
+    divergence_factor: float = 100.0
 
     def __post_init__(self) -> None:
         _positive(self, "downstream.train", "lr", "batch_size", "epochs", "patience")
+        if not self.divergence_factor > 1:
+            raise ValueError("downstream.train.divergence_factor must be > 1")
         if self.weight_decay < 0:
             raise ValueError("downstream.train.weight_decay must be >= 0")
 
@@ -262,9 +276,98 @@ class FidelityConfig:
     enabled: bool = True
     encoder_steps: int = 300  # training steps of the echo encoder (view x phase classifier)
     k: int = 3  # neighbours of improved precision / recall
+    # Real-trained judges, built with downstream's seg / cls models and training loop on the
+    # real training split (validation picks the checkpoint); 0 turns the metric off.
+    segmenter_epochs: int = 20  # mask alignment: Dice of its prediction vs the image's label
+    quality_epochs: int = 20  # conditioning fidelity of image quality (Good/Medium/Poor)
 
     def __post_init__(self) -> None:
         _positive(self, "fidelity", "encoder_steps", "k")
+        for name in ("segmenter_epochs", "quality_epochs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"fidelity.{name} must be >= 0, got {getattr(self, name)}")
+
+
+SAMPLERS = ("ddpm", "ddim", "dpmsolver++")
+
+
+def parse_sampler(spec: str) -> tuple[str, int]:
+    """``"dpmsolver++:20"`` -> ``("dpmsolver++", 20)``; ValueError names the bad part."""
+    name, _, steps = spec.partition(":")
+    if name not in SAMPLERS or not steps.isdigit() or int(steps) < 1:
+        raise ValueError(
+            f"bench.samplers: {spec!r} must be <sampler>:<steps> with sampler in "
+            f"{list(SAMPLERS)} and steps >= 1"
+        )
+    return name, int(steps)
+
+
+@dataclass
+class BenchConfig:
+    """Sizes and speed options of ``python -m benchmark bench`` (docs/PERFORMANCE.md).
+
+    Each project path is timed beside a plain reference loop on the same model and data.
+    The bench always runs on the built-in phantom at ``data.size`` (no dataset needed). The
+    speed options act on CUDA only; on CPU they are off and the figures measure the plain
+    paths.
+    """
+
+    patients: int = 8  # phantom patients of the bench's data (4 images each)
+    # Generator UNet; None: generator.block_out_channels. The diffusers unconditional
+    # example's 128 px UNet is [128, 128, 256, 256, 512, 512].
+    block_out_channels: list[int] | None = None
+    warmup_steps: int = 2  # untimed generator steps before each timed run (kernels, compile)
+    train_steps: int = 10  # timed generator training steps, on each path
+    # Untimed project training steps after the timed ones, so that the samplers compare
+    # images of a model that has learnt something (their Fréchet distances judge fidelity).
+    sample_train_steps: int = 0
+    # Sampler:steps pairs timed against the reference, DDIM at reference_steps in a plain
+    # diffusers DDIMPipeline. The generator they sample is the one trained above.
+    samplers: list[str] = field(
+        default_factory=lambda: ["ddim:50", "ddim:20", "dpmsolver++:20", "dpmsolver++:10"]
+    )
+    reference_steps: int = 50
+    sample_images: int = 32  # images per sampler; their Fréchet distance judges fidelity
+    downstream_epochs: int = 2  # epochs of each timed downstream training (seg task)
+    ensemble_members: int = 4  # cells trained at once by downstream.ensemble vs one by one
+    fidelity_images: int = 64  # synthetic-set size of the timed fidelity figures
+    tracking_repeats: int = 3  # cells logged to MLflow; the mean is reported
+    # Speed options (CUDA only)
+    channels_last: bool = True  # NHWC memory format for the conv nets
+    fused_adamw: bool = True  # downstream: torch's fused AdamW kernel
+    compile: bool = False  # torch.compile the generator UNet (training and sampling)
+    cuda_graphs: bool = True  # sampling: replay one captured CUDA graph per denoiser call
+    preload: bool = True  # generator training data held on the device
+    peak_tflops: float | None = None  # bf16 dense peak for MFU; None: known-GPU table
+
+    def __post_init__(self) -> None:
+        _positive(
+            self,
+            "bench",
+            "patients",
+            "train_steps",
+            "reference_steps",
+            "sample_images",
+            "downstream_epochs",
+            "ensemble_members",
+            "fidelity_images",
+            "tracking_repeats",
+        )
+        if self.patients < 3:
+            raise ValueError(f"bench.patients must be >= 3 (train/val/test), got {self.patients}")
+        for name in ("warmup_steps", "sample_train_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"bench.{name} must be >= 0, got {getattr(self, name)}")
+        if self.block_out_channels is not None and (
+            not self.block_out_channels or any(c <= 0 for c in self.block_out_channels)
+        ):
+            raise ValueError("bench.block_out_channels must be positive integers (or null)")
+        if not self.samplers:
+            raise ValueError("bench.samplers must not be empty")
+        for spec in self.samplers:
+            parse_sampler(spec)
+        if self.peak_tflops is not None and self.peak_tflops <= 0:
+            raise ValueError(f"bench.peak_tflops must be > 0, got {self.peak_tflops}")
 
 
 @dataclass
@@ -278,6 +381,7 @@ class Config:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     fidelity: FidelityConfig = field(default_factory=FidelityConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
 
     def __post_init__(self) -> None:
         if not self.name or not all(ch.isalnum() or ch in "-_" for ch in self.name):
@@ -392,8 +496,26 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override {text!r}: cannot parse value ({exc})") from None
+        raise ConfigError(f"override {text!r}: cannot parse value ({_yaml_problem(exc)})") from None
     return path, value
+
+
+def _yaml_problem(exc: yaml.YAMLError, where: bool = False) -> str:
+    """One line saying what is wrong; with ``where``, ``" at line L, column C: ..."``."""
+    problem = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    if isinstance(exc, yaml.constructor.ConstructorError) and "constructor for the tag" in problem:
+        # safe_load builds plain data only; say so instead of "could not determine a
+        # constructor", which reads like a bug.
+        tag = problem.rsplit(" the tag ", 1)[-1].strip("'\"").replace("tag:yaml.org,2002:", "!!")
+        problem = f"tag {tag} is not allowed (configs are plain YAML: no Python objects)"
+    context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if where and context and start is not None:  # e.g. an unclosed bracket: where it opened
+        problem += f" ({context} that starts at line {start.line + 1}, column {start.column + 1})"
+    if where:
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        return f"{at}: {problem}"
+    return problem
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
@@ -424,7 +546,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML ({exc})") from None
+            raise ConfigError(f"{path}: invalid YAML{_yaml_problem(exc, where=True)}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
     try:

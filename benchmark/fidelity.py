@@ -7,7 +7,8 @@ encoder as the custom feature extractor, and improved precision / recall (Kynkä
 2019: k-NN balls in feature space). Conditioning fidelity is the encoder's accuracy at
 predicting the view x phase a synthetic image was conditioned on (or inherited); mask alignment
 is the Dice between a synthetic image's label map and a real-trained segmenter's prediction on
-it (the caller brings the predictions: segmenters live in ``downstream``).
+it (the caller brings the predictions: segmenters live in ``downstream``, and
+``sweeps/fidelity.py`` trains one per dataset and runs it on every synthetic set).
 
 Every result carries its recipe (extractor, weights hash, resolution, numbers of images,
 reference split), since values are comparable only under the same recipe.

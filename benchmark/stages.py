@@ -23,6 +23,8 @@ from typing import Any
 
 from filelock import FileLock
 
+from benchmark import faults
+
 # Bump when the meaning of a stage's files changes, so old caches are not reused.
 STAGE_FORMAT = 1
 
@@ -91,6 +93,7 @@ class StageStore:
         with FileLock(str(path) + ".lock", timeout=self.lock_timeout):
             if path.exists():  # another process finished it while we waited
                 return self._read(path, kind, spec)
+            _remove_orphans(path)
             tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             tmp.mkdir()
             try:
@@ -100,6 +103,7 @@ class StageStore:
                     (tmp / "config.yaml").write_text(resolved_config)
                 digest = spec_hash(spec)
                 _write_json(tmp / "spec.json", {"kind": kind, "hash": digest, "spec": spec})
+                faults.point(f"stage.{kind}.written")
                 done = {
                     "kind": kind,
                     "hash": digest,
@@ -115,7 +119,27 @@ class StageStore:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
+            faults.point(f"stage.{kind}.renamed")
         return Stage(path=path, kind=kind, digest=digest, done=done, computed=True)
+
+    def finished(self, kind: str) -> list[Stage]:
+        """Every finished stage folder of ``kind``, checked for damage (``StaleStageError``).
+
+        Temporary folders of unfinished writes are not stages and are skipped."""
+        folder = self.root / kind
+        if not folder.is_dir():
+            return []
+        stages = []
+        for path in sorted(folder.iterdir()):
+            if path.is_dir() and not path.name.startswith("."):
+                try:
+                    spec = json.loads((path / "spec.json").read_text())["spec"]
+                except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+                    raise StaleStageError(
+                        f"{path}: stage folder is damaged ({exc}); delete it to recompute"
+                    ) from None
+                stages.append(self._read(path, kind, spec))
+        return stages
 
     def _read(self, path: Path, kind: str, spec: Any) -> Stage:
         digest = spec_hash(spec)
@@ -133,6 +157,17 @@ class StageStore:
                 "delete the folder or use another --out"
             )
         return Stage(path=path, kind=kind, digest=digest, done=done, computed=False)
+
+
+def _remove_orphans(path: Path) -> None:
+    """Delete temporary folders of ``path`` left by a process that died mid-write.
+
+    Only the holder of the stage's lock ever creates one, and we hold it now, so any that
+    exists belongs to a dead process (on any machine sharing the folder). They are never
+    read (only a folder under its final name counts); this only reclaims their disk space.
+    """
+    for orphan in path.parent.glob(f".{path.name}.tmp-*"):
+        shutil.rmtree(orphan, ignore_errors=True)
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -90,6 +90,42 @@ def _search(client: MlflowClient, experiment_id: str, kind: str) -> list:
             return runs
 
 
+def collect_failed(tracking_uri: str, experiment: str) -> pd.DataFrame:
+    """Cells of `experiment` whose latest run FAILED and that have no FINISHED run: columns
+    cell_key, error (the reason the sweep recorded), run_id, start_time; sorted by key."""
+    client = _client(tracking_uri)
+    exp_id = _experiment_id(client, tracking_uri, experiment)
+    finished = {r.data.tags.get("cell_key") for r in _search(client, exp_id, "cell")}
+    latest: dict[str, object] = {}
+    token = None
+    while True:
+        page = client.search_runs(
+            [exp_id],
+            filter_string="tags.kind = 'cell' and attributes.status = 'FAILED'",
+            max_results=_PAGE,
+            page_token=token,
+        )
+        for run in page:
+            key = run.data.tags.get("cell_key")
+            if key not in finished and (
+                key not in latest or run.info.start_time > latest[key].info.start_time
+            ):
+                latest[key] = run
+        token = page.token
+        if not token:
+            break
+    rows = [
+        {
+            "cell_key": key,
+            "error": run.data.tags.get("error", ""),
+            "run_id": run.info.run_id,
+            "start_time": pd.Timestamp(run.info.start_time, unit="ms", tz="UTC"),
+        }
+        for key, run in sorted(latest.items())
+    ]
+    return pd.DataFrame(rows, columns=["cell_key", "error", "run_id", "start_time"])
+
+
 def _cast(value: str | None, to: type):
     if value is None:
         return None if to is str else float("nan")

@@ -95,12 +95,15 @@ def render_report(
     *,
     title: str,
     facts: Sequence[str] = (),
+    failed: Sequence[tuple[str, str]] = (),
 ) -> str:
     """The LaTeX source of report.tex for files under `root` (the report folder).
 
     `title` and `facts` (short sentences for the opening paragraph) are plain text and are
     escaped here; figure captions are LaTeX already. Sections without tables or figures are
     left out; a report with neither says so instead of compiling to an empty page.
+    `failed` lists (cell key, reason) of cells without a result: a section of their own, so a
+    reader sees which cells a table is missing and why.
     """
     root = Path(root)
     body: list[str] = []
@@ -115,6 +118,14 @@ def render_report(
         # \input without the .tex: LaTeX adds it (table names have no other dot).
         body += [rf"\input{{{_relative(t.with_suffix(''), root)}}}" for t in mine]
         body += [_figure_tex(f, root) for f in figs]
+    if failed:
+        body += [
+            r"\section{Failed cells}",
+            "These cells have no result; the tables leave them out.",
+            r"\begin{itemize}",
+            *(rf"\item \texttt{{{escape_latex(k)}}}: {escape_latex(r[:300])}" for k, r in failed),
+            r"\end{itemize}",
+        ]
     if not body:
         body = ["No finished cell runs: nothing to report yet."]
     opening = " ".join(escape_latex(f) for f in facts)
@@ -146,11 +157,12 @@ def write_tex(
     *,
     title: str,
     facts: Sequence[str] = (),
+    failed: Sequence[tuple[str, str]] = (),
 ) -> Path:
     """Write `out_dir/report.tex` (see `render_report`) and return its path."""
     out = Path(out_dir)
     path = out / TEX_NAME
-    path.write_text(render_report(tables, figures, out, title=title, facts=facts))
+    path.write_text(render_report(tables, figures, out, title=title, facts=facts, failed=failed))
     return path
 
 

@@ -13,6 +13,7 @@ import pandas as pd
 
 from reports.collect import (
     collect_curves,
+    collect_failed,
     collect_fidelity,
     collect_per_sample,
     collect_runs,
@@ -24,6 +25,7 @@ from reports.figures import write_figures
 from reports.tables import usable_runs, write_tables
 
 _SUMMARY_AXES = ["task", "mode", "prompt", "ratio", "protocol", "real_fraction"]
+FAILED_CSV = "failed.csv"
 
 
 def summary_text(runs: pd.DataFrame) -> str:
@@ -72,7 +74,7 @@ def _facts(experiment: str, runs: pd.DataFrame) -> list[str]:
 def _clear_stale(out: Path) -> None:
     """Remove the tables and figures an earlier report left in `out`: the folder mirrors the
     tracking store now, and a file for a slice that no longer exists would read as current."""
-    for pattern in ("tables/*.tex", "figures/*.pdf", "figures/*.png"):
+    for pattern in ("tables/*.tex", "figures/*.pdf", "figures/*.png", FAILED_CSV):
         for path in out.glob(pattern):
             path.unlink()
 
@@ -91,15 +93,21 @@ def write_report(
     when TeX is installed and `pdf` is true, report.pdf (a LaTeX error raises
     `reports.document.LatexError`). `run_dir` is the sweep's folder, for the sample grids;
     by default the folder the sweep recorded in MLflow, when it exists here.
-    Returns `tables`, `exports`, `figures` (paths), `tex`, `pdf` (None when not compiled) and
-    `summary` (the terminal table).
+    Returns `tables`, `exports`, `figures` (paths), `tex`, `pdf` (None when not compiled),
+    `summary` (the terminal table, then the failed cells) and `failed` (cells without a result:
+    key, reason; also `failed.csv` and a section of report.tex).
     """
     out = Path(out)
     runs = collect_runs(tracking_uri, experiment)
     _clear_stale(out)
     per_sample = collect_per_sample(tracking_uri, runs)
     fidelity = collect_fidelity(tracking_uri, experiment)
+    failed = collect_failed(tracking_uri, experiment)
     exports = [*export(runs, out, "runs"), *export(per_sample, out, "per_sample")]
+    if len(failed):
+        out.mkdir(parents=True, exist_ok=True)
+        failed.to_csv(out / FAILED_CSV, index=False)
+        exports.append(out / FAILED_CSV)
     tables = write_tables(runs, per_sample, out / "tables", fidelity=fidelity)
     if run_dir is None:
         run_dir = sweep_folder(tracking_uri, experiment)
@@ -111,12 +119,25 @@ def write_report(
         run_dir=run_dir,
     )
     title = f"echosynth-bench report: {experiment}"
-    tex = write_tex(tables, figures, out, title=title, facts=_facts(experiment, runs))
+    tex = write_tex(
+        tables,
+        figures,
+        out,
+        title=title,
+        facts=_facts(experiment, runs),
+        failed=list(zip(failed["cell_key"], failed["error"])),
+    )
+    summary = summary_text(runs)
+    if len(failed):
+        summary += f"\n\n{len(failed)} failed cell(s), without a result:\n" + "\n".join(
+            f"  {key}: {error}" for key, error in zip(failed["cell_key"], failed["error"])
+        )
     return {
         "tables": tables,
         "exports": exports,
         "figures": [f.path for f in figures],
         "tex": tex,
         "pdf": compile_pdf(tex) if pdf else None,
-        "summary": summary_text(runs),
+        "summary": summary,
+        "failed": failed,
     }

@@ -114,15 +114,13 @@ def cell_tags(cell: GridCell) -> dict[str, str]:
     }
 
 
-def log_cell(ws: Workspace, cell: GridCell, stage: Stage, parent_id: str | None) -> str:
-    """Log the cell's MLflow run from its stage folder unless a FINISHED one exists."""
+def log_cell(ws: Workspace, cell: GridCell, stage: Stage, parent_id: str | None) -> str | None:
+    """Log the cell's MLflow run from its stage folder unless a FINISHED one exists; its id
+    (None while the tracking store is unreachable: the stage folder keeps the result)."""
     tracker = ws.tracker
-    existing = tracker.finished_runs("cell", "cell_key")
-    if cell.key() in existing:
-        return existing[cell.key()]
-    # A run left RUNNING by a killed process is not a result: close it before logging anew.
-    for run in tracker.find_runs(f"tags.cell_key = '{cell.key()}'", statuses=["RUNNING"]):
-        tracker.end_run(run.info.run_id, "KILLED")
+    existing = tracker.logged_run("cell", "cell_key", cell.key())
+    if existing is not None:
+        return existing
     summary = json.loads((stage.path / "metrics.json").read_text())
     tags = cell_tags(cell) | {
         "model": summary["model"],

@@ -25,15 +25,17 @@ import optuna
 import torch
 from tqdm.auto import tqdm
 
+from benchmark import faults
 from benchmark.config import Config, to_dict
 from benchmark.data.sources import check_source
 from benchmark.grid import GridCell, Mode, expand, parse_key
+from benchmark.redact import mask_config, mask_uri
 from downstream.registry import IMPLEMENTED as IMPLEMENTED_TASKS
 from generators.registry import IMPLEMENTED as IMPLEMENTED_MODES
 from sweeps.cell import cell_stage, cell_tags, log_cell
 from sweeps.queue import CELL_KEY, CellQueue
-from sweeps.shared import SharedWorkspace, masked_config
-from sweeps.storage import SweepStorage, default_storage_url, open_storage
+from sweeps.shared import SharedWorkspace
+from sweeps.storage import SweepStorage, check_urls, default_storage_url, open_storage
 from sweeps.tuning import tune_cell, tune_reference, with_train
 from sweeps.workers import helper_processes, threads_per_worker
 
@@ -75,6 +77,7 @@ def check_runnable(cfg: Config, cells: list[GridCell]) -> None:
             "grid.modes 'oracle' needs data.source 'phantom' (it samples the simulator)"
         )
     check_source(cfg.data)  # a missing data root fails here, not after an hour of work
+    check_urls(cfg.sweep.storage, cfg.tracking.uri)  # so does a URL that cannot work
 
 
 def default_storage(out: Path) -> str:
@@ -87,19 +90,27 @@ class SweepResult:
     computed: list[str] = field(default_factory=list)  # cell keys trained while this ran
     failed: dict[str, str] = field(default_factory=dict)  # cell key -> reason
     parent_run_id: str | None = None
+    # Why MLflow could not be reached (the results are in the stage folders), or None.
+    tracking_offline: str | None = None
 
 
-def _parent_run(ws: SharedWorkspace) -> str:
-    """The sweep's parent run, reused across invocations (and workers) of the same sweep."""
+def parent_run(ws: SharedWorkspace) -> str | None:
+    """The sweep's parent run, reused across invocations (and workers) of the same sweep;
+    None when the tracking store is offline. Callers hold ``ws.lock("setup")``."""
     tracker = ws.tracker
     runs = tracker.find_runs(f"tags.kind = 'sweep' and tags.sweep = '{ws.cfg.name}'")
     if runs:
-        run_id = runs[0].info.run_id
-        tracker.client.update_run(run_id, status="RUNNING")
-        return run_id
-    run_id = tracker.start_run(ws.cfg.name, {"kind": "sweep", "sweep": ws.cfg.name})
-    # Params are the config as given (tuned values go to config.yaml); URLs masked.
-    tracker.log_params(run_id, to_dict(masked_config(ws.cfg)) | {"out": str(ws.out)})
+        run = min(runs, key=lambda r: r.info.start_time)
+        run_id = run.info.run_id
+        tracker.set_status(run_id, "RUNNING")
+        if run.data.tags.get("params") == "complete":
+            return run_id
+    else:
+        run_id = tracker.start_run(ws.cfg.name, {"kind": "sweep", "sweep": ws.cfg.name})
+    # Params are the config as given (tuned values go to config.yaml); URLs masked. Logged
+    # again in full if a process died midway (MLflow accepts a param re-logged unchanged).
+    tracker.log_params(run_id, to_dict(mask_config(ws.cfg)) | {"out": str(ws.out)})
+    tracker.set_tag(run_id, "params", "complete")
     return run_id
 
 
@@ -121,7 +132,7 @@ def run_sweep(cfg: Config, out: Path, progress: bool = True) -> SweepResult:
     with ws.lock("setup"):
         store = open_storage(cfg.sweep.storage, ws.out, cfg.sweep)
         study = _open_study(cfg, store)
-        parent_id = _parent_run(ws)
+        parent_id = parent_run(ws)
     log.info("study %s in %s", cfg.name, store.masked)
     if cfg.sweep.tune and cfg.sweep.tune_scope == "reference":
         ws = ws.with_config(tune_reference(ws, store, cells, parent_id))
@@ -150,6 +161,7 @@ def run_sweep(cfg: Config, out: Path, progress: bool = True) -> SweepResult:
         computed=queue.computed_since(keys, started),
         failed=queue.failed(keys),
         parent_run_id=parent_id,
+        tracking_offline=ws.tracker.offline_reason,
     )
     ws.tracker.end_run(parent_id, "FAILED" if result.failed else "FINISHED")
     return result
@@ -181,6 +193,7 @@ def work(
             bar.refresh()
         trial = queue.claim(keys)
         if trial is not None:
+            faults.point("trial.claimed")
             key = trial.user_attrs[CELL_KEY]
             if bar is not None:
                 bar.set_postfix_str(key)
@@ -213,14 +226,20 @@ def _run_trial(
                 cell_ws = ws.with_config(with_train(ws.cfg, attrs["tuned"]))
             stage = cell_stage(cell_ws, cell)
             with ws.lock(f"mlflow-{key}"):
+                # None while MLflow is unreachable: the result is in the stage folder and a
+                # later sweep or ``sync`` logs it.
                 attrs["mlflow_run_id"] = log_cell(cell_ws, cell, stage, parent_id)
+            faults.point("trial.logged")
             attrs |= {"stage": stage.key, "computed": stage.computed}
             value = stage.done["summary"]["primary"]
         except Exception as exc:  # one broken cell must not stop the sweep
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = mask_uri(f"{type(exc).__name__}: {exc}")
             log.debug("cell %s failed:\n%s", key, traceback.format_exc())
-            with ws.lock(f"mlflow-{key}"):
-                _log_failure(ws, cell, reason, parent_id)
+            try:
+                with ws.lock(f"mlflow-{key}"):
+                    _log_failure(ws, cell, reason, parent_id)
+            except Exception as log_exc:  # the reason still reaches the study and the summary
+                log.warning("could not log the failure of %s to MLflow: %s", key, log_exc)
             attrs["error"] = reason[:2000]
         except KeyboardInterrupt:
             # Failed now rather than stale after the grace period, so that a rerun
@@ -245,7 +264,7 @@ def _run_trial(
 def _log_failure(ws: SharedWorkspace, cell: GridCell, reason: str, parent_id: str | None) -> None:
     tracker = ws.tracker
     run_id = tracker.start_run(cell.key(), cell_tags(cell) | {"status": "failed"}, parent_id)
-    tracker.client.set_tag(run_id, "error", reason[:5000])
+    tracker.set_tag(run_id, "error", reason[:5000])
     tracker.end_run(run_id, "FAILED")
 
 

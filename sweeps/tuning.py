@@ -185,7 +185,7 @@ class _Objective:
 
         def close(state: str, status: str = "FINISHED") -> None:
             tracker.log_curves(run_id, {f"val/{task.primary_metric}": curve})
-            tracker.client.set_tag(run_id, "state", state)
+            tracker.set_tag(run_id, "state", state)
             tracker.end_run(run_id, status)
 
         try:
@@ -194,7 +194,7 @@ class _Objective:
             close("pruned")
             raise
         except BaseException as exc:
-            tracker.client.set_tag(run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
+            tracker.set_tag(run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
             close("failed", "FAILED")
             raise
         tracker.log_metrics(run_id, {"best_val": score})

@@ -13,12 +13,15 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from filelock import FileLock
+
 from benchmark.config import Config, dump_config, to_dict
 from benchmark.data.assembly import select_real_fraction
 from benchmark.data.records import EchoData
 from benchmark.data.sources import load_real
 from benchmark.grid import PROMPTED_MODES, GridCell, Mode, Prompt, Protocol
 from benchmark.imaging import save_grid
+from benchmark.redact import mask_config
 from benchmark.stages import Stage, StageStore
 from benchmark.tracking import Tracker, default_artifact_location, default_tracking_uri
 from generators.base import GenerationContext
@@ -54,7 +57,8 @@ class Workspace:
 
     @cached_property
     def resolved(self) -> str:
-        return dump_config(self.cfg)
+        # Written beside every result and logged to MLflow: never with a password in it.
+        return dump_config(mask_config(self.cfg))
 
     @cached_property
     def tracking_uri(self) -> str:
@@ -69,6 +73,13 @@ class Workspace:
             self.cfg.tracking.experiment or self.cfg.name,
             default_artifact_location(self.out) if local else None,
         )
+
+    def lock(self, name: str) -> FileLock:
+        """A lock every process on this output folder shares (``<out>/.locks/<name>.lock``):
+        it turns MLflow's "log unless logged" into one step across workers and machines."""
+        folder = self.out / ".locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(folder / f"{name}.lock"))
 
     # ------------------------------------------------------------------ data
     @cached_property
@@ -190,9 +201,14 @@ class Workspace:
 
     def _log_generator(self, stage: Stage, mode: Mode, prompt: Prompt | None, fraction: float):
         """One MLflow run per trained generator (logged once, from its stage folder)."""
+        with self.lock(f"mlflow-{stage.key}"):
+            if self.tracker.logged_run("generator", "stage", stage.key) is None:
+                self._log_generator_run(stage, mode, prompt, fraction)
+
+    def _log_generator_run(
+        self, stage: Stage, mode: Mode, prompt: Prompt | None, fraction: float
+    ) -> None:
         tracker = self.tracker
-        if stage.key in tracker.finished_runs("generator", "stage"):
-            return
         run_id = tracker.start_run(
             f"gen-{stage.key}",
             {

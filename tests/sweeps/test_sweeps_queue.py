@@ -152,10 +152,13 @@ def test_resolved_config_and_parent_params_hide_passwords(tmp_path):
         def log_params(self, _run, params):
             logged.update(params)
 
-    ws.__dict__["tracker"] = Tracker()
-    from sweeps.grid import _parent_run
+        def set_tag(self, *_):
+            pass
 
-    _parent_run(ws)
+    ws.__dict__["tracker"] = Tracker()
+    from sweeps.grid import parent_run
+
+    parent_run(ws)
     assert logged["sweep"]["storage"] == mask_uri(cfg.sweep.storage)
     assert logged["tracking"]["uri"] == mask_uri(cfg.tracking.uri)
     assert "hunter2" not in repr(logged)

@@ -1,0 +1,123 @@
+"""Back-fill MLflow from a sweep's stage folders: ``python -m benchmark sync OUT``.
+
+The stage folders are the durable results and MLflow is their index. When the index lacks
+some of them (the tracking server was unreachable during the sweep, a worker died between
+computing and logging, the store was moved or wiped), ``sync`` logs every finished
+generator, fidelity measurement and cell that has no FINISHED run, under the sweep's parent
+run, from the config each stage was made with: the runs are those the sweep would have
+logged. It is idempotent (a second sync logs nothing) and safe beside running workers (the
+same per-result locks as the sweep).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from benchmark.config import Config, load_config
+from benchmark.grid import Mode, Prompt, parse_key
+from benchmark.redact import mask_uri
+from benchmark.stages import Stage
+from sweeps.cell import log_cell
+from sweeps.fidelity import log_fidelity
+from sweeps.grid import parent_run
+from sweeps.shared import SharedWorkspace
+
+KINDS = ("generator", "fidelity", "cell")
+
+
+def _sweep_config(out: Path, tracking_uri: str | None) -> Config:
+    path = out / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not a sweep folder (no config.yaml)")
+    cfg = load_config(path)
+    uri = tracking_uri or cfg.tracking.uri
+    if uri and "***" in uri:
+        raise ValueError(
+            f"{path}: tracking.uri {uri} has its password masked; pass --tracking-uri "
+            "(or keep the password in ~/.pgpass / PGPASSWORD)"
+        )
+    return dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, uri=uri))
+
+
+def _stage_workspace(ws: SharedWorkspace, stage: Stage) -> SharedWorkspace:
+    """``ws`` under the config the stage was made with (tuned values included)."""
+    own = stage.path / "config.yaml"
+    if not own.is_file():
+        return ws
+    cfg = load_config(own)
+    # The tracking and storage settings are the sweep's, not what the stage recorded.
+    return ws.with_config(dataclasses.replace(cfg, tracking=ws.cfg.tracking, sweep=ws.cfg.sweep))
+
+
+def _prompt(value: str | None) -> Prompt | None:
+    return Prompt(value) if value else None
+
+
+def sync(out: Path, tracking_uri: str | None = None, progress: bool = True) -> dict[str, int]:
+    """Log what the stage folders of ``out`` hold and MLflow lacks; counts logged per kind."""
+    out = Path(out)
+    ws = SharedWorkspace(_sweep_config(out, tracking_uri), out, progress=False)
+    tracker = ws.tracker
+    if tracker.offline:
+        raise RuntimeError(
+            f"MLflow at {mask_uri(tracker.uri)} is unreachable ({tracker.offline_reason}); "
+            "nothing was synced"
+        )
+    with ws.lock("setup"):
+        parent_id = parent_run(ws)
+    store = ws.store
+    gens, synths = store.finished("gen"), store.finished("synth")
+    fidelity = [s for s in store.finished("fidelity") if "synthetic" in _spec(s)]
+    cells = store.finished("cells")
+    counts = dict.fromkeys(KINDS, 0)
+    bar = tqdm(total=len(gens) + len(fidelity) + len(cells), desc="sync", disable=not progress)
+
+    for stage in gens:
+        spec = _spec(stage)
+        if tracker.logged_run("generator", "stage", stage.key) is None:
+            counts["generator"] += 1
+        _stage_workspace(ws, stage)._log_generator(
+            stage, Mode(spec["mode"]), _prompt(spec["prompt"]), spec["real_fraction"]
+        )
+        bar.update()
+
+    by_digest = {s.digest: _spec(s) for s in synths}
+    for stage in fidelity:
+        made_from = by_digest.get(_spec(stage)["synthetic"])
+        if made_from is not None:  # its synthetic set was deleted: nothing to name it by
+            stage_ws = _stage_workspace(ws, stage)
+            with ws.lock(f"mlflow-{stage.key}"):
+                if tracker.logged_run("fidelity", "stage", stage.key) is None:
+                    counts["fidelity"] += 1
+                    log_fidelity(
+                        stage_ws,
+                        stage,
+                        Mode(made_from["mode"]),
+                        _prompt(made_from["prompt"]),
+                        made_from["real_fraction"],
+                    )
+        bar.update()
+
+    for stage in cells:
+        cell = parse_key(json.loads((stage.path / "metrics.json").read_text())["cell_key"])
+        with ws.lock(f"mlflow-{cell.key()}"):
+            if tracker.logged_run("cell", "cell_key", cell.key()) is None:
+                counts["cell"] += 1
+                log_cell(_stage_workspace(ws, stage), cell, stage, parent_id)
+        bar.update()
+    bar.close()
+    if tracker.offline:  # lost midway: what was logged stays, the rest waits for the next sync
+        raise RuntimeError(
+            f"MLflow at {mask_uri(tracker.uri)} became unreachable during sync "
+            f"({tracker.offline_reason}); run sync again"
+        )
+    tracker.end_run(parent_id, "FINISHED")
+    return counts
+
+
+def _spec(stage: Stage) -> dict:
+    return json.loads((stage.path / "spec.json").read_text())["spec"]
