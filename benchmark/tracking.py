@@ -27,9 +27,6 @@ from benchmark.redact import mask_uri
 
 log = logging.getLogger(__name__)
 
-# MLflow logs its DB migrations at INFO on first use of a store; keep the terminal readable.
-logging.getLogger("mlflow").setLevel(logging.WARNING)
-logging.getLogger("alembic").setLevel(logging.WARNING)
 
 _MAX_BATCH = 1000  # MLflow's per-request limit on metrics
 _MAX_PARAMS = 100
@@ -96,6 +93,42 @@ def _tolerant(default: Callable[[], Any] = lambda: None, per_run: bool = True):
     return wrap
 
 
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` URI (None for in-memory or other schemes)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def create_sqlite_store(uri: str, artifact_root: str | None = None) -> None:
+    """Create a new SQLite tracking store whole, or not at all.
+
+    MLflow builds a new store's schema with dozens of migrations that SQLite cannot roll back
+    as one: a process killed among them leaves a store no later run can open (``table
+    _alembic_tmp_experiments already exists``). Built under a temporary name and renamed, a
+    kill at any moment leaves no store (the next run builds it) or a whole one. Does nothing
+    if the file exists; a file lock keeps two processes from building it at once.
+    """
+    path = _sqlite_file(uri)
+    if path is None or path.exists():
+        return
+    from filelock import FileLock
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if path.exists():  # built by another process while we waited
+            return
+        for orphan in path.parent.glob(f".{path.name}.tmp-*"):  # a builder that was killed
+            orphan.unlink()
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        root = artifact_root or (path.parent / "mlartifacts").resolve().as_uri()
+        store = SqlAlchemyStore(f"sqlite:///{tmp}", root)
+        store.engine.dispose()  # no connection may outlive the rename
+        os.replace(tmp, path)
+
+
 def default_tracking_uri(out_dir: Path) -> str:
     return f"sqlite:///{Path(out_dir).resolve() / 'mlflow.db'}"
 
@@ -116,11 +149,17 @@ class Tracker:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         from mlflow.tracking import MlflowClient  # heavy import, kept off module import
 
+        # MLflow logs its DB migrations at INFO on first use of a store; keep the terminal
+        # readable. (After the import: importing mlflow sets its logger's level itself.)
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+
         self.uri = uri
         self.experiment = experiment
         self.experiment_id: str | None = None
         self.offline_reason: str | None = None
         self._kinds: dict[str, str] = {}  # run id -> kind tag, to name the fault points
+        create_sqlite_store(uri, artifact_location)
         self.client = MlflowClient(tracking_uri=uri)
         if not reachable(uri):
             self._go_offline(ConnectionError("connection refused"))

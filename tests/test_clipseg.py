@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 import torch
+from tiny_models import tiny_towers
 from transformers import AutoTokenizer, CLIPSegConfig, CLIPSegForImageSegmentation
 
 from benchmark.config import ConfigError, load_config
@@ -13,30 +14,6 @@ from benchmark.text_encoder import encoder_path
 from downstream.clipseg import ClipSegNet
 from downstream.registry import build_model, build_task
 from downstream.training import fit
-
-
-def tiny_towers(tokenizer, vision_layers: int) -> dict:
-    """Text and vision tower configs of a ~1 M-parameter CLIP with a BERT tokenizer."""
-    text = dict(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=77,
-        bos_token_id=tokenizer.cls_token_id,
-        eos_token_id=tokenizer.sep_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    vision = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=vision_layers,
-        num_attention_heads=2,
-        image_size=64,
-        patch_size=16,
-    )
-    return {"text_config": text, "vision_config": vision}
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tiny_models import tiny_towers  # tests/: on the path through its conftest
 
 REPO = Path(__file__).resolve().parents[2]
 STAGE_KINDS = ("data", "gen", "synth", "fidelity", "cells")
@@ -174,30 +175,6 @@ def edit_metadata(root: Path, **changes) -> None:
 # ----------------------------------------------------------------------------- model folders
 
 
-def tiny_clip_towers(tokenizer) -> dict:
-    """Text and vision configs of a tiny CLIP with a BERT tokenizer (as tests/test_clipseg)."""
-    text = dict(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        max_position_embeddings=77,
-        bos_token_id=tokenizer.cls_token_id,
-        eos_token_id=tokenizer.sep_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    vision = dict(
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=32,
-        patch_size=16,
-    )
-    return {"text_config": text, "vision_config": vision}
-
-
 def write_tiny_clipseg(folder: Path) -> Path:
     """A tiny CLIPSeg with MiniLM's tokenizer, saved as a pretrained one would be."""
     import torch
@@ -207,7 +184,7 @@ def write_tiny_clipseg(folder: Path) -> Path:
 
     tokenizer = AutoTokenizer.from_pretrained(encoder_path("minilm"))
     config = CLIPSegConfig(
-        **tiny_clip_towers(tokenizer),
+        **tiny_towers(tokenizer, vision_layers=2, image_size=32),
         projection_dim=8,
         reduce_dim=8,
         extract_layers=[0, 1],
@@ -229,7 +206,9 @@ def write_tiny_clip(folder: Path) -> Path:
 
     tokenizer = AutoTokenizer.from_pretrained(encoder_path("minilm"))
     torch.manual_seed(0)
-    CLIPModel(CLIPConfig(**tiny_clip_towers(tokenizer), projection_dim=8)).save_pretrained(folder)
+    CLIPModel(
+        CLIPConfig(**tiny_towers(tokenizer, vision_layers=2, image_size=32), projection_dim=8)
+    ).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 

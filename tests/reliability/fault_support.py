@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import traceback
 from collections import Counter
 from pathlib import Path
 
@@ -43,7 +44,11 @@ def _child(argv: list[str], env: dict[str, str], log: str) -> None:
     with open(log, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         from benchmark.__main__ import main
 
-        code = main(argv)
+        try:
+            code = main(argv)
+        except BaseException:  # a crash the CLI did not turn into a message: keep it
+            traceback.print_exc()
+            code = 1
         sink.flush()
     os._exit(code)
 

@@ -11,7 +11,6 @@ as a subprocess to prove the real exit code and output.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import shutil
@@ -47,59 +46,6 @@ from safetensors.torch import load_file, save_file
 T = [*TINY, "--set", "data.size=16", "--set", "data.phantom_patients=8"]
 SECRET = "hunter2"
 PG_DOWN = f"postgresql://u:{SECRET}@127.0.0.1:1/db"  # port 1: refused at once
-
-
-# Some cases need a change in files the author of this suite may not edit
-# (sweeps/grid.py, benchmark/grid.py, benchmark/__main__.py). Each
-# probe below tells whether the change is in: the cases then run as usual. Until then a case
-# that fails fast is an xfail (strict: it reports when the change lands) and one that would
-# train or wait for minutes is skipped.
-
-
-def _urls_checked_before_work() -> bool:
-    """``check_runnable`` calls ``sweeps.storage.check_urls`` on storage and tracking URLs."""
-    from sweeps.grid import check_runnable
-
-    return "check_urls" in inspect.getsource(check_runnable)
-
-
-def _cell_flags_checked() -> bool:
-    """A cell with an impossible ratio (``run --ratio -1``) is refused when it is made."""
-    from benchmark.grid import GridCell, Mode, Protocol, Task
-
-    try:
-        GridCell(Task.SEG, Mode.UNCONDITIONAL, None, -1.0, Protocol.MIX, 1.0, 0)
-    except ValueError:
-        return True
-    return False
-
-
-def _cli_reports_os_errors() -> bool:
-    """``main`` turns any OSError (not only a missing file) into exit code 2."""
-    from benchmark.__main__ import main
-
-    return "OSError" in inspect.getsource(main)
-
-
-NEEDS_URL_CHECK = pytest.mark.xfail(
-    not _urls_checked_before_work(),
-    reason="sweeps.grid.check_runnable does not call sweeps.storage.check_urls yet",
-    strict=True,
-)
-NEEDS_URL_CHECK_SLOW = pytest.mark.skipif(
-    not _urls_checked_before_work(),
-    reason="sweeps.grid.check_runnable does not call sweeps.storage.check_urls yet "
-    "(MLflow retries an unreachable database for two minutes)",
-)
-NEEDS_CELL_CHECK = pytest.mark.skipif(
-    not _cell_flags_checked(),
-    reason="run does not check --ratio/--real-fraction before training (GridCell has no check)",
-)
-NEEDS_OS_ERRORS = pytest.mark.xfail(
-    not _cli_reports_os_errors(),
-    reason="benchmark.__main__.main maps FileNotFoundError/PermissionError only, not OSError",
-    strict=True,
-)
 
 
 # ----------------------------------------------------------------------------- the table
@@ -293,17 +239,17 @@ def _(ctx):
     return ["run", *T, "--task", "segg", "--out", ctx.out]
 
 
-@case("negative-ratio-flag", "configs", "ratio", "-1", marks=(NEEDS_CELL_CHECK,))
+@case("negative-ratio-flag", "configs", "ratio", "-1")
 def _(ctx):
     return ["run", *T, "--task", "seg", "--mode", "oracle", "--ratio", "-1", "--out", ctx.out]
 
 
-@case("real-fraction-flag-0", "configs", "fraction", marks=(NEEDS_CELL_CHECK,))
+@case("real-fraction-flag-0", "configs", "fraction")
 def _(ctx):
     return ["run", *T, "--task", "seg", "--real-fraction", "0", "--out", ctx.out]
 
 
-@case("out-under-a-file", "configs", "afile/out", "Not a directory", marks=(NEEDS_OS_ERRORS,))
+@case("out-under-a-file", "configs", "afile/out", "Not a directory")
 def _(ctx):
     (ctx.tmp / "afile").write_text("x")
     return ["run", *T, "--task", "seg", "--out", ctx.tmp / "afile" / "out"]
@@ -783,7 +729,6 @@ def _(ctx):
     "tracking-unknown-scheme",
     "storage",
     "tracking.uri 'foo://u:***@x' has an unknown scheme 'foo'",
-    marks=(NEEDS_URL_CHECK,),
 )
 def _(ctx):
     return sweep(ctx, "--tracking-uri", f"foo://u:{SECRET}@x")
@@ -795,7 +740,6 @@ def _(ctx):
     "tracking-postgres-malformed",
     "storage",
     "tracking.uri 'postgresql://u:***@127.0.0.1:notaport/db' is not a valid database URL",
-    marks=(NEEDS_URL_CHECK_SLOW,),
 )
 def _(ctx):
     url = f"postgresql://u:{SECRET}@127.0.0.1:notaport/db"

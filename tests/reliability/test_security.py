@@ -495,17 +495,6 @@ def test_resolved_config_and_mlflow_params_hold_no_password(tmp_path, reliabilit
     assert SECRET not in repr(store) and SECRET not in store.masked
 
 
-def _workspace_masks_its_config() -> bool:
-    from sweeps.workspace import Workspace
-
-    return "mask" in inspect.getsource(Workspace.__dict__["resolved"].func)
-
-
-@pytest.mark.xfail(
-    not _workspace_masks_its_config(),
-    reason="sweeps.workspace.Workspace.resolved writes the config unmasked (see the report)",
-    strict=True,
-)
 def test_run_and_generate_write_no_password(tmp_path, capsys, reliability_record):
     """``run`` and ``generate`` write the resolved config into every stage folder (and
     ``run`` logs it to MLflow): it must be the masked one, as the sweep's is."""
