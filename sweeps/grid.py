@@ -30,6 +30,7 @@ from benchmark.config import Config, to_dict
 from benchmark.data.sources import check_source
 from benchmark.grid import GridCell, Mode, expand, parse_key
 from benchmark.redact import mask_config, mask_uri
+from benchmark.tracking import flatten
 from downstream.registry import IMPLEMENTED as IMPLEMENTED_TASKS
 from generators.registry import IMPLEMENTED as IMPLEMENTED_MODES
 from sweeps.cell import cell_stage, cell_tags, log_cell
@@ -98,19 +99,19 @@ def parent_run(ws: SharedWorkspace) -> str | None:
     """The sweep's parent run, reused across invocations (and workers) of the same sweep;
     None when the tracking store is offline. Callers hold ``ws.lock("setup")``."""
     tracker = ws.tracker
+    # Params are the config as given (tuned values go to config.yaml); URLs masked.
+    params = flatten(to_dict(mask_config(ws.cfg)) | {"out": str(ws.out)})
     runs = tracker.find_runs(f"tags.kind = 'sweep' and tags.sweep = '{ws.cfg.name}'")
     if runs:
         run = min(runs, key=lambda r: r.info.start_time)
         run_id = run.info.run_id
         tracker.set_status(run_id, "RUNNING")
-        if run.data.tags.get("params") == "complete":
-            return run_id
+        # Only what a process killed while logging them left out: a param, once logged,
+        # keeps its first value (a later invocation may have extended the grid).
+        params = {k: v for k, v in params.items() if k not in run.data.params}
     else:
         run_id = tracker.start_run(ws.cfg.name, {"kind": "sweep", "sweep": ws.cfg.name})
-    # Params are the config as given (tuned values go to config.yaml); URLs masked. Logged
-    # again in full if a process died midway (MLflow accepts a param re-logged unchanged).
-    tracker.log_params(run_id, to_dict(mask_config(ws.cfg)) | {"out": str(ws.out)})
-    tracker.set_tag(run_id, "params", "complete")
+    tracker.log_params(run_id, params)
     return run_id
 
 

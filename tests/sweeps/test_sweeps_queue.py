@@ -152,15 +152,12 @@ def test_resolved_config_and_parent_params_hide_passwords(tmp_path):
         def log_params(self, _run, params):
             logged.update(params)
 
-        def set_tag(self, *_):
-            pass
-
     ws.__dict__["tracker"] = Tracker()
     from sweeps.grid import parent_run
 
     parent_run(ws)
-    assert logged["sweep"]["storage"] == mask_uri(cfg.sweep.storage)
-    assert logged["tracking"]["uri"] == mask_uri(cfg.tracking.uri)
+    assert logged["sweep.storage"] == mask_uri(cfg.sweep.storage)
+    assert logged["tracking.uri"] == mask_uri(cfg.tracking.uri)
     assert "hunter2" not in repr(logged)
 
 
