@@ -70,7 +70,8 @@ class Child:
         return self.proc.pid
 
     def kill(self) -> None:
-        os.kill(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # it ended (and was reaped) first
+            os.kill(self.proc.pid, signal.SIGKILL)
 
     def wait(self, timeout: float = 600) -> int:
         self.proc.join(timeout)
