@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 import torch
-from tiny_models import tiny_towers
-from transformers import AutoTokenizer, CLIPSegConfig, CLIPSegForImageSegmentation
+from tiny_models import save_tiny_clipseg, tiny_towers
+from transformers import AutoTokenizer
 
 from benchmark.config import ConfigError, load_config
 from benchmark.data.phantom import make_phantom
@@ -19,20 +19,7 @@ from downstream.training import fit
 @pytest.fixture(scope="module")
 def tiny_clipseg(tmp_path_factory):
     """A 1 M-parameter CLIPSeg with MiniLM's (BERT) tokenizer, saved like a pretrained one."""
-    folder = tmp_path_factory.mktemp("clipseg")
-    tokenizer = AutoTokenizer.from_pretrained(encoder_path("minilm"))
-    config = CLIPSegConfig(
-        **tiny_towers(tokenizer, vision_layers=3),
-        projection_dim=16,
-        reduce_dim=16,
-        extract_layers=[0, 1, 2],
-        decoder_num_attention_heads=2,
-        decoder_intermediate_size=32,
-    )
-    torch.manual_seed(0)
-    CLIPSegForImageSegmentation(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_clipseg(tmp_path_factory.mktemp("clipseg"), 3, image_size=64, dim=16)
 
 
 def test_clipseg_needs_a_path():

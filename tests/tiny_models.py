@@ -23,3 +23,26 @@ def tiny_towers(tokenizer, vision_layers: int, image_size: int = 64) -> dict:
         patch_size=16,
     )
     return {"text_config": text, "vision_config": vision}
+
+
+def save_tiny_clipseg(folder, vision_layers: int, image_size: int, dim: int):
+    """A tiny CLIPSeg (seeded) with MiniLM's (BERT) tokenizer, saved in ``folder`` as a
+    pretrained one would be; ``dim``: projection and decoder width. Returns ``folder``."""
+    import torch
+    from transformers import AutoTokenizer, CLIPSegConfig, CLIPSegForImageSegmentation
+
+    from benchmark.text_encoder import encoder_path
+
+    tokenizer = AutoTokenizer.from_pretrained(encoder_path("minilm"))
+    config = CLIPSegConfig(
+        **tiny_towers(tokenizer, vision_layers=vision_layers, image_size=image_size),
+        projection_dim=dim,
+        reduce_dim=dim,
+        extract_layers=list(range(vision_layers)),
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=2 * dim,
+    )
+    torch.manual_seed(0)
+    CLIPSegForImageSegmentation(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tiny_models import tiny_towers  # tests/: on the path through its conftest
+from tiny_models import save_tiny_clipseg, tiny_towers  # tests/: on the path through its conftest
 
 REPO = Path(__file__).resolve().parents[2]
 STAGE_KINDS = ("data", "gen", "synth", "fidelity", "cells")
@@ -177,24 +177,7 @@ def edit_metadata(root: Path, **changes) -> None:
 
 def write_tiny_clipseg(folder: Path) -> Path:
     """A tiny CLIPSeg with MiniLM's tokenizer, saved as a pretrained one would be."""
-    import torch
-    from transformers import AutoTokenizer, CLIPSegConfig, CLIPSegForImageSegmentation
-
-    from benchmark.text_encoder import encoder_path
-
-    tokenizer = AutoTokenizer.from_pretrained(encoder_path("minilm"))
-    config = CLIPSegConfig(
-        **tiny_towers(tokenizer, vision_layers=2, image_size=32),
-        projection_dim=8,
-        reduce_dim=8,
-        extract_layers=[0, 1],
-        decoder_num_attention_heads=2,
-        decoder_intermediate_size=16,
-    )
-    torch.manual_seed(0)
-    CLIPSegForImageSegmentation(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_clipseg(folder, 2, image_size=32, dim=8)
 
 
 def write_tiny_clip(folder: Path) -> Path:
