@@ -78,9 +78,7 @@ def sync(out: Path, tracking_uri: str | None = None, progress: bool = True) -> d
 
     for stage in gens:
         spec = _spec(stage)
-        if tracker.logged_run("generator", "stage", stage.key) is None:
-            counts["generator"] += 1
-        _stage_workspace(ws, stage)._log_generator(
+        counts["generator"] += _stage_workspace(ws, stage).log_generator(
             stage, Mode(spec["mode"]), _prompt(spec["prompt"]), spec["real_fraction"]
         )
         bar.update()

@@ -148,7 +148,7 @@ class Workspace:
         )
         # An all_kinds model serves every prompt kind: its run carries none.
         logged = self._generator_prompt(mode, prompt) if mode in PROMPTED_MODES else prompt
-        self._log_generator(stage, mode, logged, fraction)
+        self.log_generator(stage, mode, logged, fraction)
         return stage
 
     def n_synthetic(self, fraction: float) -> int:
@@ -199,11 +199,16 @@ class Workspace:
         )
         return stage, EchoData.load(stage.path)
 
-    def _log_generator(self, stage: Stage, mode: Mode, prompt: Prompt | None, fraction: float):
-        """One MLflow run per trained generator (logged once, from its stage folder)."""
+    def log_generator(
+        self, stage: Stage, mode: Mode, prompt: Prompt | None, fraction: float
+    ) -> bool:
+        """One MLflow run per trained generator (logged once, from its stage folder); True if
+        this call logged it."""
         with self.lock(f"mlflow-{stage.key}"):
-            if self.tracker.logged_run("generator", "stage", stage.key) is None:
-                self._log_generator_run(stage, mode, prompt, fraction)
+            if self.tracker.logged_run("generator", "stage", stage.key) is not None:
+                return False
+            self._log_generator_run(stage, mode, prompt, fraction)
+            return True
 
     def _log_generator_run(
         self, stage: Stage, mode: Mode, prompt: Prompt | None, fraction: float
