@@ -287,7 +287,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from benchmark.grid import Mode, Prompt
+    from benchmark.grid import PROMPTED_MODES, Mode, Prompt
     from sweeps.workspace import Workspace
 
     cfg, out = _load(args)
@@ -296,6 +296,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise ValueError("--mode none generates nothing; pick a generation mode")
     ws = Workspace(cfg, out, progress=not args.quiet)
     prompt = Prompt(args.prompt) if args.prompt else None
+    if prompt is None and mode in PROMPTED_MODES:
+        prompt = Prompt.P1  # as canonicalize does for a cell
     gen = ws.generator_stage(mode, prompt, args.real_fraction)
     synth, data = ws.synthetic_stage(mode, prompt, args.real_fraction)
     info = {

@@ -219,12 +219,23 @@ def _first_line(exc: BaseException) -> str:
 
 @contextlib.contextmanager
 def _quiet(*names: str) -> Iterator[None]:
+    """Silence the named libraries' warnings and their loading bars: reading a local
+    folder takes milliseconds, and a bar per load buries the sweep's own progress."""
+    import importlib
+
     loggers = [logging.getLogger(n) for n in names]
     levels = [log.level for log in loggers]
+    bars = [importlib.import_module(f"{n}.utils.logging") for n in names]
+    shown = [bar.is_progress_bar_enabled() for bar in bars]
     for log in loggers:
         log.setLevel(logging.ERROR)
+    for bar in bars:
+        bar.disable_progress_bar()
     try:
         yield
     finally:
         for log, level in zip(loggers, levels):
             log.setLevel(level)
+        for bar, was_shown in zip(bars, shown):
+            if was_shown:
+                bar.enable_progress_bar()

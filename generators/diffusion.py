@@ -72,14 +72,15 @@ def build_cond_unet(
     by the config: ``(B, in_channels, size, size)`` and prompt token states
     ``(B, L, cross_attention_dim)`` -> ``(B, out_channels, size, size)``.
 
-    Cross-attention sits at every level but the highest-resolution one (where attention
-    costs most) and in the mid block; one head per 32 channels.
+    Cross-attention sits in the mid block and at the ``cfg.cross_attention_levels`` lowest
+    resolution levels (default: every level but the highest-resolution one, where attention
+    costs most); one head per 32 channels.
     """
     n = len(cfg.block_out_channels)
-    down = ["CrossAttnDownBlock2D"] * n
-    up = ["CrossAttnUpBlock2D"] * n
-    if n > 1:
-        down[0], up[-1] = "DownBlock2D", "UpBlock2D"
+    levels = cfg.cross_attention_levels or max(1, n - 1)
+    down = ["DownBlock2D"] * (n - levels) + ["CrossAttnDownBlock2D"] * levels
+    up = down[::-1]
+    up = [b.replace("Down", "Up") for b in up]
     return UNet2DConditionModel(
         sample_size=size,
         in_channels=in_channels,

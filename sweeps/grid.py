@@ -15,9 +15,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +30,7 @@ from tqdm.auto import tqdm
 from benchmark import faults
 from benchmark.config import Config, to_dict
 from benchmark.data.sources import check_source
-from benchmark.grid import GridCell, Mode, expand, parse_key
+from benchmark.grid import GridCell, Mode, Task, expand, parse_key
 from benchmark.redact import mask_config, mask_uri
 from benchmark.tracking import flatten
 from downstream.registry import IMPLEMENTED as IMPLEMENTED_TASKS
@@ -38,24 +40,42 @@ from sweeps.queue import CELL_KEY, CellQueue
 from sweeps.shared import SharedWorkspace
 from sweeps.storage import SweepStorage, check_urls, default_storage_url, open_storage
 from sweeps.tuning import tune_cell, tune_reference, with_train
-from sweeps.workers import helper_processes, threads_per_worker
+from sweeps.workers import helper_processes, interrupt, parent_alive, threads_per_worker
+from sweeps.workspace import generator_prompt
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 log = logging.getLogger(__name__)
 
 
 def grid_cells(cfg: Config) -> list[GridCell]:
-    g = cfg.grid
-    return expand(
-        g.tasks,
-        g.modes,
-        g.prompts,
-        g.ratios,
-        g.protocols,
-        g.real_fractions,
-        g.seeds,
-        include_baseline=g.include_baseline,
-    )
+    """The canonical cells of every block of the grid (``grid.also``), deduplicated."""
+    cells = {
+        cell
+        for block in cfg.grid.blocks()
+        for cell in expand(**block, include_baseline=cfg.grid.include_baseline)
+    }
+    return sorted(cells, key=lambda c: c.key())
+
+
+def work_order(cfg: Config, cells: list[GridCell]) -> list[GridCell]:
+    """The order cells are queued in: one cell of each generator in turn, the generators
+    that must be trained first, then the controls and the real-only cells.
+
+    Workers claim cells in queue order, and a cell waits for its generator under a lock; in
+    key order, two workers would both take cells of the first generator and one would
+    wait for the other to train it. In turns, the first claims train different generators.
+    """
+    groups: dict[tuple, list[GridCell]] = {}
+    for cell in cells:
+        gen = (cell.mode.value, generator_prompt(cfg, cell.mode, cell.prompt), cell.real_fraction)
+        groups.setdefault(gen, []).append(cell)
+
+    def trains(gen: tuple) -> bool:
+        return Mode(gen[0]) not in (Mode.NONE, Mode.ORACLE, Mode.CORRUPTED)
+
+    ordered = sorted(groups, key=lambda g: (not trains(g), g[0], str(g[1]), g[2]))
+    queues = [sorted(groups[g], key=lambda c: c.key()) for g in ordered]
+    return [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]
 
 
 def check_runnable(cfg: Config, cells: list[GridCell]) -> None:
@@ -76,6 +96,15 @@ def check_runnable(cfg: Config, cells: list[GridCell]) -> None:
     if Mode.ORACLE in modes and cfg.data.source != "phantom":
         raise ValueError(
             "grid.modes 'oracle' needs data.source 'phantom' (it samples the simulator)"
+        )
+    # Unconditional images carry view and phase only when generated class-conditionally.
+    target = cfg.downstream.cls.target
+    labelled = cfg.generator.class_conditional and target in ("phase", "view")
+    if not labelled and any(c.task is Task.CLS and c.mode is Mode.UNCONDITIONAL for c in cells):
+        raise ValueError(
+            f"grid has cls cells of mode 'unconditional', but its images carry no "
+            f"{target!r} label: set generator.class_conditional true (view x phase; "
+            f"downstream.cls.target phase or view), or leave unconditional out of those cells"
         )
     check_source(cfg.data)  # a missing data root fails here, not after an hour of work
     check_urls(cfg.sweep.storage, cfg.tracking.uri)  # so does a URL that cannot work
@@ -140,7 +169,7 @@ def run_sweep(cfg: Config, out: Path, progress: bool = True) -> SweepResult:
     _write_atomic(ws.out / "config.yaml", ws.resolved)
     ws.tracker.log_text(parent_id, ws.resolved, "config.yaml")
     queue = CellQueue(study, store)
-    keys = [c.key() for c in cells]
+    keys = [c.key() for c in work_order(cfg, cells)]
     with ws.lock("setup"):
         queue.requeue_stale()
         queue.enqueue_missing(keys)
@@ -168,14 +197,19 @@ def run_sweep(cfg: Config, out: Path, progress: bool = True) -> SweepResult:
     return result
 
 
-def run_worker(cfg: Config, out: Path, parent_id: str, threads: int, index: int) -> None:
-    """Entry point of one helper worker process (``sweeps.workers``)."""
+def run_worker(
+    cfg: Config, out: Path, parent_id: str, threads: int, parent: int, index: int
+) -> None:
+    """Entry point of one helper worker process (``sweeps.workers``). SIGTERM (the parent's
+    ``terminate``) fails its cell at once, as Ctrl-C does."""
+    signal.signal(signal.SIGTERM, interrupt)
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     ws = SharedWorkspace(cfg, out, progress=False)
     store = open_storage(cfg.sweep.storage, ws.out, cfg.sweep)
     queue = CellQueue(optuna.load_study(study_name=cfg.name, storage=store.storage), store)
-    work(ws, queue, [c.key() for c in grid_cells(cfg)], parent_id)
+    with contextlib.suppress(KeyboardInterrupt):
+        work(ws, queue, [c.key() for c in grid_cells(cfg)], parent_id, go_on=parent_alive(parent))
 
 
 def work(
@@ -184,10 +218,12 @@ def work(
     keys: list[str],
     parent_id: str | None,
     bar: tqdm | None = None,
+    go_on: Callable[[], bool] = lambda: True,
 ) -> None:
-    """Claim and run cells until no cell of ``keys`` is waiting or running anywhere."""
+    """Claim and run cells until no cell of ``keys`` is waiting or running anywhere, or
+    until ``go_on()`` is false (a helper whose sweep was killed)."""
     poll = max(1, min(ws.cfg.sweep.heartbeat_interval, 5))
-    while True:
+    while go_on():
         queue.requeue_stale()
         if bar is not None:
             bar.n = len(queue.complete(keys))

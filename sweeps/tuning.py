@@ -71,7 +71,8 @@ def tune_reference(
     if len(refs) > 1:
         raise ValueError(
             f"sweep.tune_scope 'reference' tunes one downstream.train for the grid, but "
-            f"grid.tasks has {sorted(refs)}; sweep one task at a time or use tune_scope 'cell'"
+            f"the grid has the tasks {sorted(refs)}; sweep one task at a time (grid.tasks, "
+            f"grid.also) or use tune_scope 'cell'"
         )
     ((task, cell),) = refs.items()
     winners = tune_cell(ws, store, cell, parent_id, suffix=task)

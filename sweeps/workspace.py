@@ -45,6 +45,14 @@ _MODE_SAMPLING_KEYS = {
 }
 
 
+def generator_prompt(cfg: Config, mode: Mode, prompt: Prompt | None) -> Prompt | None:
+    """The prompt kind a generator is trained for: None for modes without prompts and for
+    ``generator.text_training: all_kinds`` (one model for every kind)."""
+    if mode not in PROMPTED_MODES or cfg.generator.text_training == "all_kinds":
+        return None
+    return prompt
+
+
 @dataclass
 class Workspace:
     cfg: Config
@@ -112,11 +120,7 @@ class Workspace:
         return GenerationContext(self.real_train(fraction), self.cfg.data, level)
 
     def _generator_prompt(self, mode: Mode, prompt: Prompt | None) -> Prompt | None:
-        """The prompt kind a generator is trained for: None for modes without prompts and for
-        ``generator.text_training: all_kinds`` (one model for every kind)."""
-        if mode not in PROMPTED_MODES or self.cfg.generator.text_training == "all_kinds":
-            return None
-        return prompt
+        return generator_prompt(self.cfg, mode, prompt)
 
     def _generator_spec(self, mode: Mode, prompt: Prompt | None, fraction: float) -> dict:
         gen_cfg = {k: v for k, v in to_dict(self.cfg.generator).items() if k not in _SAMPLING_KEYS}
@@ -155,8 +159,8 @@ class Workspace:
         """Synthetic images to sample: enough for the grid's largest ratio at this fraction."""
         if self.cfg.generator.n_samples is not None:
             return self.cfg.generator.n_samples
-        ratios = list(self.cfg.grid.ratios)
-        if Protocol.SYNTHETIC_ONLY in self.cfg.grid.protocols:
+        ratios = list(self.cfg.grid.values("ratios"))
+        if Protocol.SYNTHETIC_ONLY in self.cfg.grid.values("protocols"):
             ratios.append(1.0)  # synthetic_only cells are canonicalised to ratio 1
         return max(1, math.ceil(max(ratios) * len(self.real_train(fraction))))
 

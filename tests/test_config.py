@@ -9,7 +9,7 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def test_presets_load():
-    for name in ("smoke", "quick"):
+    for name in ("smoke", "quick", "controls"):
         cfg = load_config(CONFIGS / f"{name}.yaml")
         assert cfg.name == name
     paper = load_config(CONFIGS / "paper.yaml", ["data.root=/data/CAMUS"])
@@ -53,6 +53,7 @@ def test_overrides_parse_yaml_values_and_lists():
         ("generator.sampler=euler", r"generator.sampler: 'euler' is not one of"),
         ("generator.sample_steps=5000", r"sample_steps cannot exceed generator.timesteps"),
         ("downstream.train.epochs=0", r"downstream.train.epochs must be > 0"),
+        ("generator.cross_attention_levels=3", r"cross_attention_levels must be in \[1, 2\]"),
         ("sweep.workers=true", r"sweep.workers: expected an integer, got True"),
         ("data=3", r"data: expected a mapping"),
         ("grid.tasks=[]", r"grid.tasks must not be empty"),

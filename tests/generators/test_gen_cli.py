@@ -40,3 +40,15 @@ def test_generate_cli(mode, variant, out, capsys):
     assert set(np.unique(synth.masks)) <= {0, 1, 2, 3}
     assert (synth.meta["source"] == "synthetic").all()
     assert ("prompt" in synth.meta.columns) == (mode != "semantic")
+
+
+def test_generate_a_prompted_mode_without_prompt_samples_p1(out, capsys):
+    """As a cell does: a prompted mode given no prompt kind is sampled at P1."""
+    argv = ["generate", "--config", "smoke", "--mode", "text", "--out", str(out)]
+    argv += ["--json", "--quiet"]
+    for setting in ["train_steps=2", "sample_steps=2", "n_samples=4", "text_training=all_kinds"]:
+        argv += ["--set", f"generator.{setting}"]
+    assert main(argv) == 0
+    info = json.loads(capsys.readouterr().out)
+    spec = json.loads((Path(info["synthetic"]) / "spec.json").read_text())
+    assert info["n_images"] == 4 and spec["spec"]["prompt"] == "P1"

@@ -236,3 +236,21 @@ def test_frozen_base_stays_as_trained(smoke):
     for k, v in unet.state_dict().items():
         torch.testing.assert_close(v, before[k], rtol=0, atol=0)
     assert any(not torch.equal(v, control_before[k]) for k, v in controlnet.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    ("levels", "down"),
+    [
+        (None, ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"]),
+        (1, ["DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"]),
+        (3, ["CrossAttnDownBlock2D"] * 3),
+    ],
+)
+def test_cross_attention_sits_at_the_lowest_levels(smoke, levels, down):
+    cfg = dataclasses.replace(tiny(smoke), block_out_channels=[8, 16, 32])
+    cfg = dataclasses.replace(cfg, cross_attention_levels=levels)
+    unet = diffusion.build_cond_unet(cfg, 16, 1, 1, 8)
+    assert list(unet.config.down_block_types) == down
+    assert list(unet.config.up_block_types) == [b.replace("Down", "Up") for b in down[::-1]]
+    out = unet(torch.randn(1, 1, 16, 16), 3, encoder_hidden_states=torch.randn(1, 4, 8))
+    assert out.sample.shape == (1, 1, 16, 16)

@@ -4,37 +4,41 @@ on; the summary and the report list it; a later sweep without the fault finishes
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from fault_support import Child, stage_problems, sweep_argv
 from sweeps_support import SMOKE_KEYS
 
-from benchmark.config import TrainConfig
+from benchmark.config import TrainConfig, load_config
 from benchmark.data.phantom import make_phantom
 from downstream.training import fit
+from sweeps.grid import grid_cells, work_order
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def test_nan_loss_fails_one_cell_and_the_sweep_goes_on(tmp_path, reliability_record):
     out = tmp_path / "smoke"
-    # The first downstream loss of the sweep (the real-only baseline's) becomes NaN.
+    # The first downstream loss of the sweep becomes NaN: that of the first queued cell.
+    smoke = load_config(CONFIGS / "smoke.yaml")
+    first = work_order(smoke, grid_cells(smoke))[0].key()
     sweep = Child(sweep_argv(out), tmp_path / "nan.log", fault="train.loss=nan")
     assert sweep.wait() == 1, sweep.output()[-3000:]
     summary = sweep.summary()
-    assert list(summary["failed"]) == [SMOKE_KEYS[0]]
-    assert "FloatingPointError" in summary["failed"][SMOKE_KEYS[0]]
-    assert "loss became nan" in summary["failed"][SMOKE_KEYS[0]]
+    assert list(summary["failed"]) == [first]
+    assert "FloatingPointError" in summary["failed"][first]
+    assert "loss became nan" in summary["failed"][first]
     assert summary["computed"] == len(SMOKE_KEYS) - 1  # the others ran
-    assert f"failed {SMOKE_KEYS[0]}: FloatingPointError" in sweep.output()
+    assert f"failed {first}: FloatingPointError" in sweep.output()
     assert not stage_problems(out)  # no stage folder for the failed cell, not even a temp one
     assert not [
-        p
-        for p in (out / "cells").iterdir()
-        if p.name.startswith(SMOKE_KEYS[0] + "-") and p.is_dir()
+        p for p in (out / "cells").iterdir() if p.name.startswith(first + "-") and p.is_dir()
     ]
 
     failed_csv = (out / "report" / "failed.csv").read_text()
-    assert SMOKE_KEYS[0] in failed_csv and "loss became nan" in failed_csv
+    assert first in failed_csv and "loss became nan" in failed_csv
     assert "Failed cells" in (out / "report" / "report.tex").read_text()
 
     rerun = Child(sweep_argv(out), tmp_path / "rerun.log")
@@ -42,7 +46,7 @@ def test_nan_loss_fails_one_cell_and_the_sweep_goes_on(tmp_path, reliability_rec
     again = rerun.summary()
     assert again["failed"] == {} and again["computed"] == 1
     assert not (out / "report" / "failed.csv").exists()  # the report mirrors the store now
-    reliability_record("nan", cell=SMOKE_KEYS[0], lost=0, duplicated=0)
+    reliability_record("nan", cell=first, lost=0, duplicated=0)
 
 
 class _Quadratic:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from urllib.parse import urlsplit
 
 import optuna
+import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 from sweeps_support import (
@@ -75,3 +77,89 @@ def test_local_workers_on_sqlite_finish_a_killed_sweep_exactly_once(tmp_path):
     assert summary["cells"] == 3
     db = f"sqlite:///{out}"
     assert_exactly_once(out, f"{db}/mlflow.db", f"{db}/optuna.db", victim.pid)
+
+
+def _children(pid: int) -> set[int]:
+    path = f"/proc/{pid}/task/{pid}/children"
+    with open(path) as f:
+        return {int(p) for p in f.read().split()}
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    """Whether process ``pid`` has ended (or become a zombie) within ``timeout`` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _helpers_started(proc, timeout: float = 120) -> set[int]:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, output(proc)[-2000:]
+        kids = _children(proc.pid)
+        # the resource tracker and the helper worker
+        if len(kids) >= 2:
+            return kids
+        time.sleep(0.2)
+    raise AssertionError("no helper process started")
+
+
+def _cells_in_progress(out, n: int, proc, timeout: float = 120) -> set[int]:
+    """Wait until ``n`` processes compute a cell (temporary cell folders); their pids."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, output(proc)[-2000:]
+        pids = {
+            int(t.name.rsplit(".tmp-", 1)[1].split("-")[0])
+            for t in (out / "cells").glob(".*.tmp-*")
+        }
+        if len(pids) >= n:
+            return pids
+        time.sleep(0.1)
+    raise AssertionError(f"{n} cells did not run at once within {timeout} s")
+
+
+def test_sigterm_stops_the_sweep_and_its_helpers_and_fails_their_cells(tmp_path):
+    out = tmp_path / "smoke"
+    # Cells long enough that the sweep and its helper each hold one when the signal comes.
+    long = ["--set", "downstream.train.epochs=300", "--set", "downstream.train.patience=300"]
+    victim = start_sweep(out, "--workers", "2", *long)
+    kids = _helpers_started(victim)
+    assert victim.pid in _cells_in_progress(out, 2, victim)
+    os.kill(victim.pid, signal.SIGTERM)
+    victim.wait(timeout=60)
+    assert victim.returncode == 130, output(victim)[-2000:]
+    assert "interrupted" in output(victim)
+    assert all(_gone(pid, 30) for pid in kids), "a helper outlived its sweep"
+    # Both interrupted cells failed at once, none is left RUNNING until its grace period:
+    study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{out}/optuna.db")
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    assert states.count(optuna.trial.TrialState.FAIL) == 2
+    assert optuna.trial.TrialState.RUNNING not in states
+    # so a rerun runs them now.
+    summary = finish(start_sweep(out, "--set", "sweep.grace_period=3600"))
+    assert summary["failed"] == {} and summary["cells"] == 3
+
+
+@pytest.mark.slow  # 35 s; python -m pytest -m slow
+def test_a_helper_whose_sweep_was_killed_stops_instead_of_draining_the_queue(tmp_path):
+    out = tmp_path / "smoke"
+    # A grace period no test waits for: a helper that went on would wait for the killed
+    # cell to go stale and never end.
+    victim = start_sweep(out, "--workers", "2", "--set", "sweep.grace_period=3600")
+    kids = _helpers_started(victim)
+    wait_for_cell_in_progress(out, victim)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=60)
+    # It finishes the cell it holds (a smoke cell: seconds), then stops.
+    assert all(_gone(pid, 120) for pid in kids), "an orphaned helper kept working"
+    study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{out}/optuna.db")
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    assert states.count(optuna.trial.TrialState.RUNNING) == 1  # the killed sweep's cell
