@@ -10,9 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from monai.data import DataLoader
 from monai.networks.nets import Classifier, resnet18
-from monai.transforms import Compose, RandAdjustContrastd, RandAffined
+from torch.utils.data import DataLoader
 from torchmetrics.functional.classification import (
     multiclass_accuracy,
     multiclass_auroc,
@@ -21,6 +20,7 @@ from torchmetrics.functional.classification import (
 
 from benchmark.config import ClsModelConfig
 from benchmark.data.records import EchoData
+from downstream.augment import BatchAugment
 from downstream.loading import seeded_loader
 
 # The label values of each target, in class-index order (CAMUS metadata values).
@@ -59,21 +59,10 @@ def class_indices(data: EchoData, target: str) -> np.ndarray:
     return np.array([values.index(v) for v in column], dtype=np.int64)
 
 
-def augmentation(size: int) -> Compose:
-    """Geometric and contrast jitter that keeps the label (phase, view, quality) intact."""
-    return Compose(
-        [
-            RandAffined(
-                keys="image",
-                prob=0.8,
-                rotate_range=np.deg2rad(10),
-                translate_range=(0.1 * size, 0.1 * size),
-                scale_range=0.1,
-                padding_mode="zeros",
-            ),
-            RandAdjustContrastd(keys="image", gamma=(0.7, 1.5), prob=0.5),
-        ]
-    )
+def augmentation(size: int) -> BatchAugment:
+    """Geometric and contrast jitter that keeps the label (phase, view, quality) intact:
+    ±10° rotation, translate 10 %, scale 0.9–1.1 (0.8), gamma contrast 0.7–1.5 (0.5)."""
+    return BatchAugment(warp=("image",))
 
 
 class ClassificationTask:

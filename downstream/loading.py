@@ -4,20 +4,28 @@ augmentation draws, on any machine."""
 from __future__ import annotations
 
 import torch
-from monai.data import DataLoader, Dataset
-from monai.transforms import Compose
+from torch.utils.data import DataLoader, default_collate
+
+from downstream.augment import BatchAugment
 
 
 def seeded_loader(
-    items: list[dict], transform: Compose | None, batch_size: int, train: bool, seed: int
+    items: list[dict], augment: BatchAugment | None, batch_size: int, train: bool, seed: int
 ) -> DataLoader:
-    """Shuffled batches when ``train`` (ordered otherwise) of ``items``, each passed through
-    ``transform`` (MONAI dictionary transforms) if given."""
-    if transform is not None:
-        transform.set_random_state(seed=seed % 2**32)
+    """Shuffled batches when ``train`` (ordered otherwise) of ``items``, each collated batch
+    passed through ``augment`` (``downstream.augment``) if given, with draws of its own
+    seeded stream so that the order and the augmentation do not depend on each other."""
+    collate = default_collate
+    if augment is not None:
+        draws = torch.Generator().manual_seed(seed + 1)
+
+        def collate(samples: list[dict]) -> dict:
+            return augment(default_collate(samples), draws)
+
     return DataLoader(
-        Dataset(items, transform=transform),
+        items,
         batch_size=batch_size,
         shuffle=train,
         generator=torch.Generator().manual_seed(seed),
+        collate_fn=collate,
     )

@@ -85,19 +85,22 @@ def fit(
     desc: str = "train",
     progress: bool = True,
     on_epoch: Callable[[int, float], None] | None = None,
-    channels_last: bool = False,
-    fused: bool = False,
+    channels_last: bool | None = None,
+    fused: bool | None = None,
 ) -> FitResult:
     """Train ``model`` on ``train``, early-stopping on ``val``; returns the best model.
 
     ``on_epoch(epoch, val_score)`` is called after each validation; an exception it raises
     (a tuning trial's ``optuna.TrialPruned``) stops training and propagates.
-    Speed options (off by default; for CUDA): ``channels_last`` stores the model's 4-D
-    weights as NHWC, which convolutions then run in (tensor-core friendly on GPU);
-    ``fused`` uses torch's fused AdamW kernel.
+    Speed options (``None``: on for CUDA, off elsewhere): ``channels_last`` stores the
+    model's 4-D weights as NHWC, which convolutions then run in (tensor-core friendly on
+    GPU); ``fused`` uses torch's fused AdamW kernel.
     """
     if len(train) == 0:
         raise ValueError(f"{desc}: no training images")
+    on_gpu = device.type == "cuda"
+    channels_last = on_gpu if channels_last is None else channels_last
+    fused = on_gpu if fused is None else fused
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

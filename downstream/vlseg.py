@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from monai.data import DataLoader
 from monai.losses import DiceCELoss
 from monai.metrics import DiceMetric, MeanIoU
 from torch import nn
+from torch.utils.data import DataLoader
 
 from benchmark.config import VLSegModelConfig
 from benchmark.data.records import EchoData

@@ -158,7 +158,9 @@ def train_denoiser(
     )
     scheduler = training_scheduler(cfg)
     params = [p for p in unet.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # torch's fused AdamW kernel on CUDA (one launch for every parameter); None elsewhere.
+    fused = True if device.type == "cuda" else None
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
     unet, optimizer = accelerator.prepare(unet, optimizer)
     # The same Parameter objects after prepare (DDP wraps the module, not its parameters).
     ema = EMAModel(params, decay=cfg.ema_decay, use_ema_warmup=True)

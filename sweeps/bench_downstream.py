@@ -3,7 +3,9 @@ loop, the grid's throughput with K cells trained at once beside one at a time, a
 MLflow cost of logging one cell.
 
 The reference loop is the one a PyTorch tutorial writes: a ``torch.utils.data.DataLoader``
-over the same images, label maps and augmentation, one model, eager float32, plain AdamW
+over the same images and label maps with the same augmentation as MONAI's per-sample
+dictionary transforms (the project draws the same distributions but applies them per
+batch, ``downstream.augment``), one model, eager float32, plain AdamW
 with the same cosine schedule, and the task's own loss and validation once per epoch, so
 both loops do the same work per image. The project's paths are
 :func:`downstream.training.fit` (what a cell runs) and
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.data import Dataset
+from monai.transforms import Compose, RandAdjustContrastd, RandAffined, RandScaleIntensityd
 
 from benchmark.config import Config, TrackingConfig, TrainConfig, dump_config
 from benchmark.data.records import EchoData
@@ -38,6 +41,26 @@ TASK = Task.SEG
 OPTIONS = ("bf16", "channels_last", "fused_adamw")
 
 
+def reference_augmentation(size: int) -> Compose:
+    """The project's seg augmentation (``segmentation.augmentation``) as a tutorial writes
+    it: MONAI dictionary transforms, one sample at a time, in the data loader."""
+    return Compose(
+        [
+            RandAffined(
+                keys=("image", "label"),
+                prob=0.8,
+                rotate_range=np.deg2rad(10),
+                translate_range=(0.1 * size, 0.1 * size),  # MONAI wants pixels
+                scale_range=0.1,
+                mode=("bilinear", "nearest"),
+                padding_mode="zeros",
+            ),
+            RandScaleIntensityd(keys="image", factors=0.3, prob=0.5),
+            RandAdjustContrastd(keys="image", gamma=(0.7, 1.5), prob=0.5),
+        ]
+    )
+
+
 def reference_fit(
     model: torch.nn.Module,
     task: segmentation.SegmentationTask,
@@ -52,7 +75,7 @@ def reference_fit(
         {"image": img[None].astype(np.float32), "label": msk[None].astype(np.float32)}
         for img, msk in zip(train.images, train.masks)
     ]
-    transform = segmentation.augmentation(train.images.shape[-1]) if task.augment else None
+    transform = reference_augmentation(train.images.shape[-1]) if task.augment else None
     if transform is not None:
         transform.set_random_state(seed=seed)
     loader = torch.utils.data.DataLoader(

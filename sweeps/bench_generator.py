@@ -137,7 +137,10 @@ def bench_generator_train(
         }
 
     ref, proj = figures(ref_seconds), figures(seconds)
-    proj["options"] = speed.as_dict(*TRAIN_OPTIONS) | {"fused_adamw": False, "ema": True}
+    proj["options"] = speed.as_dict(*TRAIN_OPTIONS) | {
+        "fused_adamw": device.type == "cuda",
+        "ema": True,
+    }
     proj["loss_finite"] = bool(np.isfinite(result.losses).all())
     ref["options"] = {"bf16": False, "ema": False, "loader": "torch DataLoader, CPU tensors"}
     out = {
