@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from reports.figures import ReportFigure
-from reports.tables import escape_latex
+from reports.latex import escape_latex
 
 log = logging.getLogger(__name__)
 

@@ -28,18 +28,18 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from benchmark.imaging import save_grid
-from reports.stats import BASELINE_MODE
-from reports.tables import (
+from reports.axes import (
     BASELINE_LABEL,
     FIDELITY_COLUMNS,
     RECIPE_FIELDS,
     axis_value,
     display_order,
-    escape_latex,
     is_higher_better,
     slug,
     usable_runs,
 )
+from reports.latex import escape_latex
+from reports.stats import BASELINE_MODE
 
 # Width of a full figure in inches: the text width of report.tex (A4, 2 cm margins) is ~6.7 in.
 FULL_WIDTH = 6.7

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from reports.axes import usable_runs
 from reports.collect import (
     collect_curves,
     collect_failed,
@@ -22,7 +23,7 @@ from reports.collect import (
 )
 from reports.document import compile_pdf, write_tex
 from reports.figures import write_figures
-from reports.tables import usable_runs, write_tables
+from reports.tables import write_tables
 
 _SUMMARY_AXES = ["task", "mode", "prompt", "ratio", "protocol", "real_fraction"]
 FAILED_CSV = "failed.csv"

@@ -9,13 +9,29 @@ Only runs with status `ok` enter a table; a cell logged twice for one seed count
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from reports.axes import (
+    BASELINE_LABEL,
+    FIDELITY_COLUMNS,
+    FIDELITY_REFERENCES,
+    JUDGES,
+    MASK_DICE_COLUMNS,
+    RECIPE_FIELDS,
+    axis_value,
+    is_higher_better,
+    label_value,
+    slug,
+    sort_key,
+    sort_keys,
+    usable_runs,
+)
+from reports.latex import BETTER_MARK, WORSE_MARK, decimals_for, entry, escape_latex
 from reports.stats import (
     BASELINE_MODE,
     compare_to_baseline,
@@ -25,140 +41,10 @@ from reports.stats import (
 )
 
 ALPHA = 0.05
-BETTER_MARK = r"$^{*}$"
-WORSE_MARK = r"$^{\dagger}$"
-EMPTY = "--"
-BASELINE_LABEL = "real only"
-
-# Lower-is-better metrics, matched as whole name parts so that e.g. `f1_macro` never hits `fd`.
-_LOWER_PARTS = re.compile(r"(^|[/_])(hd95|hd|asd|assd|fd|fid|kid|loss)($|[/_])")
-_LOWER_NAMES = {"epochs_to_95", "seconds_to_95", "train_seconds"}
-
-# Display order of categorical axes; anything else sorts after, naturally.
-_ORDER = {
-    "mode": ["none", "unconditional", "text", "semantic", "hybrid", "oracle", "corrupted"],
-    "protocol": ["mix", "pretrain", "synthetic_only"],
-}
-_NUMERIC_AXES = {"ratio", "real_fraction", "seed"}
 # Axes a baseline run shares with the cells compared to it; it has no mode, ratio or protocol
 # of its own, so it belongs to every slice along those.
 _BASELINE_SHARED = ("task", "model", "real_fraction", "prompt")
 _CELL_AXES = ("task", "model", "real_fraction", "protocol", "mode", "ratio", "prompt")
-
-FIDELITY_COLUMNS = {
-    "fd": "FD",
-    "kid": "KID",
-    "precision": "precision",
-    "recall": "recall",
-    "cond_view_phase_acc": "view-phase acc.",
-    "cond_view_acc": "view acc.",
-    "cond_phase_acc": "phase acc.",
-    "cond_quality_acc": "quality acc.",
-    "mask_dice_mean": "mask Dice",
-    "mask_dice": "mask Dice",  # the name before per-structure mask alignment was logged
-}
-# Mask alignment per structure: columns of the fidelity table (not of the figures, which
-# plot the mean only).
-MASK_DICE_COLUMNS = {
-    "mask_dice_lv": "mask Dice LV",
-    "mask_dice_myo": "mask Dice MYO",
-    "mask_dice_la": "mask Dice LA",
-}
-# Real-image references of the judged metrics (one value per judge, the same in every row),
-# stated in the fidelity table's caption: name -> what it is.
-FIDELITY_REFERENCES = {
-    "mask_dice_real": "mask Dice of real test images",
-    "cond_quality_acc_real": "quality accuracy on real test images",
-}
-# The real-trained judges whose recipe params the caption names: param prefix -> judge.
-JUDGES = {"recipe.segmenter": "segmenter", "recipe.quality_classifier": "quality classifier"}
-RECIPE_FIELDS = {
-    "recipe.extractor": "extractor",
-    "recipe.weights_sha256": "weights SHA-256",
-    "recipe.resolution": "resolution",
-    "recipe.n": "N",
-    "recipe.reference_split": "reference split",
-}
-
-_LATEX_SPECIAL = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-}
-_LATEX_RE = re.compile("|".join(re.escape(c) for c in _LATEX_SPECIAL))
-
-
-def escape_latex(text: object) -> str:
-    """Escape LaTeX special characters in a label (`synthetic_only` -> `synthetic\\_only`)."""
-    return _LATEX_RE.sub(lambda m: _LATEX_SPECIAL[m.group()], str(text))
-
-
-def is_higher_better(metric: str) -> bool:
-    """Direction of a metric by name: distances (hd95, FD, KID), losses and times are lower."""
-    name = metric.lower().removeprefix("test/")
-    return not (name in _LOWER_NAMES or _LOWER_PARTS.search(name))
-
-
-# ----------------------------------------------------------------------------- formatting
-
-
-def axis_value(axis: str, value: object) -> str:
-    """An axis value as printed in a header (floats without trailing zeros)."""
-    if axis in _NUMERIC_AXES and isinstance(value, int | float | np.number) and pd.notna(value):
-        return f"{value:g}"
-    return str(value)
-
-
-def _label_value(axis: str, value: object) -> str:
-    """An axis value inside a composite row label, where a bare number would be ambiguous."""
-    text = axis_value(axis, value)
-    return {"ratio": f"ratio {text}", "real_fraction": f"real {text}"}.get(axis, text)
-
-
-def _sort_key(axis: str, value: object) -> tuple:
-    if axis in _ORDER:
-        order = _ORDER[axis]
-        return (order.index(value) if value in order else len(order), str(value))
-    if axis in _NUMERIC_AXES:
-        return (0, float(value))
-    # Natural order, so that P2 < P10 and "-" (no prompt) comes first.
-    return tuple((0, int(t)) if t.isdigit() else (1, t) for t in re.split(r"(\d+)", str(value)))
-
-
-def display_order(axis: str, values: Iterable) -> list:
-    """The distinct `values` of `axis` in the order the tables show them (figures reuse it)."""
-    return sorted(
-        pd.unique(pd.Series(list(values), dtype=object)), key=lambda v: _sort_key(axis, v)
-    )
-
-
-def _keys(values: pd.Series, axis: str) -> list:
-    """Sort keys of `values`: a categorical's own order, else the axis' display order."""
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        return list(values.cat.codes)
-    return [_sort_key(axis, v) for v in values]
-
-
-def _decimals(means: Iterable[float]) -> int:
-    finite = np.abs([m for m in means if np.isfinite(m)])
-    top = finite.max() if finite.size else 1.0
-    return 1 if top >= 100 else 2 if top >= 1 else 3 if top >= 0.01 else 4
-
-
-def _entry(mean: float, std: float, n: float, decimals: int, mark: str) -> str:
-    if not n or np.isnan(mean):
-        return EMPTY
-    text = f"{mean:.{decimals}f}"
-    if not np.isnan(std):
-        text += rf" $\pm$ {std:.{decimals}f}"
-    return text + mark
 
 
 @dataclass
@@ -207,7 +93,7 @@ class _Grid:
         rows, cols = range(self.mean.shape[0]), range(self.mean.shape[1])
         cells = [
             [
-                _entry(
+                entry(
                     self.mean.iat[i, j],
                     self.std.iat[i, j],
                     self.n.iat[i, j],
@@ -236,15 +122,6 @@ class _Grid:
 # ----------------------------------------------------------------------------- run selection
 
 
-def usable_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """Runs with status ok; of a cell logged more than once for one seed, the latest run."""
-    if "status" in df.columns:
-        df = df[df["status"] == "ok"]
-    if {"start_time", "cell_key", "seed"} <= set(df.columns):
-        df = df.sort_values("start_time").drop_duplicates(["cell_key", "seed"], keep="last")
-    return df
-
-
 def _is_baseline(df: pd.DataFrame) -> pd.Series:
     if "mode" not in df.columns:
         return pd.Series(False, index=df.index)
@@ -269,7 +146,7 @@ def _resolve(df: pd.DataFrame, axis: str, value: object, table: str) -> object:
         return value
     cells = df[~_is_baseline(df)]
     values = (cells if len(cells) else df)[axis].dropna()
-    distinct = sorted(pd.unique(values), key=lambda v: _sort_key(axis, v))
+    distinct = sorted(pd.unique(values), key=lambda v: sort_key(axis, v))
     if len(distinct) > 1:
         raise ValueError(f"{table}: {axis} varies {distinct}; pass {axis}= to pick one")
     return distinct[0] if distinct else None
@@ -304,7 +181,7 @@ def _check_unique(runs: pd.DataFrame, by: list[str]) -> None:
 
 def _canonical(df: pd.DataFrame, axes: Sequence[str]) -> pd.DataFrame:
     """Baseline first, then the given axes in display order."""
-    keys = list(zip(~_is_baseline(df), *(_keys(df[a], a) for a in axes)))
+    keys = list(zip(~_is_baseline(df), *(sort_keys(df[a], a) for a in axes)))
     order = sorted(range(len(df)), key=keys.__getitem__)
     return df.iloc[order]
 
@@ -322,7 +199,7 @@ def _row_labels(df: pd.DataFrame, axes: Sequence[str], always: int = 1) -> pd.Se
             axes_shown, parts = shared, [BASELINE_LABEL]
         else:
             axes_shown, parts = list(dict.fromkeys(varying + shared)), []
-        return ", ".join(parts + [_label_value(a, row[a]) for a in axes_shown if row[a] != "-"])
+        return ", ".join(parts + [label_value(a, row[a]) for a in axes_shown if row[a] != "-"])
 
     if df.empty:
         return pd.Series(pd.Categorical([]), index=df.index)
@@ -351,12 +228,6 @@ def _describe(**axes: object) -> str:
 
 def _rf(real_fraction: object) -> str:
     return "rf" + axis_value("real_fraction", real_fraction)
-
-
-def slug(*parts: object) -> str:
-    # No dots: LaTeX's \input would take everything after one for a file extension.
-    text = "-".join(axis_value("ratio", p) if isinstance(p, float) else str(p) for p in parts)
-    return re.sub(r"[^A-Za-z0-9-]+", "-", text.replace(".", "p")).strip("-")
 
 
 # ----------------------------------------------------------------------------- tables
@@ -398,13 +269,13 @@ def pivot_table_tex(
 
     # Raw row/column labels per run, in display order.
     combos = runs[index].drop_duplicates()
-    keys = list(zip(*(_keys(combos[a], a) for a in index)))
+    keys = list(zip(*(sort_keys(combos[a], a) for a in index)))
     combos = combos.iloc[sorted(range(len(combos)), key=lambda i: keys[i])]
 
     def join(frame: pd.DataFrame) -> list[str]:
         return [", ".join(axis_value(a, v) for a, v in zip(index, r)) for r in frame.to_numpy()]
 
-    col_values = sorted(pd.unique(runs[columns]), key=lambda v: _sort_key(columns, v))
+    col_values = sorted(pd.unique(runs[columns]), key=lambda v: sort_key(columns, v))
     runs = runs.assign(_row=join(runs[index]), _col=[axis_value(columns, v) for v in runs[columns]])
     _check_unique(runs, ["_row", "_col"])
     row_order, col_order = join(combos), [axis_value(columns, v) for v in col_values]
@@ -427,7 +298,7 @@ def pivot_table_tex(
                 marks.loc[t["_row"], t["_col"]] = BETTER_MARK if good else WORSE_MARK
 
     mean = grid("mean")
-    dec = decimals if decimals is not None else _decimals(mean.to_numpy(dtype=float).ravel())
+    dec = decimals if decimals is not None else decimals_for(mean.to_numpy(dtype=float).ravel())
     g = _Grid(
         mean=mean,
         std=grid("std"),
@@ -473,7 +344,7 @@ def _metrics_table(
         std=pd.concat(parts["std"], axis=1),
         n=pd.concat(parts["n"], axis=1).fillna(0),
         higher=[higher.get(m, is_higher_better(m)) for m in metrics],
-        decimals=[_decimals(mean[c].to_numpy(dtype=float)) for c in mean.columns],
+        decimals=[decimals_for(mean[c].to_numpy(dtype=float)) for c in mean.columns],
         marks=pd.DataFrame("", index=mean.index, columns=mean.columns),
     )
     return g.to_latex(index, caption.rstrip() + g.spread_note(over) + g.direction_note(), label)

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_reports_does_not_import_torch():
     code = (
-        "import reports.tables, reports.collect, reports.stats, sys; "
+        "import reports.tables, reports.axes, reports.latex, reports.collect, reports.stats, sys; "
         "assert 'torch' not in sys.modules, 'reports imported torch'"
     )
     env = {

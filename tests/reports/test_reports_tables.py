@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from reports.axes import is_higher_better
+from reports.latex import escape_latex
 from reports.tables import (
     convergence_table,
     de_table,
-    escape_latex,
     fidelity_table,
-    is_higher_better,
     pivot_table_tex,
     sb_table,
     write_tables,

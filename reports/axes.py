@@ -1,0 +1,114 @@
+"""The vocabulary of the report: how axes and metrics are named, ordered and printed, which
+metrics are lower-is-better, the fidelity columns, and which runs count (the tables and
+the figures share it)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+BASELINE_LABEL = "real only"
+
+# Lower-is-better metrics, matched as whole name parts so that e.g. `f1_macro` never hits `fd`.
+_LOWER_PARTS = re.compile(r"(^|[/_])(hd95|hd|asd|assd|fd|fid|kid|loss)($|[/_])")
+_LOWER_NAMES = {"epochs_to_95", "seconds_to_95", "train_seconds"}
+
+# Display order of categorical axes; anything else sorts after, naturally.
+_ORDER = {
+    "mode": ["none", "unconditional", "text", "semantic", "hybrid", "oracle", "corrupted"],
+    "protocol": ["mix", "pretrain", "synthetic_only"],
+}
+_NUMERIC_AXES = {"ratio", "real_fraction", "seed"}
+FIDELITY_COLUMNS = {
+    "fd": "FD",
+    "kid": "KID",
+    "precision": "precision",
+    "recall": "recall",
+    "cond_view_phase_acc": "view-phase acc.",
+    "cond_view_acc": "view acc.",
+    "cond_phase_acc": "phase acc.",
+    "cond_quality_acc": "quality acc.",
+    "mask_dice_mean": "mask Dice",
+    "mask_dice": "mask Dice",  # the name before per-structure mask alignment was logged
+}
+# Mask alignment per structure: columns of the fidelity table (not of the figures, which
+# plot the mean only).
+MASK_DICE_COLUMNS = {
+    "mask_dice_lv": "mask Dice LV",
+    "mask_dice_myo": "mask Dice MYO",
+    "mask_dice_la": "mask Dice LA",
+}
+# Real-image references of the judged metrics (one value per judge, the same in every row),
+# stated in the fidelity table's caption: name -> what it is.
+FIDELITY_REFERENCES = {
+    "mask_dice_real": "mask Dice of real test images",
+    "cond_quality_acc_real": "quality accuracy on real test images",
+}
+# The real-trained judges whose recipe params the caption names: param prefix -> judge.
+JUDGES = {"recipe.segmenter": "segmenter", "recipe.quality_classifier": "quality classifier"}
+RECIPE_FIELDS = {
+    "recipe.extractor": "extractor",
+    "recipe.weights_sha256": "weights SHA-256",
+    "recipe.resolution": "resolution",
+    "recipe.n": "N",
+    "recipe.reference_split": "reference split",
+}
+
+
+def is_higher_better(metric: str) -> bool:
+    """Direction of a metric by name: distances (hd95, FD, KID), losses and times are lower."""
+    name = metric.lower().removeprefix("test/")
+    return not (name in _LOWER_NAMES or _LOWER_PARTS.search(name))
+
+
+def axis_value(axis: str, value: object) -> str:
+    """An axis value as printed in a header (floats without trailing zeros)."""
+    if axis in _NUMERIC_AXES and isinstance(value, int | float | np.number) and pd.notna(value):
+        return f"{value:g}"
+    return str(value)
+
+
+def label_value(axis: str, value: object) -> str:
+    """An axis value inside a composite row label, where a bare number would be ambiguous."""
+    text = axis_value(axis, value)
+    return {"ratio": f"ratio {text}", "real_fraction": f"real {text}"}.get(axis, text)
+
+
+def sort_key(axis: str, value: object) -> tuple:
+    if axis in _ORDER:
+        order = _ORDER[axis]
+        return (order.index(value) if value in order else len(order), str(value))
+    if axis in _NUMERIC_AXES:
+        return (0, float(value))
+    # Natural order, so that P2 < P10 and "-" (no prompt) comes first.
+    return tuple((0, int(t)) if t.isdigit() else (1, t) for t in re.split(r"(\d+)", str(value)))
+
+
+def display_order(axis: str, values: Iterable) -> list:
+    """The distinct `values` of `axis` in the order the tables show them (figures reuse it)."""
+    return sorted(pd.unique(pd.Series(list(values), dtype=object)), key=lambda v: sort_key(axis, v))
+
+
+def sort_keys(values: pd.Series, axis: str) -> list:
+    """Sort keys of `values`: a categorical's own order, else the axis' display order."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return list(values.cat.codes)
+    return [sort_key(axis, v) for v in values]
+
+
+def usable_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs with status ok; of a cell logged more than once for one seed, the latest run."""
+    if "status" in df.columns:
+        df = df[df["status"] == "ok"]
+    if {"start_time", "cell_key", "seed"} <= set(df.columns):
+        df = df.sort_values("start_time").drop_duplicates(["cell_key", "seed"], keep="last")
+    return df
+
+
+def slug(*parts: object) -> str:
+    # No dots: LaTeX's \input would take everything after one for a file extension.
+    text = "-".join(axis_value("ratio", p) if isinstance(p, float) else str(p) for p in parts)
+    return re.sub(r"[^A-Za-z0-9-]+", "-", text.replace(".", "p")).strip("-")

@@ -1,0 +1,46 @@
+"""LaTeX text: escaping labels, and one table entry (`mean $\\pm$ std` and its mark)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+import numpy as np
+
+BETTER_MARK = r"$^{*}$"
+WORSE_MARK = r"$^{\dagger}$"
+EMPTY = "--"
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+_LATEX_RE = re.compile("|".join(re.escape(c) for c in _LATEX_SPECIAL))
+
+
+def escape_latex(text: object) -> str:
+    """Escape LaTeX special characters in a label (`synthetic_only` -> `synthetic\\_only`)."""
+    return _LATEX_RE.sub(lambda m: _LATEX_SPECIAL[m.group()], str(text))
+
+
+def decimals_for(means: Iterable[float]) -> int:
+    finite = np.abs([m for m in means if np.isfinite(m)])
+    top = finite.max() if finite.size else 1.0
+    return 1 if top >= 100 else 2 if top >= 1 else 3 if top >= 0.01 else 4
+
+
+def entry(mean: float, std: float, n: float, decimals: int, mark: str) -> str:
+    if not n or np.isnan(mean):
+        return EMPTY
+    text = f"{mean:.{decimals}f}"
+    if not np.isnan(std):
+        text += rf" $\pm$ {std:.{decimals}f}"
+    return text + mark
