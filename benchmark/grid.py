@@ -1,4 +1,5 @@
-"""The benchmark's scientific axes, the grid cell, and the one canonicalisation rule.
+"""The benchmark's scientific axes, the grid cell, the one canonicalisation rule, and the
+grid's configuration section (``GridConfig``, its ``also`` blocks).
 
 A :class:`GridCell` names one downstream run. Many raw combinations of the axes cannot
 differ (ratio 0 uses no generator, an unconditional generator ignores the prompt, ...);
@@ -10,8 +11,9 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Any
 
 
 class Mode(StrEnum):
@@ -173,3 +175,77 @@ def expand(
     if include_baseline:
         cells |= {canonicalize(replace(c, mode=Mode.NONE, ratio=0.0)) for c in list(cells)}
     return sorted(cells, key=lambda c: c.key())
+
+
+# ----------------------------------------------------------------------------- config
+
+AXES = ("tasks", "modes", "prompts", "ratios", "protocols", "real_fractions", "seeds")
+
+
+def _check_axes(axes: Any, where: str) -> None:
+    """Reject an empty axis and impossible ratios or fractions; ``None`` axes are inherited."""
+    for name in AXES:
+        value = getattr(axes, name)
+        if value is not None and not value:
+            raise ValueError(f"{where}.{name} must not be empty")
+    if axes.ratios is not None and any(r < 0 for r in axes.ratios):
+        raise ValueError(f"{where}.ratios must be >= 0, got {axes.ratios}")
+    fractions = axes.real_fractions
+    if fractions is not None and any(not 0 < f <= 1 for f in fractions):
+        raise ValueError(f"{where}.real_fractions must be in (0, 1], got {fractions}")
+
+
+@dataclass
+class GridBlock:
+    """A further cross product of the sweep: the axes it lists replace the main grid's, the
+    others are inherited. A study's question rarely needs the product of every axis (SB's
+    prompt kinds × DE's ratios and protocols), so a grid is the union of its blocks."""
+
+    tasks: list[Task] | None = None
+    modes: list[Mode] | None = None
+    prompts: list[Prompt] | None = None
+    ratios: list[float] | None = None
+    protocols: list[Protocol] | None = None
+    real_fractions: list[float] | None = None
+    seeds: list[int] | None = None
+
+
+@dataclass
+class GridConfig:
+    """The scientific axes crossed by a sweep (see DESIGN.md)."""
+
+    tasks: list[Task] = field(default_factory=lambda: [Task.SEG])
+    modes: list[Mode] = field(default_factory=lambda: [Mode.NONE, Mode.UNCONDITIONAL])
+    prompts: list[Prompt] = field(default_factory=lambda: [Prompt.P1])
+    ratios: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
+    protocols: list[Protocol] = field(default_factory=lambda: [Protocol.MIX])
+    real_fractions: list[float] = field(default_factory=lambda: [1.0])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    # Further cross products whose cells are added to this one's (GridBlock).
+    also: list[GridBlock] = field(default_factory=list)
+    # Which patients form a real fraction is fixed across seeds, so seeds vary training only
+    # and a generator trained on that fraction is shared by every seed.
+    subset_seed: int = 0
+    include_baseline: bool = True  # always add the real-only reference cells
+
+    def __post_init__(self) -> None:
+        _check_axes(self, "grid")
+        for i, block in enumerate(self.also):
+            _check_axes(block, f"grid.also[{i}]")
+
+    def blocks(self) -> list[dict[str, list]]:
+        """The axes of every cross product: this grid's, then each ``also`` block's with
+        the axes it leaves out taken from this grid."""
+        main = {name: list(getattr(self, name)) for name in AXES}
+        out = [main]
+        for block in self.also:
+            own = {n: list(getattr(block, n)) for n in AXES if getattr(block, n) is not None}
+            out.append(main | own)
+        return out
+
+    def values(self, axis: str) -> list:
+        """Every value an axis takes in some block, in first-seen order."""
+        seen: dict = {}
+        for block in self.blocks():
+            seen.update(dict.fromkeys(block[axis]))
+        return list(seen)
