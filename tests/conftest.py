@@ -14,6 +14,19 @@ REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _library_log_handlers():
+    """diffusers and transformers give their root logger a StreamHandler on the sys.stderr
+    of the moment they first log. Made inside a test, that is the test's capture buffer,
+    closed when the test ends: every later warning then prints "--- Logging error ---" and a
+    traceback, which the bad-input checks rightly count as a failure. Made here, once."""
+    import diffusers.utils.logging
+    import transformers.utils.logging
+
+    diffusers.utils.logging.get_logger("diffusers")
+    transformers.utils.logging.get_logger("transformers")
+
+
 @pytest.fixture
 def smoke_config():
     """The smoke preset, as the sweep would load it."""
