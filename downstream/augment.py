@@ -56,8 +56,7 @@ class BatchAugment:
             image = image * factor.view(-1, 1, 1, 1).to(image)
         if self.p_gamma > 0:
             gamma = _uniform(n, *self.gamma, gen)
-            picked = _chance(n, self.p_gamma, gen)
-            image = _contrast(image, torch.where(picked, gamma, torch.ones(n)), picked)
+            image = _contrast(image, gamma, _chance(n, self.p_gamma, gen))
         out["image"] = image
         return out
 

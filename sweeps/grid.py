@@ -65,16 +65,13 @@ def work_order(cfg: Config, cells: list[GridCell]) -> list[GridCell]:
     key order, two workers would both take cells of the first generator and one would
     wait for the other to train it. In turns, the first claims train different generators.
     """
+    untrained = (Mode.NONE, Mode.ORACLE, Mode.CORRUPTED)
     groups: dict[tuple, list[GridCell]] = {}
     for cell in cells:
-        gen = (cell.mode.value, generator_prompt(cfg, cell.mode, cell.prompt), cell.real_fraction)
-        groups.setdefault(gen, []).append(cell)
-
-    def trains(gen: tuple) -> bool:
-        return Mode(gen[0]) not in (Mode.NONE, Mode.ORACLE, Mode.CORRUPTED)
-
-    ordered = sorted(groups, key=lambda g: (not trains(g), g[0], str(g[1]), g[2]))
-    queues = [sorted(groups[g], key=lambda c: c.key()) for g in ordered]
+        prompt = str(generator_prompt(cfg, cell.mode, cell.prompt))
+        key = (cell.mode in untrained, cell.mode, prompt, cell.real_fraction)
+        groups.setdefault(key, []).append(cell)
+    queues = [sorted(groups[g], key=lambda c: c.key()) for g in sorted(groups)]
     return [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]
 
 

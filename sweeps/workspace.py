@@ -119,12 +119,9 @@ class Workspace:
         level = prompt.level if (prompt is not None and mode in PROMPTED_MODES) else None
         return GenerationContext(self.real_train(fraction), self.cfg.data, level)
 
-    def _generator_prompt(self, mode: Mode, prompt: Prompt | None) -> Prompt | None:
-        return generator_prompt(self.cfg, mode, prompt)
-
     def _generator_spec(self, mode: Mode, prompt: Prompt | None, fraction: float) -> dict:
         gen_cfg = {k: v for k, v in to_dict(self.cfg.generator).items() if k not in _SAMPLING_KEYS}
-        gen_prompt = self._generator_prompt(mode, prompt)
+        gen_prompt = generator_prompt(self.cfg, mode, prompt)
         return {
             "data": self.data_stage.digest,
             "mode": mode.value,
@@ -151,7 +148,7 @@ class Workspace:
             "gen", spec, compute, label=mode.value, resolved_config=self.resolved
         )
         # An all_kinds model serves every prompt kind: its run carries none.
-        logged = self._generator_prompt(mode, prompt) if mode in PROMPTED_MODES else prompt
+        logged = generator_prompt(self.cfg, mode, prompt) if mode in PROMPTED_MODES else prompt
         self.log_generator(stage, mode, logged, fraction)
         return stage
 

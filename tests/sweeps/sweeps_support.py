@@ -65,15 +65,21 @@ def start_sweep(out: Path, *args: str, log: Path | None = None) -> subprocess.Po
     return proc
 
 
+def cell_pids(out: Path) -> set[int]:
+    """The processes computing a cell now: the pids in its temporary folders' names."""
+    return {
+        int(tmp.name.rsplit(".tmp-", 1)[1].split("-")[0])
+        for tmp in (out / "cells").glob(".*.tmp-*")
+    }
+
+
 def wait_for_cell_in_progress(out: Path, proc: subprocess.Popen, timeout: float = 300) -> int:
     """Wait until ``proc`` is computing a cell (its temporary folder exists); its pid."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert proc.poll() is None, "the sweep ended before it reached a cell"
-        for tmp in (out / "cells").glob(".*.tmp-*"):
-            pid = int(tmp.name.rsplit(".tmp-", 1)[1].split("-")[0])
-            if pid == proc.pid:
-                return pid
+        if proc.pid in cell_pids(out):
+            return proc.pid
         time.sleep(0.1)
     raise AssertionError(f"no cell started within {timeout} s")
 

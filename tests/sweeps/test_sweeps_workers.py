@@ -14,6 +14,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from sweeps_support import (
     assert_exactly_once,
+    cell_pids,
     finish,
     output,
     start_sweep,
@@ -116,10 +117,7 @@ def _cells_in_progress(out, n: int, proc, timeout: float = 120) -> set[int]:
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert proc.poll() is None, output(proc)[-2000:]
-        pids = {
-            int(t.name.rsplit(".tmp-", 1)[1].split("-")[0])
-            for t in (out / "cells").glob(".*.tmp-*")
-        }
+        pids = cell_pids(out)
         if len(pids) >= n:
             return pids
         time.sleep(0.1)
