@@ -65,6 +65,11 @@ class GeneratorConfig:
     # to its noisy input; controlnet: a diffusers ControlNetModel beside a text UNet trained
     # first on image + prompt (generators/controlnet.py).
     hybrid_variant: Literal["concat", "controlnet"] = "concat"
+    # Speed options, on CUDA only (generators/acceleration.py); not part of any stage key.
+    channels_last: bool = True  # NHWC weights and activations (training and sampling)
+    compile: bool = False  # torch.compile the denoiser (training and sampling)
+    cuda_graphs: bool = True  # sampling: replay one captured CUDA graph per denoiser call
+    preload: bool = True  # training tensors held on the device
 
     def __post_init__(self) -> None:
         _positive(

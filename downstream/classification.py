@@ -75,14 +75,21 @@ class ClassificationTask:
         self.augment = augment
         self.n_classes = len(TARGETS[target])
 
-    def loader(self, data: EchoData, batch_size: int, train: bool, seed: int) -> DataLoader:
+    def loader(
+        self,
+        data: EchoData,
+        batch_size: int,
+        train: bool,
+        seed: int,
+        device: torch.device | None = None,
+    ) -> DataLoader:
         labels = class_indices(data, self.target)
         items = [
             {"image": img[None].astype(np.float32), "label": int(lab)}
             for img, lab in zip(data.images, labels)
         ]
         transform = augmentation(data.images.shape[-1]) if train and self.augment else None
-        return seeded_loader(items, transform, batch_size, train, seed)
+        return seeded_loader(items, transform, batch_size, train, seed, device)
 
     def loss(self, model: torch.nn.Module, batch: dict, device: torch.device) -> torch.Tensor:
         logits = model(batch["image"].to(device).float())

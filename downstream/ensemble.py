@@ -191,7 +191,10 @@ def fit_ensemble(
     since_best = [0] * n_members
     active = [True] * n_members
     initial: list[float] | None = None
-    loaders = [task.loader(t, cfg.batch_size, train=True, seed=s) for t, s in zip(trains, seeds)]
+    loaders = [
+        task.loader(t, cfg.batch_size, train=True, seed=s, device=device)
+        for t, s in zip(trains, seeds)
+    ]
     pool = ThreadPoolExecutor(max_workers=n_members) if prefetch else None
     bar = tqdm(range(1, cfg.epochs + 1), desc=desc, disable=not progress, leave=False)
     try:

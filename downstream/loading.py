@@ -10,17 +10,28 @@ from downstream.augment import BatchAugment
 
 
 def seeded_loader(
-    items: list[dict], augment: BatchAugment | None, batch_size: int, train: bool, seed: int
+    items: list[dict],
+    augment: BatchAugment | None,
+    batch_size: int,
+    train: bool,
+    seed: int,
+    device: torch.device | None = None,
 ) -> DataLoader:
     """Shuffled batches when ``train`` (ordered otherwise) of ``items``, each collated batch
-    passed through ``augment`` (``downstream.augment``) if given, with draws of its own
-    seeded stream so that the order and the augmentation do not depend on each other."""
-    collate = default_collate
-    if augment is not None:
-        draws = torch.Generator().manual_seed(seed + 1)
+    moved to ``device`` (if given) and then passed through ``augment``
+    (``downstream.augment``) if given, with draws of its own seeded stream so that the order
+    and the augmentation do not depend on each other.
 
-        def collate(samples: list[dict]) -> dict:
-            return augment(default_collate(samples), draws)
+    Augmenting after the move runs the warp on the device; the draws stay on the CPU
+    generator, so a GPU run sees the same augmentation parameters as a CPU run."""
+
+    def collate(samples: list[dict]) -> dict:
+        batch = default_collate(samples)
+        if device is not None:
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        return batch if augment is None else augment(batch, draws)
+
+    draws = torch.Generator().manual_seed(seed + 1)
 
     return DataLoader(
         items,

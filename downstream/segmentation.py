@@ -52,7 +52,12 @@ class SegmentationTask:
         self.criterion = DiceCELoss(to_onehot_y=True, softmax=True)
 
     def loader(
-        self, data: EchoData, batch_size: int, train: bool, seed: int
+        self,
+        data: EchoData,
+        batch_size: int,
+        train: bool,
+        seed: int,
+        device: torch.device | None = None,
     ) -> torch.utils.data.DataLoader:
         if data.masks is None:
             raise ValueError("segmentation needs label maps")
@@ -61,7 +66,7 @@ class SegmentationTask:
             for img, msk in zip(data.images, data.masks)
         ]
         transform = augmentation(data.images.shape[-1]) if train and self.augment else None
-        return seeded_loader(items, transform, batch_size, train, seed)
+        return seeded_loader(items, transform, batch_size, train, seed, device)
 
     def loss(self, model: torch.nn.Module, batch: dict, device: torch.device) -> torch.Tensor:
         logits = model(batch["image"].to(device).float())

@@ -30,8 +30,14 @@ class Task(Protocol):
     primary_metric: str
 
     def loader(
-        self, data: EchoData, batch_size: int, train: bool, seed: int
-    ) -> torch.utils.data.DataLoader: ...
+        self,
+        data: EchoData,
+        batch_size: int,
+        train: bool,
+        seed: int,
+        device: torch.device | None = None,
+    ) -> torch.utils.data.DataLoader:
+        """Batches of ``data``; with ``device``, collated on it (augmentation runs there)."""
 
     def loss(self, model: torch.nn.Module, batch: dict, device: torch.device) -> torch.Tensor: ...
 
@@ -117,30 +123,34 @@ def fit(
     best = -math.inf
     since_best = 0
     initial_loss: float | None = None
-    loader = task.loader(train, cfg.batch_size, train=True, seed=seed)
+    loader = task.loader(train, cfg.batch_size, train=True, seed=seed, device=device)
     bar = tqdm(range(1, cfg.epochs + 1), desc=desc, disable=not progress, leave=False)
     for epoch in bar:
         started = time.time()
         model.train()
-        total, count = 0.0, 0
+        # The epoch's loss is summed on the device and read once per epoch: reading it every
+        # step would wait for the device each step. A non-finite step loss makes the sum
+        # non-finite, which check_epoch_loss reports for the epoch.
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        count = 0
         for batch in loader:
             # bf16 autocast on GPU only: CPU runs stay in float32 and deterministic.
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 loss = task.loss(model, batch, device)
             if faults.poisoned("train.loss"):  # the reliability suite's diverged model
                 loss = loss * float("nan")
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{desc}: loss became {loss.item()} in epoch {epoch}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             n = len(next(iter(batch.values())))
             if initial_loss is None:  # the untrained model's loss: the divergence baseline
                 initial_loss = loss.item()
-            total += loss.item() * n
+                if not math.isfinite(initial_loss):
+                    raise FloatingPointError(f"{desc}: loss became {initial_loss} in epoch 1")
+            total += loss.detach().double() * n
             count += n
         schedule.step()
-        epoch_loss = total / max(count, 1)
+        epoch_loss = total.item() / max(count, 1)
         check_epoch_loss(desc, epoch, epoch_loss, initial_loss, cfg.divergence_factor)
         score = check_score(desc, task.primary_metric, task.validate(model, val, device))
         result.train_loss.append(epoch_loss)

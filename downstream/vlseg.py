@@ -128,7 +128,14 @@ class VisionLanguageSegTask:
             ids,
         )
 
-    def loader(self, data: EchoData, batch_size: int, train: bool, seed: int) -> DataLoader:
+    def loader(
+        self,
+        data: EchoData,
+        batch_size: int,
+        train: bool,
+        seed: int,
+        device: torch.device | None = None,
+    ) -> DataLoader:
         index, targets, text, _ = self.pairs(data)
         items = [
             {
@@ -140,7 +147,7 @@ class VisionLanguageSegTask:
         ]
         # The same geometric and intensity jitter as 4-class segmentation (image and mask).
         transform = augmentation(data.images.shape[-1]) if train and self.augment else None
-        return seeded_loader(items, transform, batch_size, train, seed)
+        return seeded_loader(items, transform, batch_size, train, seed, device)
 
     def loss(self, model: nn.Module, batch: dict, device: torch.device) -> torch.Tensor:
         logits = model(batch["image"].to(device).float(), batch["text"].to(device))

@@ -23,6 +23,7 @@ mode's ControlNet variant replaces it, :mod:`generators.controlnet`) and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from benchmark.prompts import KINDS, prompts_for
 from benchmark.runtime import resolve_device
 from benchmark.text_encoder import load_text_encoder
 from generators import diffusion, joint
+from generators.acceleration import Acceleration
 from generators.base import GenerationContext, synthetic_meta
 from generators.pipelines import EchoDiffusionPipeline, load_pipeline, mask_channels
 
@@ -87,6 +89,17 @@ class TrainingSet:
     index: torch.Tensor | None = None
     empty: int = 0
 
+    def placed(self, speed: Acceleration, device: torch.device) -> TrainingSet:
+        """This set with its tensors on ``device`` when ``speed.preload`` (else itself)."""
+        if not speed.preload:
+            return self
+        moved = {
+            f.name: getattr(self, f.name).to(device)
+            for f in dataclasses.fields(self)
+            if isinstance(getattr(self, f.name), torch.Tensor)
+        }
+        return dataclasses.replace(self, **moved)
+
     @property
     def size(self) -> int:
         return self.x0.shape[-1]
@@ -105,7 +118,7 @@ class TrainingSet:
 
         def stream(gen: torch.Generator) -> Iterator[diffusion.Batch]:
             while True:  # reshuffle every epoch; drop the ragged last batch
-                order = torch.randperm(len(self.x0), generator=gen)
+                order = torch.randperm(len(self.x0), generator=gen).to(self.x0.device)
                 for i in range(0, len(order) - bs + 1, bs):
                     idx = order[i : i + bs]
                     kwargs: dict[str, torch.Tensor] = {}
@@ -113,10 +126,11 @@ class TrainingSet:
                         kwargs["cond"] = self.cond[idx]
                     if self.states is not None:
                         kind = torch.randint(0, len(self.kinds), (bs,), generator=gen)
-                        p = self.index[kind, idx]
+                        p = self.index[kind.to(idx.device), idx]
                         # Prompt dropout: the model also learns the unconditional score that
                         # classifier-free guidance extrapolates from.
-                        p[torch.rand(bs, generator=gen) < cfg.cond_dropout] = self.empty
+                        dropped = torch.rand(bs, generator=gen) < cfg.cond_dropout
+                        p[dropped.to(p.device)] = self.empty
                         kwargs["encoder_hidden_states"] = self.states[p]
                         kwargs["encoder_attention_mask"] = self.attn[p]
                     yield self.x0[idx], kwargs
@@ -175,6 +189,7 @@ class ConditionalGenerator:
         else:
             unet = diffusion.build_unet(cfg, data.size, in_channels, None, out_channels=channels)
         model = diffusion.ConcatConditioning(unet) if data.cond is not None else unet
+        data = data.placed(Acceleration.resolve(cfg, device), device)
         result = diffusion.train_denoiser(model, data.batches(cfg), cfg, device, cfg.seed, progress)
         pipe = EchoDiffusionPipeline(
             unet=unet.cpu(),
@@ -229,6 +244,7 @@ class ConditionalGenerator:
         settings = json.loads((Path(model_dir) / SETTINGS_FILE).read_text())
         pipe = load_pipeline(model_dir)
         pipe.set_progress_bar_config(disable=True)
+        device = resolve_device(self.device)
         # The real image each synthetic one was conditioned on (its metadata's source).
         columns: dict[str, object] = {"parent_patient": source.meta["patient"].to_numpy()}
         prompts = None
@@ -249,8 +265,9 @@ class ConditionalGenerator:
             sampler=cfg.sampler,
             batch_size=cfg.sample_batch_size,
             seed=seed,
-            device=resolve_device(self.device),
+            device=device,
             progress=progress,
+            speed=Acceleration.resolve(cfg, device),
         )
         if self.masks:
             label_source = "conditioning"

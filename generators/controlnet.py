@@ -46,6 +46,7 @@ from diffusers import ControlNetModel, SchedulerMixin, UNet2DConditionModel
 
 from benchmark.config import GeneratorConfig
 from generators import diffusion
+from generators.acceleration import Acceleration
 from generators.conditional import TrainingSet
 from generators.pipelines import EchoDiffusionPipeline
 
@@ -129,6 +130,7 @@ def fit_controlnet(
         raise ValueError("the ControlNet hybrid needs label maps and prompts")
     channels = data.x0.shape[1]
     unet = diffusion.build_cond_unet(cfg, data.size, channels, channels, data.prompt_dim)
+    data = data.placed(Acceleration.resolve(cfg, device), device)
     base = diffusion.train_denoiser(
         unet, data.batches(cfg, masks=False), cfg, device, cfg.seed, progress
     )

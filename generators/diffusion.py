@@ -25,6 +25,7 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from benchmark.config import GeneratorConfig
+from generators.acceleration import Acceleration, restore_layout
 
 # A batch is (x0, model kwargs): x0 (B, C, H, W) in [-1, 1]; kwargs e.g. class_labels (B,).
 Batch = tuple[torch.Tensor, dict[str, torch.Tensor]]
@@ -134,6 +135,11 @@ class TrainResult:
     seconds: float
 
 
+# Step losses are read from the device in blocks of this many steps: reading one every
+# step would make the host wait for the device at every step.
+LOSS_READ_EVERY = 25
+
+
 def train_denoiser(
     unet: torch.nn.Module,
     batches: Callable[[torch.Generator], Iterator[Batch]],
@@ -141,17 +147,26 @@ def train_denoiser(
     device: torch.device,
     seed: int,
     progress: bool = True,
+    speed: Acceleration | None = None,
 ) -> TrainResult:
     """Train ``unet`` to predict the noise added to ``x0`` for ``cfg.train_steps`` steps.
 
     ``batches(generator)`` yields an endless stream of batches; the final weights are the
-    EMA weights (copied into ``unet``). Only parameters that require gradients are optimised
-    and averaged, so a module may hold frozen parts (a ControlNet's base UNet).
+    EMA weights (copied into ``unet``, in the default NCHW layout). Only parameters that
+    require gradients are optimised and averaged, so a module may hold frozen parts (a
+    ControlNet's base UNet). ``speed``: the CUDA speed options (default: the config's,
+    :class:`generators.acceleration.Acceleration`).
+
+    Noise and timesteps come from a generator seeded with ``seed`` on the device (on the CPU,
+    the batch stream's own): CPU runs are bitwise reproducible, GPU runs need no host draws.
+    A non-finite loss raises ``FloatingPointError`` naming its step, within
+    ``LOSS_READ_EVERY`` steps of it.
     """
     import time
 
     from accelerate import Accelerator
 
+    speed = Acceleration.resolve(cfg, device) if speed is None else speed
     accelerator = Accelerator(
         cpu=device.type == "cpu",
         mixed_precision="bf16" if device.type == "cuda" else "no",
@@ -161,38 +176,57 @@ def train_denoiser(
     # torch's fused AdamW kernel on CUDA (one launch for every parameter); None elsewhere.
     fused = True if device.type == "cuda" else None
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
-    unet, optimizer = accelerator.prepare(unet, optimizer)
+    model, optimizer = accelerator.prepare(speed.training_model(unet), optimizer)
     # The same Parameter objects after prepare (DDP wraps the module, not its parameters).
-    ema = EMAModel(params, decay=cfg.ema_decay, use_ema_warmup=True)
+    # foreach: one multi-tensor kernel per EMA step on the GPU instead of one per parameter.
+    ema = EMAModel(params, decay=cfg.ema_decay, use_ema_warmup=True, foreach=fused is True)
     ema.to(accelerator.device)
     gen = torch.Generator().manual_seed(seed)
+    on_device = gen
+    if accelerator.device.type != "cpu":
+        on_device = torch.Generator(accelerator.device).manual_seed(seed)
     stream = batches(gen)
+    step_losses = torch.empty(cfg.train_steps, device=accelerator.device)
     losses: list[float] = []
     started = time.time()
-    unet.train()
+    model.train()
     bar = tqdm(range(cfg.train_steps), desc="train generator", disable=not progress, leave=False)
-    for _ in bar:
+
+    def read_losses(upto: int) -> None:
+        """Copy step losses ``len(losses)..upto-1`` to the host (one wait for the device)."""
+        block = step_losses[len(losses) : upto].tolist()
+        bad = next((i for i, v in enumerate(block) if not math.isfinite(v)), None)
+        if bad is not None:
+            raise FloatingPointError(
+                f"generator loss became {block[bad]} at step {len(losses) + bad}"
+            )
+        losses.extend(block)
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+
+    for step in bar:
         x0, kwargs = next(stream)
-        x0 = x0.to(accelerator.device)
-        kwargs = {k: v.to(accelerator.device) for k, v in kwargs.items()}
-        # Noise and timesteps drawn on CPU from our generator: reproducible on any device.
-        noise = torch.randn(x0.shape, generator=gen).to(accelerator.device)
-        t = torch.randint(0, cfg.timesteps, (x0.shape[0],), generator=gen).to(accelerator.device)
+        x0 = x0.to(accelerator.device, non_blocking=True)
+        kwargs = {k: v.to(accelerator.device, non_blocking=True) for k, v in kwargs.items()}
+        noise = torch.randn(x0.shape, generator=on_device, device=on_device.device)
+        t = torch.randint(
+            0, cfg.timesteps, (x0.shape[0],), generator=on_device, device=on_device.device
+        )
         noisy = scheduler.add_noise(x0, noise, t)
         with accelerator.autocast():
-            pred = unet(noisy, t, **kwargs).sample
+            pred = model(noisy, t, **kwargs).sample
         loss = torch.nn.functional.mse_loss(pred.float(), noise)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"generator loss became {loss.item()} at step {len(losses)}")
         accelerator.backward(loss)
         if cfg.grad_clip > 0:
             accelerator.clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         ema.step(params)
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        step_losses[step] = loss.detach()
+        if (step + 1) % LOSS_READ_EVERY == 0:
+            read_losses(step + 1)
+    read_losses(cfg.train_steps)
     ema.copy_to(params)
+    restore_layout(unet)
     return TrainResult(losses=losses, seconds=time.time() - started)
 
 
@@ -210,6 +244,7 @@ def sample(
     progress: bool = True,
     uncond_kwargs_for: Callable[[slice], dict[str, torch.Tensor]] | None = None,
     guidance_scale: float = 1.0,
+    speed: Acceleration | None = None,
 ) -> torch.Tensor:
     """Draw ``n`` samples of ``shape`` (C, H, W) -> ``(n, C, H, W)`` on CPU.
 
@@ -220,9 +255,14 @@ def sample(
     Classifier-free guidance: with ``uncond_kwargs_for`` (the same slice's conditioning with
     the prompt dropped) and ``guidance_scale != 1``, the noise estimate is
     ``eps_u + guidance_scale * (eps_c - eps_u)``; without them sampling is unguided.
+
+    ``speed``: CUDA speed options for the denoiser (channels_last, compile, CUDA-graph
+    replay; :class:`generators.acceleration.Acceleration`); default none.
     """
     guided = uncond_kwargs_for is not None and guidance_scale != 1.0
     unet = unet.to(device).eval()
+    if speed is not None:
+        unet = speed.sampling_model(unet)
     gen = torch.Generator().manual_seed(seed)
     out = []
     bar = tqdm(total=n, desc="sample", disable=not progress, leave=False, unit="img")

@@ -30,6 +30,7 @@ from diffusers import DiffusionPipeline, SchedulerMixin
 
 from benchmark.text_encoder import load_text_encoder
 from generators import diffusion, joint
+from generators.acceleration import Acceleration
 
 # Pipeline classes of this project by the name save_pretrained writes into model_index.json,
 # and the module defining each (imported on first load: that module imports this one).
@@ -96,6 +97,7 @@ class EchoDiffusionPipeline(DiffusionPipeline):
         seed: int = 0,
         device: torch.device | str = "cpu",
         progress: bool = False,
+        speed: Acceleration | None = None,
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """One image per prompt and/or conditioning label map.
 
@@ -104,6 +106,7 @@ class EchoDiffusionPipeline(DiffusionPipeline):
             masks: ``(N, H, W)`` conditioning label maps in {0..3} (semantic, hybrid).
             guidance_scale: classifier-free guidance weight; the unconditional branch is the
                 empty prompt (the label map, if any, is kept).
+            speed: CUDA speed options of the denoiser (``generators.acceleration``).
 
         Returns:
             images ``(N, H, W)`` float32 in [0, 1] and label maps ``(N, H, W)`` uint8: the
@@ -145,6 +148,7 @@ class EchoDiffusionPipeline(DiffusionPipeline):
                 (lambda sl: kwargs_for(sl, empty=True)) if cfg.prompt_encoder else None
             ),
             guidance_scale=guidance_scale,
+            speed=speed,
         )
         images, generated = joint.decode(x)
         if cfg.mask_channels:

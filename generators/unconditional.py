@@ -21,6 +21,7 @@ from benchmark.config import GeneratorConfig
 from benchmark.data.records import EchoData
 from benchmark.runtime import resolve_device
 from generators import diffusion, joint
+from generators.acceleration import Acceleration
 from generators.base import GenerationContext, synthetic_meta
 
 # DE trained one model per view x phase class; class conditioning gives the same control
@@ -60,17 +61,20 @@ class UnconditionalGenerator:
         )
 
         bs = min(cfg.batch_size, len(x0))
+        device = resolve_device(self.device)
+        speed = Acceleration.resolve(cfg, device)
+        x0 = speed.place(x0, device)
+        labels = None if labels is None else speed.place(labels, device)
 
         def batches(gen: torch.Generator) -> Iterator[diffusion.Batch]:
             while True:  # reshuffle every epoch; drop the ragged last batch
-                order = torch.randperm(len(x0), generator=gen)
+                order = torch.randperm(len(x0), generator=gen).to(x0.device)
                 for i in range(0, len(order) - bs + 1, bs):
                     idx = order[i : i + bs]
                     kwargs = {"class_labels": labels[idx]} if labels is not None else {}
                     yield x0[idx], kwargs
 
-        device = resolve_device(self.device)
-        result = diffusion.train_denoiser(unet, batches, cfg, device, cfg.seed, progress)
+        result = diffusion.train_denoiser(unet, batches, cfg, device, cfg.seed, progress, speed)
         DDPMPipeline(unet=unet.cpu(), scheduler=diffusion.training_scheduler(cfg)).save_pretrained(
             out
         )
@@ -119,6 +123,7 @@ class UnconditionalGenerator:
             def kwargs_for(sl: slice) -> dict[str, torch.Tensor]:
                 return {"class_labels": lab[sl]}
 
+        device = resolve_device(self.device)
         x = diffusion.sample(
             unet,
             diffusion.sampling_scheduler(scheduler, cfg.sampler),
@@ -127,9 +132,10 @@ class UnconditionalGenerator:
             cfg.sample_steps,
             cfg.sample_batch_size,
             seed,
-            resolve_device(self.device),
+            device,
             kwargs_for,
             progress,
+            speed=Acceleration.resolve(cfg, device),
         )
         images, masks = joint.decode(x)
         meta = synthetic_meta(n, "generated" if masks is not None else "none", **columns)

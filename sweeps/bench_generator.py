@@ -7,7 +7,8 @@ model, a shuffling ``DataLoader`` whose batches are moved to the device every st
 AdamW, ``DDPMScheduler.add_noise``, MSE, gradient clipping; no EMA, the example's default),
 sampling with ``diffusers.DDIMPipeline`` at 50 steps in float32. The project's paths are
 ``generators.diffusion.train_denoiser`` and ``generators.diffusion.sample`` with the speed
-options of :class:`sweeps.bench_measure.Speed` applied to the model they are given.
+speed options of :class:`sweeps.bench_measure.Speed` (``generators.acceleration``, the
+sweep's generators' own path).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from diffusers import DDIMPipeline, DDIMScheduler, UNet2DModel
 from benchmark.config import Config, parse_sampler
 from benchmark.fidelity import EchoEncoder, distribution_fidelity
 from generators import diffusion, joint
-from sweeps.bench_measure import Speed, prepare_denoiser, prepare_unet, step_flops, timed
+from sweeps.bench_measure import Speed, step_flops, timed
 
 TRAIN_OPTIONS = ("bf16", "channels_last", "compile", "preload")
 SAMPLE_OPTIONS = ("bf16", "channels_last", "compile", "cuda_graphs")
@@ -112,20 +113,24 @@ def bench_generator_train(
         lambda: reference_train(reference, x0, gen_cfg, device, bench.train_steps, 1), device
     )
 
-    data = x0.to(device) if speed.preload else x0
-    model = prepare_unet(unet.to(device), speed)
-    batches = _batches(data, batch_size)
+    accel = speed.acceleration()
+    model = unet.to(device)
+    batches = _batches(accel.place(x0, device), batch_size)
+
+    def train(steps: int, seed: int) -> diffusion.TrainResult:
+        steps_cfg = dataclasses.replace(gen_cfg, train_steps=steps)
+        return diffusion.train_denoiser(
+            model, batches, steps_cfg, device, seed, progress=False, speed=accel
+        )
+
     if bench.warmup_steps:
-        warm = dataclasses.replace(gen_cfg, train_steps=bench.warmup_steps)
-        diffusion.train_denoiser(model, batches, warm, device, gen_cfg.seed, progress=False)
-    timed_cfg = dataclasses.replace(gen_cfg, train_steps=bench.train_steps)
-    result = diffusion.train_denoiser(model, batches, timed_cfg, device, 1, progress=False)
+        train(bench.warmup_steps, gen_cfg.seed)
     # The loop's own clock: after accelerate's set-up, which a whole training pays once. The
-    # loop reads every step's loss, so the device has finished its steps when it stops.
+    # loop reads its last losses at the end, so the device has finished its steps then.
+    result = train(bench.train_steps, 1)
     seconds = result.seconds
     if bench.sample_train_steps:  # untimed: a model worth sampling for the fidelity check
-        more = dataclasses.replace(gen_cfg, train_steps=bench.sample_train_steps)
-        diffusion.train_denoiser(model, batches, more, device, 2, progress=False)
+        train(bench.sample_train_steps, 2)
 
     def figures(seconds: float) -> dict:
         rate = flops * bench.train_steps / seconds
@@ -237,7 +242,8 @@ def bench_sampling(
         "fd": fd(ref_images, real_images),
     }
 
-    denoiser = prepare_denoiser(_eager_copy(unet, device), speed)
+    # Prepared once (compiled, graphed), as generators.acceleration does for a whole set.
+    denoiser = speed.acceleration().sampling_model(_eager_copy(unet, device))
 
     def run(name: str, steps: int) -> torch.Tensor:
         scheduler = diffusion.sampling_scheduler(train_scheduler, name)

@@ -1,20 +1,19 @@
 """Measuring tools of ``bench``: a device-synchronised stopwatch, FLOPs of a training step
-from torch's flop counter, the peak of known GPUs, and the speed options of the project's
-paths (channels_last, torch.compile, CUDA-graph replay for sampling)."""
+from torch's flop counter, the peak of known GPUs, and the bench's speed options (the
+generators' share is applied by ``generators.acceleration``, as in a sweep)."""
 
 from __future__ import annotations
 
 import dataclasses
 import time
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import Any
 
 import torch
-from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmark.config import BenchConfig
+from generators.acceleration import Acceleration
 
 # Dense bf16 tensor-core peaks in TFLOP/s from NVIDIA's datasheets (the "with sparsity"
 # figures halved), matched against torch.cuda.get_device_name; more specific names first.
@@ -96,75 +95,14 @@ class Speed:
     def as_dict(self, *names: str) -> dict[str, bool]:
         return {n: getattr(self, n) for n in names}
 
-
-def prepare_unet(unet: nn.Module, speed: Speed) -> nn.Module:
-    """The UNet in NHWC memory format and compiled, as the options say (same parameters)."""
-    if speed.channels_last:
-        unet = unet.to(memory_format=torch.channels_last)
-    if speed.compile:
-        unet = torch.compile(unet)
-    return unet
-
-
-class GraphedDenoiser(nn.Module):
-    """``unet(sample, t, **kwargs)`` replayed from a captured CUDA graph.
-
-    A denoiser call of a small UNet is many short kernels whose launch costs more than their
-    work; a graph launches them all at once. One graph is captured per input shape (the last
-    batch of a set may be smaller); inputs are copied into its static buffers and the output
-    is cloned out. The caller's autocast state is captured with the graph (with the autocast
-    cache off, which graph capture requires). Output: an object with ``.sample``
-    ``(B, C, H, W)``, like diffusers' ``UNet2DOutput``.
-    """
-
-    def __init__(self, unet: nn.Module) -> None:
-        super().__init__()
-        self.unet = unet
-        self._graphs: dict[tuple, tuple] = {}
-
-    def forward(self, sample: torch.Tensor, timestep: Any, **kwargs: torch.Tensor):
-        if sample.device.type != "cuda":
-            raise RuntimeError("GraphedDenoiser needs CUDA tensors")
-        key = (tuple(sample.shape), sample.dtype) + tuple(
-            (k, tuple(v.shape), v.dtype) for k, v in sorted(kwargs.items())
+    def acceleration(self) -> Acceleration:
+        """The generator loops' share of these options."""
+        return Acceleration(
+            channels_last=self.channels_last,
+            compile=self.compile,
+            cuda_graphs=self.cuda_graphs,
+            preload=self.preload,
         )
-        if key not in self._graphs:
-            self._graphs[key] = self._capture(sample, kwargs)
-        graph, static_x, static_t, static_kw, static_out = self._graphs[key]
-        static_x.copy_(sample)
-        # fill_ with a Python number launches a kernel; copying a CPU tensor would block.
-        static_t.fill_(int(timestep))
-        for k, v in kwargs.items():
-            static_kw[k].copy_(v)
-        graph.replay()
-        return SimpleNamespace(sample=static_out.clone())
-
-    def _capture(self, sample: torch.Tensor, kwargs: dict[str, torch.Tensor]) -> tuple:
-        static_x = sample.clone()
-        static_t = torch.zeros((), dtype=torch.long, device=sample.device)
-        static_kw = {k: v.clone() for k, v in kwargs.items()}
-        autocast = dict(
-            device_type="cuda",
-            dtype=torch.get_autocast_dtype("cuda"),
-            enabled=torch.is_autocast_enabled("cuda"),
-            cache_enabled=False,
-        )
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side), torch.autocast(**autocast):
-            for _ in range(3):  # warm-up: library handles, workspaces, autotuning
-                self.unet(static_x, static_t, **static_kw)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph), torch.autocast(**autocast):
-            static_out = self.unet(static_x, static_t, **static_kw).sample
-        return graph, static_x, static_t, static_kw, static_out
-
-
-def prepare_denoiser(unet: nn.Module, speed: Speed) -> nn.Module:
-    """The sampling denoiser: :func:`prepare_unet`, then CUDA-graph replay if enabled."""
-    unet = prepare_unet(unet, speed)
-    return GraphedDenoiser(unet) if speed.cuda_graphs else unet
 
 
 def device_info(device: torch.device, cfg: BenchConfig) -> dict:

@@ -37,6 +37,9 @@ _SAMPLING_KEYS = (
     "guidance_scale",
     "mask_copies",
 )
+# Speed options (CUDA only, generators/acceleration.py): they change float rounding, not
+# what is trained or sampled, so neither key holds them.
+_SPEED_KEYS = ("channels_last", "compile", "cuda_graphs", "preload")
 # Sampling settings only some modes read: part of those modes' synthetic key only.
 _MODE_SAMPLING_KEYS = {
     Mode.TEXT: ("guidance_scale",),
@@ -120,7 +123,11 @@ class Workspace:
         return GenerationContext(self.real_train(fraction), self.cfg.data, level)
 
     def _generator_spec(self, mode: Mode, prompt: Prompt | None, fraction: float) -> dict:
-        gen_cfg = {k: v for k, v in to_dict(self.cfg.generator).items() if k not in _SAMPLING_KEYS}
+        gen_cfg = {
+            k: v
+            for k, v in to_dict(self.cfg.generator).items()
+            if k not in _SAMPLING_KEYS + _SPEED_KEYS
+        }
         gen_prompt = generator_prompt(self.cfg, mode, prompt)
         return {
             "data": self.data_stage.digest,

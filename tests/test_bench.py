@@ -206,7 +206,7 @@ def test_ensemble_refuses_members_it_cannot_train_exactly(seg_setup):
 @pytest.mark.gpu
 def test_graphed_denoiser_replays_the_eager_unet():
     from generators import diffusion
-    from sweeps.bench_measure import GraphedDenoiser
+    from generators.acceleration import GraphedDenoiser
 
     cfg = load_config(CONFIGS / "smoke.yaml")
     unet = diffusion.build_unet(cfg.generator, 32, 5, None).cuda().eval()

@@ -33,6 +33,21 @@ def test_sampling_settings_stay_out_of_the_generator_key(smoke_config, tmp_path)
     assert spec(smoke_config, tmp_path, Mode.HYBRID, Prompt.P3, cond_dropout=0.3) != base
 
 
+def test_speed_options_stay_out_of_the_generator_key(smoke_config, tmp_path):
+    base = spec(smoke_config, tmp_path, Mode.TEXT, Prompt.P3)
+    fast = spec(
+        smoke_config,
+        tmp_path,
+        Mode.TEXT,
+        Prompt.P3,
+        channels_last=False,
+        compile=True,
+        cuda_graphs=False,
+        preload=False,
+    )
+    assert base == fast
+
+
 def test_hybrid_variant_is_in_the_generator_key(smoke_config, tmp_path):
     concat = spec(smoke_config, tmp_path, Mode.HYBRID, Prompt.P3, hybrid_variant="concat")
     control = spec(smoke_config, tmp_path, Mode.HYBRID, Prompt.P3, hybrid_variant="controlnet")

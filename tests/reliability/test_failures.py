@@ -55,7 +55,7 @@ class _Quadratic:
 
     primary_metric = "score"
 
-    def loader(self, data, batch_size, train, seed):
+    def loader(self, data, batch_size, train, seed, device=None):
         return [{"x": torch.zeros(4)} for _ in range(3)]
 
     def loss(self, model, batch, device):

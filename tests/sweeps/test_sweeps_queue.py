@@ -194,7 +194,7 @@ def test_fit_reports_every_epoch_and_stops_when_told():
     class Toy:
         primary_metric = "score"
 
-        def loader(self, data, batch_size, train, seed):
+        def loader(self, data, batch_size, train, seed, device=None):
             return [{"x": torch.ones(2, 1)}]
 
         def loss(self, model, batch, device):
