@@ -147,6 +147,28 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print one JSON line: generator_train, sampling, downstream, fidelity, tracking",
     )
+
+    p = sub.add_parser(
+        "project",
+        help="how long a config's grid would take here, from a finished sweep's stage times",
+    )
+    p.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        required=True,
+        metavar="RUN_DIR",
+        help="a sweep folder run on this machine (its stages give the unit costs)",
+    )
+    _add_config_args(p)
+    p.add_argument(
+        "--train-patients",
+        type=int,
+        metavar="N",
+        help="real training patients of the config's data (default: the phantom's split, "
+        "or CAMUS's 400 of 500; required for a folder)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON line")
     return parser
 
 
@@ -334,6 +356,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_project(args: argparse.Namespace) -> int:
+    from sweeps.projection import measure_rates, project, summary_lines, training_patients
+
+    # Only the grid and the model settings are read: a CAMUS preset needs no folder here.
+    args.overrides = ["data.root=(not read)", *args.overrides]
+    cfg, _ = _load(args)
+    if args.train_patients is not None and args.train_patients < 1:
+        raise ValueError(f"--train-patients must be >= 1, got {args.train_patients}")
+    rates = measure_rates(args.source)
+    result = project(rates, cfg, training_patients(cfg, args.train_patients))
+    print(json.dumps(result) if args.json else "\n".join(summary_lines(result)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every model is local or built from config
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -353,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         "sync": cmd_sync,
         "ui": cmd_ui,
         "bench": cmd_bench,
+        "project": cmd_project,
     }
     try:
         return handlers[args.command](args)

@@ -56,6 +56,17 @@ def generator_prompt(cfg: Config, mode: Mode, prompt: Prompt | None) -> Prompt |
     return prompt
 
 
+def synthetic_count(cfg: Config, n_real: int) -> int:
+    """Images a synthetic set holds: ``generator.n_samples``, or enough for the grid's
+    largest ratio of ``n_real`` real training images."""
+    if cfg.generator.n_samples is not None:
+        return cfg.generator.n_samples
+    ratios = list(cfg.grid.values("ratios"))
+    if Protocol.SYNTHETIC_ONLY in cfg.grid.values("protocols"):
+        ratios.append(1.0)  # synthetic_only cells are canonicalised to ratio 1
+    return max(1, math.ceil(max(ratios) * n_real))
+
+
 @dataclass
 class Workspace:
     cfg: Config
@@ -161,12 +172,7 @@ class Workspace:
 
     def n_synthetic(self, fraction: float) -> int:
         """Synthetic images to sample: enough for the grid's largest ratio at this fraction."""
-        if self.cfg.generator.n_samples is not None:
-            return self.cfg.generator.n_samples
-        ratios = list(self.cfg.grid.values("ratios"))
-        if Protocol.SYNTHETIC_ONLY in self.cfg.grid.values("protocols"):
-            ratios.append(1.0)  # synthetic_only cells are canonicalised to ratio 1
-        return max(1, math.ceil(max(ratios) * len(self.real_train(fraction))))
+        return synthetic_count(self.cfg, len(self.real_train(fraction)))
 
     def synthetic_stage(
         self, mode: Mode, prompt: Prompt | None, fraction: float

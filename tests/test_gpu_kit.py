@@ -1,6 +1,7 @@
 """The GPU checks' kit (scripts/gpu/, configs/gpu.yaml): what can be checked without a GPU,
 so that a session that gets one spends its minutes measuring, not debugging."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -49,7 +50,8 @@ def test_gpu_preset_covers_every_generator_and_every_task_real_only():
     assert {(c.task.value, c.real_fraction, c.seed) for c in real_only} == {
         (t, f, s) for t in ("seg", "cls", "vlseg") for f in (1.0, 0.1) for s in (0, 1, 2)
     }
-    assert {c.mode for c in cells} - {Mode.NONE} == set(IMPLEMENTED_MODES) - {Mode.CORRUPTED}
+    assert {c.mode for c in cells} - {Mode.NONE} == set(IMPLEMENTED_MODES)
+    assert len(cells) == 24
 
 
 def test_run_sh_refuses_unknown_parts_and_a_fresh_machine(tmp_path):
@@ -108,3 +110,5 @@ def test_studies_part_rehearsed_on_cpu(tmp_path):
     assert "gpu/report/runs.csv" in names
     assert any(n.startswith("gpu/fidelity/hybrid-") and n.endswith("fidelity.json") for n in names)
     assert not any(n.endswith(".safetensors") for n in names)
+    projection = json.loads((tree / "out" / "projection-paper.json").read_text())
+    assert projection["config"] == "paper" and projection["cells"] == 951

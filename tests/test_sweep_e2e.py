@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -85,6 +86,24 @@ def test_smoke_sweep_then_rerun_recomputes_nothing(tmp_path):
                 "model.safetensors",
             } <= {p.name for p in cell.iterdir()}
     assert (next((out / "synth").glob("*/samples.png"))).is_file()
+
+    # The projection of the run's own grid adds up its stages' measured seconds.
+    projected = subprocess.run(
+        [sys.executable, "-m", "benchmark", "project", "--from", str(out), "--config", "smoke"]
+        + ["--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert projected.returncode == 0, projected.stderr[-2000:]
+    busy = sum(
+        json.loads((p / "done.json").read_text())["seconds"]
+        for kind in ("gen", "synth", "fidelity", "cells")
+        for p in (out / kind).iterdir()
+        if (p / "done.json").is_file()
+    )
+    assert json.loads(projected.stdout)["busy_seconds"] == pytest.approx(busy, rel=1e-6)
 
     before = stage_folders(out)
     second = sweep(out)

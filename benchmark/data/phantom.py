@@ -508,7 +508,7 @@ def _render(
 
 
 # ----------------------------------------------------------------------------- dataset
-def _splits(n_patients: int, seed: int, first_patient: int) -> list[str]:
+def patient_splits(n_patients: int, seed: int, first_patient: int) -> list[str]:
     """~70/10/20 train/val/test by patient; each split non-empty once there are 3 patients."""
     if n_patients < 3:
         return ["train"] * n_patients
@@ -540,7 +540,7 @@ def make_phantom(n_patients: int, size: int, seed: int, first_patient: int = 0) 
     images = np.empty((4 * n_patients, size, size), dtype=np.float32)
     masks = np.empty((4 * n_patients, size, size), dtype=np.uint8)
     rows = []
-    splits = _splits(n_patients, seed, first_patient)
+    splits = patient_splits(n_patients, seed, first_patient)
     k = 0
     for i in range(n_patients):
         index = first_patient + i

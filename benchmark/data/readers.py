@@ -14,7 +14,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import SimpleITK as sitk
 
 from benchmark.data.errors import DataError
 from benchmark.data.normalise import to_labels, to_unit_range
@@ -33,6 +32,8 @@ def read_array(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise DataError(path, "missing file")
     name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz")):
+        import SimpleITK as sitk  # here, not at import: NIfTI and the phantom do without it
     try:
         if name.endswith((".nii", ".nii.gz")):
             arr = np.squeeze(np.asanyarray(nib.load(str(path)).dataobj))
@@ -93,4 +94,6 @@ def write_png(array: np.ndarray, path: str | Path) -> None:
     """Write ``(rows, cols)`` uint8 or uint16 as a grey PNG."""
     if array.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"PNG needs uint8 or uint16 pixels, got {array.dtype}")
+    import SimpleITK as sitk
+
     sitk.WriteImage(sitk.GetImageFromArray(array), str(path))

@@ -5,7 +5,8 @@
 #   tests    the tests marked gpu (CUDA graphs, the fast generator path, device augmentation)
 #   bench    python -m benchmark bench --config paper --json       (issue 8)
 #   studies  python -m benchmark sweep --config gpu: every generator at 128 px with its
-#            fidelity stage, real-only cells per task at 100 % and 10 % (issues 4 and 5)
+#            fidelity stage, real-only cells per task at 100 % and 10 % (issues 4 and 5),
+#            then the paper grid's time projected from its stage times (issue 8)
 # The device tool carries at most 64 MiB a call, so the wheels (.whl) and the prompt
 # encoder (.minilm) travel in two calls, both made by scripts/gpu/prepare.sh here:
 #   call 1: carry [".whl"],    command: bash scripts/gpu/run.sh tests bench
@@ -13,7 +14,8 @@
 # Call 1 installs the wheels into .site/, which stays on the machine while it is warm, so
 # call 2 must follow at once; on a fresh machine it stops with a message naming call 1.
 # Each part has a time limit (seconds; PART_LIMIT_<part> overrides it) and leaves its
-# output in $OUT (gpu-out/ when OUT is unset): <part>.log, bench-paper.json, studies.tar.gz.
+# output in $OUT (gpu-out/ when OUT is unset): <part>.log, bench-paper.json, studies.tar.gz,
+# projection-paper.json.
 # ARGs after -- go to the bench and sweep commands (e.g. --set generator.train_steps=4000;
 # the CPU rehearsal in tests/test_gpu_kit.py shrinks both presets this way).
 set -uo pipefail
@@ -81,6 +83,10 @@ run_part() {
         --set generator.text_encoder="$enc" --set downstream.vlseg.text_encoder="$enc" \
         "${EXTRA[@]}" 2>&1 | tee "$OUT/studies.log"
       status=$?
+      # Issue 8's projection of the paper grid from this run's stage times (same models).
+      "$PYTHON" -m benchmark project --from runs/gpu --config paper --json \
+        >"$OUT/projection-paper.json" && "$PYTHON" -m benchmark project --from runs/gpu \
+        --config paper | tee -a "$OUT/studies.log"
       # What the docs need, without the weights and the images (the 16 MiB a file).
       tar -czf "$OUT/studies.tar.gz" --exclude='*.safetensors' --exclude='*.npy' \
         --exclude='*.npz' --exclude='*.lock' --exclude='*.db' --exclude=mlartifacts \

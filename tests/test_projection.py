@@ -1,0 +1,169 @@
+"""``python -m benchmark project``: unit costs from a sweep folder, checked by hand."""
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from benchmark.__main__ import main
+from benchmark.config import dump_config, load_config
+from sweeps.projection import ProjectionError, measure_rates, project, training_patients
+from tests.conftest import CONFIGS
+
+GRID = [
+    "grid.tasks=[seg]",
+    "grid.modes=[none,unconditional]",
+    "grid.ratios=[1]",
+    "grid.protocols=[mix]",
+    "grid.real_fractions=[1.0]",
+    "grid.seeds=[0]",
+    "generator.train_steps=100",
+    "generator.batch_size=8",
+    "generator.sample_steps=10",
+    "downstream.train.epochs=10",
+]
+T0 = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+
+
+def stage(run: Path, kind: str, name: str, start: float, seconds: float, **files) -> None:
+    folder = run / kind / name
+    folder.mkdir(parents=True)
+    finished = datetime.fromtimestamp(T0 + start + seconds, UTC)
+    done = {"finished": finished.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": seconds}
+    done["summary"] = files.pop("summary", {})
+    (folder / "done.json").write_text(json.dumps(done))
+    for filename, content in files.items():
+        (folder / filename.replace("_", ".")).write_text(json.dumps(content))
+
+
+@pytest.fixture
+def run(tmp_path):
+    """A finished sweep of 10 training patients (40 images), timed as below (seconds)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = load_config(CONFIGS / "smoke.yaml", GRID)
+    (run / "config.yaml").write_text(dump_config(cfg))
+    stage(run, "data", "phantom-a", 0, 1, summary={"splits": {"train": 40}})
+    gen = {"batch_size": 8, "train_steps": 100, "hybrid_variant": "concat"}
+    # 100 steps x 8 images in 80 s: 0.1 s per training image.
+    stage(
+        run,
+        "gen",
+        "unconditional-a",
+        1,
+        80,
+        summary={"n_train": 40},
+        spec_json={"spec": {"mode": "unconditional", "generator": gen}},
+    )
+    # 40 images x 10 steps in 20 s: 0.05 s per image and step.
+    stage(
+        run,
+        "synth",
+        "unconditional-b",
+        81,
+        20,
+        summary={"n_images": 40},
+        spec_json={"spec": {"mode": "unconditional", "sampling": {"sample_steps": 10}}},
+    )
+    stage(run, "fidelity", "encoder-c", 101, 8)  # a judge: 8 s / 40 train images
+    stage(run, "fidelity", "unconditional-d", 109, 4, fidelity_json={"n_synthetic": 40})
+    # Cells run side by side. Real only: 40 images x 5 epochs in 10 s. Pretrain: 40 x 5
+    # (synthetic) + 40 x 10 (real) in 30 s. Both 0.05 s per image-epoch; epochs run are
+    # 5, 5 and 10 of 10: a share of 2/3.
+    stage(
+        run,
+        "cells",
+        "seg-none-P_-r0-mix-f1-s0-e",
+        113,
+        10,
+        metrics_json={
+            "cell_key": "seg-none-P_-r0-mix-f1-s0",
+            "n_real_train": 40,
+            "n_synthetic": 0,
+            "epochs_run": 5,
+        },
+    )
+    stage(
+        run,
+        "cells",
+        "seg-unconditional-P_-r1-pretrain-f1-s0-f",
+        113,
+        30,
+        metrics_json={
+            "cell_key": "seg-unconditional-P_-r1-pretrain-f1-s0",
+            "n_real_train": 40,
+            "n_synthetic": 40,
+            "epochs_run": 10,
+        },
+        curves_json={"pretrain/val/dice_mean": [0.1] * 5, "val/dice_mean": [0.2] * 10},
+    )
+    return run
+
+
+def test_unit_costs_by_hand(run):
+    rates = measure_rates(run)
+    assert rates.generator_per_image == {"unconditional": pytest.approx(0.1)}
+    assert rates.sampling_per_image_step == {"unconditional": pytest.approx(0.05)}
+    assert rates.fidelity_per_image == {"unconditional": pytest.approx(0.1)}
+    assert rates.judges_per_train_image == pytest.approx(0.2)
+    assert rates.cell_per_image_epoch == {"seg": pytest.approx(0.05)}
+    assert rates.epochs_share == {"seg": pytest.approx(2 / 3)}
+    # Busy 1 + 80 + 20 + 8 + 4 + 10 + 30 = 153 s over a wall of 143 s (the cells overlap).
+    assert rates.busy_seconds == pytest.approx(153)
+    assert rates.wall_seconds == pytest.approx(143)
+
+
+def test_projection_by_hand(run):
+    # Target: the same models, seg real-only and unconditional mix at ratio 1.
+    cfg = load_config(CONFIGS / "smoke.yaml", GRID)
+    result = project(measure_rates(run), cfg, patients=10)
+    stages = result["stages"]
+    assert stages["generators"]["unconditional"]["seconds"] == pytest.approx(80)  # 800 x 0.1
+    assert stages["sampling"]["unconditional"]["seconds"] == pytest.approx(20)  # 40 x 10 x 0.05
+    assert stages["fidelity"]["unconditional"]["seconds"] == pytest.approx(4)
+    assert stages["fidelity"]["judges"]["seconds"] == pytest.approx(8)  # 40 x 0.2
+    # Cells: (40 + 80) images x 10 epochs x 2/3 x 0.05 = 40 s; all epochs: 60 s.
+    assert stages["cells"]["seg"]["seconds"] == pytest.approx(40)
+    assert result["busy_seconds"] == pytest.approx(152)
+    assert result["wall_seconds"] == pytest.approx(152 * 143 / 153)
+    assert result["wall_seconds_all_epochs"] == pytest.approx(172 * 143 / 153)
+    assert (result["cells"], result["generators"], result["synthetic_sets"]) == (2, 1, 1)
+
+
+def test_a_mode_the_source_never_ran_is_named(run):
+    cfg = load_config(CONFIGS / "smoke.yaml", [*GRID, "grid.modes=[none,semantic]"])
+    with pytest.raises(ProjectionError, match="measured no generator semantic"):
+        project(measure_rates(run), cfg, patients=10)
+
+
+def test_training_patients_follow_the_data_source():
+    smoke = load_config(CONFIGS / "smoke.yaml")
+    assert training_patients(smoke, 7) == 7
+    camus = load_config(CONFIGS / "paper.yaml", ["data.root=/x"])
+    assert training_patients(camus) == 400  # SB: 500 patients, 50 validation, 50 test
+    folder = load_config(CONFIGS / "smoke.yaml", ["data.source=folder", "data.root=/x"])
+    with pytest.raises(ProjectionError, match="--train-patients"):
+        training_patients(folder)
+
+
+def test_cli_prints_the_projection_and_refuses_a_non_sweep_folder(run, tmp_path, capsys):
+    assert (
+        main(
+            [
+                "project",
+                "--from",
+                str(run),
+                "--config",
+                "smoke",
+                *sum((["--set", s] for s in GRID), []),
+                "--train-patients",
+                "10",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["busy_seconds"] == pytest.approx(152)
+    assert main(["project", "--from", str(tmp_path), "--config", "smoke"]) == 2
+    assert "not a sweep folder (no config.yaml)" in capsys.readouterr().err
