@@ -213,6 +213,11 @@ class SweepConfig:
 
     storage: str | None = None  # Optuna storage URL; None: sqlite:///<out>/optuna.db
     workers: int = 1  # local worker processes (other machines run the same command)
+    # Up to this many seeds of one cell are claimed together and trained as one batched
+    # model ensemble (downstream/ensemble.py): a GPU that one small model leaves idle runs
+    # several in the same kernels. 1: one cell at a time. Results equal the one-at-a-time
+    # ones up to float rounding; not with tune_scope cell (each cell its own settings).
+    ensemble: int = 1
     # A worker beats every heartbeat_interval s; a cell whose worker is silent for
     # grace_period s goes back to the queue, at most max_retries times per sweep.
     heartbeat_interval: int = 10
@@ -233,7 +238,8 @@ class SweepConfig:
     tune_epochs: list[int] = field(default_factory=lambda: [10, 30])  # [low, high]
 
     def __post_init__(self) -> None:
-        _positive(self, "sweep", "workers", "heartbeat_interval", "grace_period", "tune_trials")
+        names = ("workers", "ensemble", "heartbeat_interval", "grace_period", "tune_trials")
+        _positive(self, "sweep", *names)
         if self.grace_period <= self.heartbeat_interval:
             raise ValueError(
                 f"sweep.grace_period ({self.grace_period}) must exceed "

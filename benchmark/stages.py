@@ -78,13 +78,16 @@ class StageStore:
         compute: Callable[[Path], dict | None],
         label: str = "",
         resolved_config: str | None = None,
+        extra_seconds: float = 0.0,
     ) -> Stage:
         """Return the stage for ``spec``, running ``compute(tmp_dir)`` if it is not done.
 
         ``compute`` writes its files into the temporary folder it is given and may return
         a JSON-able summary that is stored in ``done.json``. ``resolved_config`` (YAML text)
         is saved as ``config.yaml`` beside the result. If ``compute`` raises, the temporary
-        folder is removed and nothing under the final name appears.
+        folder is removed and nothing under the final name appears. ``extra_seconds``: work
+        for this stage done before the call (its share of a training shared with other
+        stages), added to the ``seconds`` that ``done.json`` records.
         """
         path = self.path_for(kind, spec, label)
         if path.exists():
@@ -107,7 +110,7 @@ class StageStore:
                 done = {
                     "kind": kind,
                     "hash": digest,
-                    "seconds": round(time.time() - started, 3),
+                    "seconds": round(time.time() - started + extra_seconds, 3),
                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     "host": socket.gethostname(),
                     "summary": summary,

@@ -5,11 +5,15 @@
   scheduler and early stopping; only the weights are carried over.
 - ``synthetic_only``: train on synthetic, validate and test on real.
 
+:func:`run_protocol_together` runs K cells of one protocol and training-set size at once
+(their seeds, say) as one batched model ensemble.
+
 Validation and test always use real images.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +21,7 @@ import torch
 from benchmark.config import TrainConfig
 from benchmark.data.records import EchoData
 from benchmark.grid import Protocol
+from downstream.ensemble import fit_ensemble
 from downstream.training import FitResult, Task, fit
 
 
@@ -54,4 +59,51 @@ def run_protocol(
         # fit() builds a new optimiser, schedule and early-stopping state: a fresh fine-tune.
         fine = fit(pre.model, task, real_train, val, cfg, device, seed + 1, "finetune", progress)
         return ProtocolResult(final=fine, pretrain=pre)
+    raise ValueError(f"unknown protocol {protocol!r}")
+
+
+def run_protocol_together(
+    protocol: Protocol,
+    models: Sequence[torch.nn.Module],
+    task: Task,
+    real_trains: Sequence[EchoData],
+    synthetics: Sequence[EchoData | None],
+    val: EchoData,
+    cfg: TrainConfig,
+    device: torch.device,
+    seeds: Sequence[int],
+    progress: bool = True,
+) -> list[ProtocolResult]:
+    """:func:`run_protocol` for K cells at once, trained as one batched ensemble
+    (:func:`downstream.ensemble.fit_ensemble`): member ``k`` is ``models[k]`` on
+    ``real_trains[k]`` and ``synthetics[k]`` with seed ``seeds[k]``. Each member's result
+    equals its own ``run_protocol`` up to float rounding; ``pretrain`` fine-tunes the K
+    pretrained models together, each with a fresh optimiser state, as ``run_protocol`` does.
+
+    Raises ``ValueError`` where an ensemble cannot train the members (training sets of
+    different sizes, running statistics): the caller trains them one at a time instead.
+    """
+    k = len(models)
+    cuda = device.type == "cuda"
+
+    def together(trains, member_seeds, desc: str, nets) -> list[FitResult]:
+        vals = [val] * k
+        return fit_ensemble(
+            nets, task, trains, vals, cfg, device, member_seeds, desc, progress, cuda, cuda
+        )
+
+    has_synth = [s is not None and len(s) > 0 for s in synthetics]
+    if protocol is Protocol.MIX:
+        pairs = zip(real_trains, synthetics, has_synth)
+        trains = [EchoData.concat([r, s]) if h else r for r, s, h in pairs]
+        return [ProtocolResult(final=f) for f in together(trains, seeds, "mix", models)]
+    if not all(has_synth):
+        raise ValueError(f"protocol {protocol.value!r} needs synthetic images")
+    if protocol is Protocol.SYNTHETIC_ONLY:
+        fits = together(synthetics, seeds, "synthetic", models)
+        return [ProtocolResult(final=f) for f in fits]
+    if protocol is Protocol.PRETRAIN:
+        pre = together(synthetics, seeds, "pretrain", models)
+        fine = together(real_trains, [s + 1 for s in seeds], "finetune", [p.model for p in pre])
+        return [ProtocolResult(final=f, pretrain=p) for f, p in zip(fine, pre)]
     raise ValueError(f"unknown protocol {protocol!r}")

@@ -13,6 +13,19 @@ from benchmark.config import GeneratorConfig
 from benchmark.data.config import DataConfig
 from benchmark.data.records import META_COLUMNS, EchoData
 
+# Image-level labels a synthetic image can carry (classification targets among them).
+IMAGE_LABELS = ("view", "phase", "sex", "age", "quality", "ef")
+
+
+def check_label(mode: str, label: str | None, carried: tuple[str, ...], hint: str = "") -> None:
+    """Raise ``ValueError`` if ``label`` is asked for but not among the ``carried`` labels
+    of ``mode``'s images; ``hint`` says how to get it."""
+    if label is not None and label not in carried:
+        raise ValueError(
+            f"grid has cls cells of mode {mode!r}, but its images carry no {label!r} label "
+            f"(they carry: {', '.join(carried) or 'none'}){hint}"
+        )
+
 
 @dataclass
 class GenerationContext:
@@ -27,6 +40,12 @@ class Generator(Protocol):
     """A generation mode. ``train`` writes a model folder; ``sample`` reads it."""
 
     trains: bool  # False for simulator-based controls (nothing to train)
+
+    def check(self, data: DataConfig, cfg: GeneratorConfig, label: str | None) -> None:
+        """Raise ``ValueError``, before any work, if this mode cannot run on ``data`` with
+        ``cfg``, or if ``label`` (a classification target) is given and its synthetic
+        images would not carry it."""
+        ...
 
     def train(
         self, ctx: GenerationContext, cfg: GeneratorConfig, out: Path, progress: bool

@@ -36,18 +36,19 @@ from diffusers import DiffusionPipeline
 
 from benchmark.config import GeneratorConfig
 from benchmark.data.conditioning import perturb_masks
+from benchmark.data.config import DataConfig
 from benchmark.data.records import EchoData
 from benchmark.prompts import KINDS, prompts_for
 from benchmark.runtime import resolve_device
 from benchmark.text_encoder import load_text_encoder
 from generators import diffusion, joint
 from generators.acceleration import Acceleration
-from generators.base import GenerationContext, synthetic_meta
+from generators.base import IMAGE_LABELS, GenerationContext, check_label, synthetic_meta
 from generators.pipelines import EchoDiffusionPipeline, load_pipeline, mask_channels
 
 SETTINGS_FILE = "echosynth.json"
-# Attributes a synthetic image takes over from the real image that conditioned it.
-INHERITED = ("view", "phase", "sex", "age", "quality", "ef")
+# Attributes a synthetic image takes over from the real image that conditioned it: all.
+INHERITED = IMAGE_LABELS
 
 
 def inherited_meta(source: pd.DataFrame, label_source: str, **columns: object) -> pd.DataFrame:
@@ -148,6 +149,9 @@ class ConditionalGenerator:
 
     def __init__(self, device: str = "auto") -> None:
         self.device = device
+
+    def check(self, data: DataConfig, cfg: GeneratorConfig, label: str | None) -> None:
+        check_label(self.mode, label, INHERITED)
 
     # ------------------------------------------------------------------ training
     def _kinds(self, ctx: GenerationContext, cfg: GeneratorConfig) -> list[int]:

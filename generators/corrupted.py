@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.config import GeneratorConfig
+from benchmark.data.config import DataConfig
 from benchmark.data.records import EchoData
-from generators.base import GenerationContext
+from generators.base import IMAGE_LABELS, GenerationContext, check_label
 
 
 def derangement(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -29,6 +30,9 @@ def derangement(n: int, rng: np.random.Generator) -> np.ndarray:
 
 class CorruptedGenerator:
     trains = False
+
+    def check(self, data: DataConfig, cfg: GeneratorConfig, label: str | None) -> None:
+        check_label("corrupted", label, IMAGE_LABELS)  # real images, real metadata
 
     def train(
         self, ctx: GenerationContext, cfg: GeneratorConfig, out: Path, progress: bool

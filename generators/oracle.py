@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmark.config import GeneratorConfig
+from benchmark.data.config import DataConfig
 from benchmark.data.phantom import make_phantom
 from benchmark.data.records import EchoData
-from generators.base import GenerationContext
+from generators.base import IMAGE_LABELS, GenerationContext, check_label
 
 # Oracle patients are numbered from here; real phantom datasets stay far below it.
 ORACLE_FIRST_PATIENT = 1_000_000
@@ -19,6 +20,11 @@ ORACLE_FIRST_PATIENT = 1_000_000
 
 class OracleGenerator:
     trains = False
+
+    def check(self, data: DataConfig, cfg: GeneratorConfig, label: str | None) -> None:
+        if data.source != "phantom":
+            raise ValueError("mode 'oracle' needs data.source 'phantom' (it samples the simulator)")
+        check_label("oracle", label, IMAGE_LABELS)  # phantom patients carry every label
 
     def train(
         self, ctx: GenerationContext, cfg: GeneratorConfig, out: Path, progress: bool
@@ -34,8 +40,7 @@ class OracleGenerator:
         seed: int,
         progress: bool,
     ) -> EchoData:
-        if ctx.data.source != "phantom":
-            raise ValueError("mode 'oracle' needs data.source 'phantom' (it samples the simulator)")
+        self.check(ctx.data, cfg, None)
         n_patients = -(-n // 4)  # four images per phantom patient
         data = make_phantom(
             n_patients,

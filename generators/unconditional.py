@@ -18,11 +18,12 @@ from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from benchmark.checkpoints import load_pretrained, load_settings
 from benchmark.config import GeneratorConfig
+from benchmark.data.config import DataConfig
 from benchmark.data.records import EchoData
 from benchmark.runtime import resolve_device
 from generators import diffusion, joint
 from generators.acceleration import Acceleration
-from generators.base import GenerationContext, synthetic_meta
+from generators.base import GenerationContext, check_label, synthetic_meta
 
 # DE trained one model per view x phase class; class conditioning gives the same control
 # with one model. The class index is CLASSES.index((view, phase)).
@@ -44,6 +45,12 @@ class UnconditionalGenerator:
 
     def __init__(self, device: str = "auto") -> None:
         self.device = device
+
+    def check(self, data: DataConfig, cfg: GeneratorConfig, label: str | None) -> None:
+        # The class index is its only label: view and phase, when class-conditional.
+        carried = ("view", "phase") if cfg.class_conditional else ()
+        hint = "" if cfg.class_conditional else "; set generator.class_conditional true"
+        check_label("unconditional", label, carried, hint)
 
     def train(
         self, ctx: GenerationContext, cfg: GeneratorConfig, out: Path, progress: bool

@@ -9,87 +9,122 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import torch
 from safetensors.torch import save_file
 
 from benchmark.config import to_dict
 from benchmark.data.assembly import take_synthetic
+from benchmark.data.records import EchoData
 from benchmark.grid import GridCell
 from benchmark.metrics import convergence
 from benchmark.runtime import resolve_device, seed_everything
 from benchmark.stages import Stage
-from downstream.protocols import run_protocol
+from downstream.protocols import ProtocolResult, run_protocol, run_protocol_together
 from downstream.registry import build_model, build_task
+from downstream.training import Task
 from sweeps.fidelity import fidelity_stage
 from sweeps.workspace import Workspace
+
+
+@dataclass
+class _Training:
+    """What one cell trains: its data, task and fresh model (seeded by the cell)."""
+
+    cell: GridCell
+    real_train: EchoData
+    synth: EchoData | None
+    task: Task
+    model_name: str
+    model: torch.nn.Module
+
+
+def _inputs(ws: Workspace, cell: GridCell) -> tuple[Stage | None, EchoData | None]:
+    """The cell's synthetic stage and images (and their fidelity stage), if it uses any."""
+    if not cell.uses_generator:
+        return None, None
+    synth_stage, synthetic = ws.synthetic_stage(cell.mode, cell.prompt, cell.real_fraction)
+    if ws.cfg.fidelity.enabled:
+        fidelity_stage(ws, cell.mode, cell.prompt, cell.real_fraction)
+    return synth_stage, synthetic
+
+
+def _training(ws: Workspace, cell: GridCell, synthetic: EchoData | None) -> _Training:
+    seed_everything(cell.seed, resolve_device(ws.cfg.device))
+    real_train = ws.real_train(cell.real_fraction)
+    synth = None
+    if synthetic is not None:
+        # synthetic_only and pretrain use ratio 1 after canonicalisation.
+        synth = take_synthetic(synthetic, len(real_train), cell.ratio, cell.seed)
+    task, model_name = build_task(
+        cell.task,
+        ws.cfg.downstream,
+        cell.prompt.level if cell.prompt else None,
+        ws.cfg.data.prompt_variant,
+    )
+    model = build_model(cell.task, ws.cfg.downstream, ws.cfg.data.size)
+    return _Training(cell, real_train, synth, task, model_name, model)
+
+
+def _write(
+    tmp: Path, ws: Workspace, run: _Training, result: ProtocolResult, started: float, **extra
+) -> dict:
+    """Test the trained model on the real test split and write the cell's files."""
+    device = resolve_device(ws.cfg.device)
+    task, train_cfg = run.task, ws.cfg.downstream.train
+    final = result.final
+    metrics, per_sample = task.evaluate(final.model, ws.real.split("test"), device)
+    conv = convergence(final.val_score, final.epoch_seconds, train_cfg.epochs)
+    curves = {"train/loss": final.train_loss, f"val/{task.primary_metric}": final.val_score}
+    if result.pretrain is not None:
+        curves["pretrain/train/loss"] = result.pretrain.train_loss
+        curves[f"pretrain/val/{task.primary_metric}"] = result.pretrain.val_score
+    summary = {
+        "cell_key": run.cell.key(),
+        "model": run.model_name,
+        "primary_metric": task.primary_metric,
+        "test": metrics,
+        **conv,
+        "best_epoch": final.best_epoch,
+        "epochs_run": len(final.val_score),
+        "n_real_train": len(run.real_train),
+        "n_synthetic": 0 if run.synth is None else len(run.synth),
+        "train_seconds": round(time.time() - started, 3),
+        **extra,
+    }
+    (tmp / "metrics.json").write_text(json.dumps(summary, indent=2))
+    (tmp / "curves.json").write_text(json.dumps(curves))
+    per_sample.to_csv(tmp / "per_sample.csv", index=False)
+    save_file(
+        {k: v.contiguous().cpu() for k, v in final.model.state_dict().items()},
+        str(tmp / "model.safetensors"),
+    )
+    return {"primary": metrics[task.primary_metric]}
 
 
 def cell_stage(ws: Workspace, cell: GridCell) -> Stage:
     """Compute (or reuse) the cell's folder: metrics.json, curves.json, per_sample.csv,
     model.safetensors and the resolved config."""
-    synth_stage, synthetic = None, None
-    if cell.uses_generator:
-        synth_stage, synthetic = ws.synthetic_stage(cell.mode, cell.prompt, cell.real_fraction)
-        if ws.cfg.fidelity.enabled:
-            fidelity_stage(ws, cell.mode, cell.prompt, cell.real_fraction)
+    synth_stage, synthetic = _inputs(ws, cell)
 
     def compute(tmp: Path) -> dict:
         started = time.time()
-        device = resolve_device(ws.cfg.device)
-        seed_everything(cell.seed, device)
-        real_train = ws.real_train(cell.real_fraction)
-        synth = None
-        if synthetic is not None:
-            # synthetic_only and pretrain use ratio 1 after canonicalisation.
-            synth = take_synthetic(synthetic, len(real_train), cell.ratio, cell.seed)
-        task, model_name = build_task(
-            cell.task,
-            ws.cfg.downstream,
-            cell.prompt.level if cell.prompt else None,
-            ws.cfg.data.prompt_variant,
-        )
-        model = build_model(cell.task, ws.cfg.downstream, ws.cfg.data.size)
-        train_cfg = ws.cfg.downstream.train
+        run = _training(ws, cell, synthetic)
         result = run_protocol(
             cell.protocol,
-            model,
-            task,
-            real_train,
-            synth,
+            run.model,
+            run.task,
+            run.real_train,
+            run.synth,
             ws.real.split("val"),
-            train_cfg,
-            device,
+            ws.cfg.downstream.train,
+            resolve_device(ws.cfg.device),
             cell.seed,
             ws.progress,
         )
-        final = result.final
-        metrics, per_sample = task.evaluate(final.model, ws.real.split("test"), device)
-        conv = convergence(final.val_score, final.epoch_seconds, train_cfg.epochs)
-        curves = {"train/loss": final.train_loss, f"val/{task.primary_metric}": final.val_score}
-        if result.pretrain is not None:
-            curves["pretrain/train/loss"] = result.pretrain.train_loss
-            curves[f"pretrain/val/{task.primary_metric}"] = result.pretrain.val_score
-        summary = {
-            "cell_key": cell.key(),
-            "model": model_name,
-            "primary_metric": task.primary_metric,
-            "test": metrics,
-            **conv,
-            "best_epoch": final.best_epoch,
-            "epochs_run": len(final.val_score),
-            "n_real_train": len(real_train),
-            "n_synthetic": 0 if synth is None else len(synth),
-            "train_seconds": round(time.time() - started, 3),
-        }
-        (tmp / "metrics.json").write_text(json.dumps(summary, indent=2))
-        (tmp / "curves.json").write_text(json.dumps(curves))
-        per_sample.to_csv(tmp / "per_sample.csv", index=False)
-        save_file(
-            {k: v.contiguous().cpu() for k, v in final.model.state_dict().items()},
-            str(tmp / "model.safetensors"),
-        )
-        return {"primary": metrics[task.primary_metric]}
+        return _write(tmp, ws, run, result, started)
 
     return ws.store.get_or_compute(
         "cells",
@@ -98,6 +133,59 @@ def cell_stage(ws: Workspace, cell: GridCell) -> Stage:
         label=cell.key(),
         resolved_config=ws.resolved,
     )
+
+
+def cell_stages_together(ws: Workspace, cells: list[GridCell]) -> dict[str, Stage]:
+    """The stages of ``cells`` (the seeds of one cell), the missing ones trained together as
+    one batched ensemble (``sweep.ensemble``); keyed by cell key.
+
+    Each member's folder is the one :func:`cell_stage` would write, up to float rounding;
+    its ``done.json`` seconds are its share of the shared training plus its own testing, so
+    the stages' seconds still add up to the time spent. Raises if the ensemble cannot train
+    them (the caller then runs them one at a time, each failing on its own).
+    """
+    if len({replace(c, seed=0) for c in cells}) != 1:
+        raise ValueError("an ensemble of cells holds the seeds of one cell")
+    stages: dict[str, Stage] = {}
+    missing: list[tuple[GridCell, Stage | None, EchoData | None]] = []
+    for cell in cells:
+        synth_stage, synthetic = _inputs(ws, cell)
+        found = ws.store.lookup("cells", ws.cell_spec(cell, synth_stage), cell.key())
+        if found is not None:
+            stages[cell.key()] = found
+        else:
+            missing.append((cell, synth_stage, synthetic))
+    if len(missing) < 2:
+        for cell, _, _ in missing:
+            stages[cell.key()] = cell_stage(ws, cell)
+        return stages
+    started = time.time()
+    runs = [_training(ws, cell, synthetic) for cell, _, synthetic in missing]
+    results = run_protocol_together(
+        cells[0].protocol,
+        [r.model for r in runs],
+        runs[0].task,
+        [r.real_train for r in runs],
+        [r.synth for r in runs],
+        ws.real.split("val"),
+        ws.cfg.downstream.train,
+        resolve_device(ws.cfg.device),
+        [r.cell.seed for r in runs],
+        ws.progress,
+    )
+    share = (time.time() - started) / len(runs)
+    for run, result, (cell, synth_stage, _) in zip(runs, results, missing):
+        stages[cell.key()] = ws.store.get_or_compute(
+            "cells",
+            ws.cell_spec(cell, synth_stage),
+            lambda tmp, run=run, result=result: _write(
+                tmp, ws, run, result, started, ensemble=len(runs)
+            ),
+            label=cell.key(),
+            resolved_config=ws.resolved,
+            extra_seconds=share,
+        )
+    return stages
 
 
 def cell_tags(cell: GridCell) -> dict[str, str]:

@@ -20,7 +20,7 @@ import socket
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import optuna
@@ -32,10 +32,12 @@ from benchmark.config import Config, to_dict
 from benchmark.data.sources import check_source
 from benchmark.grid import GridCell, Mode, Task, expand, parse_key
 from benchmark.redact import mask_config, mask_uri
+from benchmark.stages import Stage
 from benchmark.tracking import flatten
 from downstream.registry import IMPLEMENTED as IMPLEMENTED_TASKS
 from generators.registry import IMPLEMENTED as IMPLEMENTED_MODES
-from sweeps.cell import cell_stage, cell_tags, log_cell
+from generators.registry import get_generator
+from sweeps.cell import cell_stage, cell_stages_together, cell_tags, log_cell
 from sweeps.queue import CELL_KEY, CellQueue
 from sweeps.shared import SharedWorkspace
 from sweeps.storage import SweepStorage, check_urls, default_storage_url, open_storage
@@ -90,19 +92,12 @@ def check_runnable(cfg: Config, cells: list[GridCell]) -> None:
             f"grid.tasks {tasks} are not available yet "
             f"(implemented: {[t.value for t in IMPLEMENTED_TASKS]})"
         )
-    if Mode.ORACLE in modes and cfg.data.source != "phantom":
-        raise ValueError(
-            "grid.modes 'oracle' needs data.source 'phantom' (it samples the simulator)"
-        )
-    # Unconditional images carry view and phase only when generated class-conditionally.
+    # Each generator knows what it needs and which labels its images carry (a cls cell
+    # needs its target on the synthetic images it trains on).
     target = cfg.downstream.cls.target
-    labelled = cfg.generator.class_conditional and target in ("phase", "view")
-    if not labelled and any(c.task is Task.CLS and c.mode is Mode.UNCONDITIONAL for c in cells):
-        raise ValueError(
-            f"grid has cls cells of mode 'unconditional', but its images carry no "
-            f"{target!r} label: set generator.class_conditional true (view x phase; "
-            f"downstream.cls.target phase or view), or leave unconditional out of those cells"
-        )
+    for mode in sorted(modes, key=lambda m: m.value):
+        cls = any(c.task is Task.CLS and c.mode is mode for c in cells)
+        get_generator(mode, cfg.device).check(cfg.data, cfg.generator, target if cls else None)
     check_source(cfg.data)  # a missing data root fails here, not after an hour of work
     check_urls(cfg.sweep.storage, cfg.tracking.uri)  # so does a URL that cannot work
 
@@ -231,7 +226,11 @@ def work(
             key = trial.user_attrs[CELL_KEY]
             if bar is not None:
                 bar.set_postfix_str(key)
-            _run_trial(ws, queue, trial, key, parent_id)
+            group = [(trial, key), *_claim_seeds(ws, queue, key, keys)]
+            if len(group) > 1:
+                _run_together(ws, queue, group, parent_id)
+            else:
+                _run_trial(ws, queue, trial, key, parent_id)
             continue
         waiting, running = queue.pending(keys)
         if not waiting and not running:
@@ -242,13 +241,71 @@ def work(
         time.sleep(0 if waiting else poll)
 
 
+def _claim_seeds(
+    ws: SharedWorkspace, queue: CellQueue, key: str, keys: list[str]
+) -> list[tuple[optuna.trial.Trial, str]]:
+    """Up to ``sweep.ensemble - 1`` waiting cells that differ from ``key`` in the seed only,
+    claimed to train with it (none with per-cell tuning: each cell has its own settings)."""
+    sweep = ws.cfg.sweep
+    if sweep.ensemble < 2 or (sweep.tune and sweep.tune_scope == "cell"):
+        return []
+    cell = parse_key(key)
+    siblings = {k for k in keys if k != key and replace(parse_key(k), seed=cell.seed) == cell}
+    claimed: list[tuple[optuna.trial.Trial, str]] = []
+    while siblings and len(claimed) < sweep.ensemble - 1:
+        trial = queue.claim(siblings)
+        if trial is None:
+            break
+        claimed.append((trial, trial.user_attrs[CELL_KEY]))
+        siblings.discard(claimed[-1][1])
+    return claimed
+
+
+def _run_together(
+    ws: SharedWorkspace,
+    queue: CellQueue,
+    group: list[tuple[optuna.trial.Trial, str]],
+    parent_id: str | None,
+) -> None:
+    """Train the claimed seeds of one cell as one ensemble, then finish each trial as
+    :func:`_run_trial` does. If the ensemble fails, each cell runs alone, so that a broken
+    cell fails on its own and its siblings still finish."""
+    stages: dict[str, Stage] = {}
+    with contextlib.ExitStack() as beats:
+        for trial, _ in group:
+            beats.enter_context(queue.heartbeat(trial))
+        try:
+            stages = cell_stages_together(ws, [parse_key(key) for _, key in group])
+        except KeyboardInterrupt:
+            for trial, _ in group:
+                _fail_interrupted(queue, trial)
+            raise
+        except Exception as exc:
+            log.info(
+                "ensemble of %s failed (%s); running them one at a time", [k for _, k in group], exc
+            )
+        for trial, key in group:
+            _run_trial(ws, queue, trial, key, parent_id, stages.get(key))
+
+
+def _fail_interrupted(queue: CellQueue, trial: optuna.trial.Trial) -> None:
+    # Failed now rather than stale after the grace period, so that a rerun started right
+    # away enqueues the cell again instead of waiting for it.
+    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+        trial.set_user_attr("error", "interrupted")
+        queue.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+
 def _run_trial(
     ws: SharedWorkspace,
     queue: CellQueue,
     trial: optuna.trial.Trial,
     key: str,
     parent_id: str | None,
+    stage: Stage | None = None,
 ) -> None:
+    """Compute (or reuse) the cell of ``trial`` unless ``stage`` is given (trained in an
+    ensemble), log it to MLflow and tell the study; a failure fails this cell only."""
     cell = parse_key(key)
     attrs: dict = {"worker": f"{socket.gethostname()}:{os.getpid()}"}
     value, reason = None, None
@@ -258,7 +315,8 @@ def _run_trial(
             if ws.cfg.sweep.tune and ws.cfg.sweep.tune_scope == "cell":
                 attrs["tuned"] = tune_cell(ws, queue.store, cell, parent_id)
                 cell_ws = ws.with_config(with_train(ws.cfg, attrs["tuned"]))
-            stage = cell_stage(cell_ws, cell)
+            if stage is None:
+                stage = cell_stage(cell_ws, cell)
             with ws.lock(f"mlflow-{key}"):
                 # None while MLflow is unreachable: the result is in the stage folder and a
                 # later sweep or ``sync`` logs it.
@@ -276,11 +334,7 @@ def _run_trial(
                 log.warning("could not log the failure of %s to MLflow: %s", key, log_exc)
             attrs["error"] = reason[:2000]
         except KeyboardInterrupt:
-            # Failed now rather than stale after the grace period, so that a rerun
-            # started right away enqueues the cell again instead of waiting for it.
-            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                trial.set_user_attr("error", "interrupted")
-                queue.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            _fail_interrupted(queue, trial)
             raise
     try:
         for name, attr in attrs.items():

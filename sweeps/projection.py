@@ -60,6 +60,7 @@ COST_KEYS = (
     "fidelity.segmenter_epochs",
     "fidelity.quality_epochs",
     "sweep.workers",
+    "sweep.ensemble",
 )
 
 

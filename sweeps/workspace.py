@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+import torch
 from filelock import FileLock
 
 from benchmark.config import Config, dump_config, to_dict
@@ -157,7 +158,11 @@ class Workspace:
         ctx = self._context(mode, prompt, fraction)
 
         def compute(tmp: Path) -> dict:
-            summary = generator.train(ctx, self.cfg.generator, tmp, self.progress)
+            # Seeded here: the model's initial weights would otherwise depend on whatever
+            # this process drew before (which cells ran first, in which worker).
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.cfg.generator.seed)
+                summary = generator.train(ctx, self.cfg.generator, tmp, self.progress)
             (tmp / "losses.json").write_text(json.dumps(summary.pop("losses", [])))
             return summary
 

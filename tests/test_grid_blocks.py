@@ -111,8 +111,18 @@ def test_cls_on_unconditional_images_needs_their_class_labels():
         CONFIGS / "smoke.yaml",
         ["grid.tasks=[cls]", "generator.class_conditional=true", "downstream.cls.target=quality"],
     )
-    with pytest.raises(ValueError, match="no 'quality' label"):
+    with pytest.raises(ValueError, match=r"no 'quality' label \(they carry: view, phase\)"):
         check_runnable(quality, grid_cells(quality))
+    # Conditioned images inherit every label of the real image they were conditioned on.
+    inherited = load_config(
+        CONFIGS / "smoke.yaml",
+        [
+            "grid.tasks=[cls]",
+            "grid.modes=[text,semantic,corrupted]",
+            "downstream.cls.target=quality",
+        ],
+    )
+    check_runnable(inherited, grid_cells(inherited))
 
 
 def test_paper_preset_holds_both_studies_grids():

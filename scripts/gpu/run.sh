@@ -2,7 +2,8 @@
 # The GPU checks of issues 4, 5 and 8, run on the device machine from the repository root:
 #   bash scripts/gpu/run.sh PART... [-- ARG...]
 # PART, in order:
-#   tests    the tests marked gpu (CUDA graphs, the fast generator path, device augmentation)
+#   tests    the tests marked gpu (CUDA graphs, the fast generator path, device augmentation,
+#            the sweep's ensembles)
 #   bench    python -m benchmark bench --config paper --json       (issue 8)
 #   studies  python -m benchmark sweep --config gpu: every generator at 128 px with its
 #            fidelity stage, real-only cells per task at 100 % and 10 % (issues 4 and 5),
@@ -68,7 +69,8 @@ run_part() {
   case $part in
     tests)
       timeout "$seconds" "$PYTHON" -m pytest -q -p no:cacheprovider -m gpu \
-        tests/test_bench.py tests/generators/test_gen_acceleration.py 2>&1 | tee "$OUT/tests.log"
+        tests/test_bench.py tests/generators/test_gen_acceleration.py \
+        tests/sweeps/test_sweeps_ensemble.py 2>&1 | tee "$OUT/tests.log"
       status=$?
       ;;
     bench)

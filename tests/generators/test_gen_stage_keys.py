@@ -75,3 +75,23 @@ def test_unknown_hybrid_variant_is_a_config_error():
 def test_invalid_settings_name_the_field(smoke_config, field, value):
     with pytest.raises(ValueError, match=f"generator.{field}"):
         dataclasses.replace(smoke_config.generator, **{field: value})
+
+
+def test_a_generator_does_not_depend_on_what_its_process_drew_before(smoke_config, tmp_path):
+    """Its initial weights come from generator.seed, not from the global RNG, so the
+    claim order of a sweep's workers cannot change a generator."""
+    import torch
+    from safetensors.torch import load_file
+
+    cfg = dataclasses.replace(
+        smoke_config, generator=dataclasses.replace(smoke_config.generator, train_steps=2)
+    )
+    weights = []
+    for state in (1, 2):
+        torch.manual_seed(state)
+        stage = Workspace(cfg, tmp_path / str(state), progress=False).generator_stage(
+            Mode.UNCONDITIONAL, None, 1.0
+        )
+        weights.append(load_file(stage.path / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

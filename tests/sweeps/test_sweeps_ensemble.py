@@ -1,0 +1,142 @@
+"""``sweep.ensemble``: the seeds of a cell trained together as one batched ensemble give
+the results of training them one at a time, and each still fails on its own."""
+
+import copy
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from benchmark.config import load_config
+from benchmark.data.phantom import make_phantom
+from benchmark.grid import Protocol, Task
+from downstream.protocols import run_protocol, run_protocol_together
+from downstream.registry import build_model, build_task
+from sweeps.grid import run_sweep
+from tests.conftest import CONFIGS
+
+GRID = [
+    "grid.tasks=[seg]",
+    "grid.modes=[none,unconditional]",
+    "grid.ratios=[1]",
+    "grid.protocols=[pretrain]",
+    "grid.seeds=[0,1,2]",
+    "downstream.seg.channels=[4,8]",
+    "fidelity.enabled=false",
+]
+
+
+@pytest.mark.parametrize(
+    ("task_kind", "protocol"),
+    [
+        (Task.SEG, Protocol.MIX),
+        (Task.SEG, Protocol.PRETRAIN),
+        (Task.CLS, Protocol.MIX),
+        (Task.VLSEG, Protocol.SYNTHETIC_ONLY),
+    ],
+)
+def test_protocols_together_train_what_they_train_alone(task_kind, protocol):
+    cfg = load_config(
+        CONFIGS / "smoke.yaml",
+        ["downstream.seg.channels=[4,8]", "downstream.cls.channels=[4,8]"]
+        + ["downstream.vlseg.channels=[4,8]"],
+    )
+    data = make_phantom(6, 32, seed=0)
+    real, val = data.split("train"), data.split("val")
+    synth = make_phantom(6, 32, seed=1).split("train").subset(list(range(len(real))))
+    task, _ = build_task(task_kind, cfg.downstream, prompt_level=3)
+    train_cfg = dataclasses.replace(cfg.downstream.train, epochs=2, batch_size=4)
+    models = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        models.append(build_model(task_kind, cfg.downstream, 32))
+    cpu = torch.device("cpu")
+    alone = [
+        run_protocol(protocol, copy.deepcopy(m), task, real, synth, val, train_cfg, cpu, s, False)
+        for s, m in enumerate(models)
+    ]
+    together = run_protocol_together(
+        protocol, [copy.deepcopy(m) for m in models], task, [real] * 2, [synth] * 2, val,
+        train_cfg, cpu, [0, 1], False,
+    )  # fmt: skip
+    x = torch.from_numpy(val.images[:, None]).float()
+    for a, t in zip(alone, together):
+        assert t.final.val_score == pytest.approx(a.final.val_score, abs=1e-4)
+        assert (t.pretrain is None) == (a.pretrain is None)
+        if a.pretrain is not None:
+            assert t.pretrain.val_score == pytest.approx(a.pretrain.val_score, abs=1e-4)
+            # The fine-tune has an optimiser of its own, as run_protocol's has.
+            assert t.final.optimizer_id != t.pretrain.optimizer_id
+        if task_kind is not Task.SEG:
+            continue
+        with torch.no_grad():
+            a.final.model.eval()
+            t.final.model.eval()
+            torch.testing.assert_close(t.final.model(x), a.final.model(x), atol=1e-4, rtol=1e-4)
+
+
+def cell_results(out):
+    results = {}
+    for folder in (out / "cells").iterdir():
+        if folder.is_dir() and not folder.name.startswith("."):
+            metrics = json.loads((folder / "metrics.json").read_text())
+            done = json.loads((folder / "done.json").read_text())
+            results[metrics["cell_key"]] = (metrics, done)
+    return results
+
+
+def test_sweep_trains_a_cells_seeds_together(tmp_path):
+    alone = load_config(CONFIGS / "smoke.yaml", GRID)
+    together = load_config(CONFIGS / "smoke.yaml", [*GRID, "sweep.ensemble=3"])
+    first = run_sweep(alone, tmp_path / "alone", progress=False)
+    second = run_sweep(together, tmp_path / "together", progress=False)
+    assert not first.failed and not second.failed
+    a, t = cell_results(tmp_path / "alone"), cell_results(tmp_path / "together")
+    assert a.keys() == t.keys() and len(a) == 6  # real-only and pretrain, 3 seeds each
+    for key, (metrics, done) in t.items():
+        assert metrics["ensemble"] == 3
+        assert "ensemble" not in a[key][0]
+        assert metrics["test"]["dice_mean"] == pytest.approx(
+            a[key][0]["test"]["dice_mean"], abs=1e-3
+        )
+        assert metrics["epochs_run"] == a[key][0]["epochs_run"]
+        assert done["seconds"] > 0  # its share of the shared training
+    # The stage keys do not depend on how the cells were trained: a rerun reuses them.
+    again = run_sweep(alone, tmp_path / "together", progress=False)
+    assert again.computed == [] and not again.failed
+
+
+def test_a_failing_ensemble_runs_its_cells_one_at_a_time(tmp_path, monkeypatch):
+    import sweeps.grid
+
+    def broken(ws, cells):
+        raise ValueError("cannot stack these members")
+
+    monkeypatch.setattr(sweeps.grid, "cell_stages_together", broken)
+    cfg = load_config(CONFIGS / "smoke.yaml", [*GRID, "grid.modes=[none]", "sweep.ensemble=3"])
+    result = run_sweep(cfg, tmp_path / "out", progress=False)
+    assert not result.failed and len(result.computed) == 3
+    assert all("ensemble" not in m for m, _ in cell_results(tmp_path / "out").values())
+
+
+@pytest.mark.gpu
+def test_protocols_together_on_cuda():
+    """bf16 on the GPU: the ensemble's members end close to their runs alone."""
+    cfg = load_config(CONFIGS / "smoke.yaml", ["downstream.seg.channels=[4,8]"])
+    data = make_phantom(6, 32, seed=0)
+    real, val = data.split("train"), data.split("val")
+    task, _ = build_task(Task.SEG, cfg.downstream)
+    train_cfg = dataclasses.replace(cfg.downstream.train, epochs=2, batch_size=4)
+    cuda = torch.device("cuda")
+    torch.manual_seed(0)
+    model = build_model(Task.SEG, cfg.downstream, 32)
+    alone = run_protocol(
+        Protocol.MIX, copy.deepcopy(model), task, real, None, val, train_cfg, cuda, 0, False
+    )
+    together = run_protocol_together(
+        Protocol.MIX, [copy.deepcopy(model) for _ in range(2)], task, [real] * 2, [None] * 2, val,
+        train_cfg, cuda, [0, 0], False,
+    )  # fmt: skip
+    for t in together:
+        assert t.final.val_score == pytest.approx(alone.final.val_score, abs=0.05)
