@@ -28,7 +28,8 @@ PYTHON=${PYTHON:-python3}
 
 limit() {  # the part's time limit in seconds
   local var="PART_LIMIT_$1"
-  case $1 in tests) echo "${!var:-240}" ;; bench) echo "${!var:-420}" ;; *) echo "${!var:-480}" ;; esac
+  # Call 1 (tests, bench) and call 2 (studies) each end within the tool's 600 s a command.
+  case $1 in tests) echo "${!var:-120}" ;; bench) echo "${!var:-420}" ;; *) echo "${!var:-480}" ;; esac
 }
 
 install() {  # the carried wheels, once per machine, into .site (ignored by git)
