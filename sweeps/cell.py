@@ -146,21 +146,22 @@ def cell_stages_together(ws: Workspace, cells: list[GridCell]) -> dict[str, Stag
     """
     if len({replace(c, seed=0) for c in cells}) != 1:
         raise ValueError("an ensemble of cells holds the seeds of one cell")
+    # Seeds of one cell share its synthetic set: loaded once.
+    synth_stage, synthetic = _inputs(ws, cells[0])
     stages: dict[str, Stage] = {}
-    missing: list[tuple[GridCell, Stage | None, EchoData | None]] = []
+    missing: list[GridCell] = []
     for cell in cells:
-        synth_stage, synthetic = _inputs(ws, cell)
         found = ws.store.lookup("cells", ws.cell_spec(cell, synth_stage), cell.key())
         if found is not None:
             stages[cell.key()] = found
         else:
-            missing.append((cell, synth_stage, synthetic))
+            missing.append(cell)
     if len(missing) < 2:
-        for cell, _, _ in missing:
+        for cell in missing:
             stages[cell.key()] = cell_stage(ws, cell)
         return stages
     started = time.time()
-    runs = [_training(ws, cell, synthetic) for cell, _, synthetic in missing]
+    runs = [_training(ws, cell, synthetic) for cell in missing]
     results = run_protocol_together(
         cells[0].protocol,
         [r.model for r in runs],
@@ -174,7 +175,7 @@ def cell_stages_together(ws: Workspace, cells: list[GridCell]) -> dict[str, Stag
         ws.progress,
     )
     share = (time.time() - started) / len(runs)
-    for run, result, (cell, synth_stage, _) in zip(runs, results, missing):
+    for run, result, cell in zip(runs, results, missing):
         stages[cell.key()] = ws.store.get_or_compute(
             "cells",
             ws.cell_spec(cell, synth_stage),

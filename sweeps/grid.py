@@ -275,17 +275,17 @@ def _run_together(
         for trial, _ in group:
             beats.enter_context(queue.heartbeat(trial))
         try:
-            stages = cell_stages_together(ws, [parse_key(key) for _, key in group])
-        except KeyboardInterrupt:
+            try:
+                stages = cell_stages_together(ws, [parse_key(key) for _, key in group])
+            except Exception as exc:
+                keys = [k for _, k in group]
+                log.info("ensemble of %s failed (%s); running them one at a time", keys, exc)
+            for trial, key in group:
+                _run_trial(ws, queue, trial, key, parent_id, stages.get(key))
+        except KeyboardInterrupt:  # every claimed cell fails now, not after the grace period
             for trial, _ in group:
                 _fail_interrupted(queue, trial)
             raise
-        except Exception as exc:
-            log.info(
-                "ensemble of %s failed (%s); running them one at a time", [k for _, k in group], exc
-            )
-        for trial, key in group:
-            _run_trial(ws, queue, trial, key, parent_id, stages.get(key))
 
 
 def _fail_interrupted(queue: CellQueue, trial: optuna.trial.Trial) -> None:

@@ -140,3 +140,21 @@ def test_protocols_together_on_cuda():
     )  # fmt: skip
     for t in together:
         assert t.final.val_score == pytest.approx(alone.final.val_score, abs=0.05)
+
+
+def test_an_interrupted_ensemble_fails_every_claimed_cell_at_once(tmp_path, monkeypatch):
+    import optuna
+
+    import sweeps.grid
+
+    def interrupted(ws, cells):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweeps.grid, "cell_stages_together", interrupted)
+    cfg = load_config(CONFIGS / "smoke.yaml", [*GRID, "grid.modes=[none]", "sweep.ensemble=3"])
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(cfg, out, progress=False)
+    study = optuna.load_study(study_name=cfg.name, storage=f"sqlite:///{out / 'optuna.db'}")
+    failed = [t for t in study.trials if t.state is optuna.trial.TrialState.FAIL]
+    assert len(failed) == 3 and {t.user_attrs["error"] for t in failed} == {"interrupted"}
