@@ -1,7 +1,10 @@
 """4-class segmentation (DE's task): MONAI U-Net, Dice + cross-entropy, MONAI metrics.
 
 Labels: 0 background, 1 LV cavity, 2 LV myocardium, 3 left atrium. Scores are reported
-per structure (background excluded) on real test images: Dice, IoU and HD95 (pixels).
+per structure (background excluded) on real test images: Dice, IoU, and the 95th-percentile
+Hausdorff distance (HD95) and average symmetric surface distance (ASSD, CAMUS's "mean
+absolute distance") in pixels and, when every test image has a pixel spacing, in mm, with
+the clinical indices of ``downstream.volumes`` (EF, EDV and ESV errors).
 """
 
 from __future__ import annotations
@@ -12,13 +15,16 @@ import numpy as np
 import pandas as pd
 import torch
 from monai.losses import DiceCELoss
-from monai.metrics import DiceMetric, HausdorffDistanceMetric, MeanIoU
+from monai.metrics import DiceMetric, MeanIoU
+from monai.metrics.hausdorff_distance import compute_hausdorff_distance
+from monai.metrics.surface_distance import compute_average_surface_distance
 from monai.networks.nets import UNet
 
 from benchmark.config import SegModelConfig
 from benchmark.data.records import EchoData
 from downstream.augment import BatchAugment
 from downstream.loading import seeded_loader
+from downstream.volumes import index_errors, lv_indices
 
 STRUCTURES = {1: "lv", 2: "myo", 3: "la"}
 N_CLASSES = 4
@@ -93,44 +99,65 @@ class SegmentationTask:
     ) -> tuple[dict[str, float], pd.DataFrame]:
         """Mean test metrics and the per-sample table (one row per test image)."""
         pred = self.predict(model, test.images, device)
-        per_sample = per_sample_scores(pred, test.masks, with_hd95=True)
+        spacing = test.spacing()
+        per_sample = per_sample_scores(pred, test.masks, with_hd95=True, spacing=spacing)
         per_sample.insert(0, "sample", test.sample_ids())
         metrics = {c: float(per_sample[c].mean()) for c in per_sample.columns if c != "sample"}
+        if spacing is not None:  # volumes need mm; patients need all four images
+            reference = lv_indices(test.masks, test.meta, spacing)
+            metrics |= index_errors(lv_indices(pred, test.meta, spacing), reference)
         return metrics, per_sample
 
 
-def per_sample_scores(pred: np.ndarray, truth: np.ndarray, with_hd95: bool) -> pd.DataFrame:
-    """Per-image, per-structure Dice, IoU (and HD95) of label maps ``(N, H, W)``.
+def per_sample_scores(
+    pred: np.ndarray,
+    truth: np.ndarray,
+    with_hd95: bool,
+    spacing: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Per-image, per-structure scores of label maps ``(N, H, W)``.
 
-    An empty prediction of a present structure has Dice 0 and, for HD95, the image
-    diagonal (the worst possible distance) instead of MONAI's inf/nan, so means stay finite.
-    Columns: ``dice_<s>``, ``iou_<s>``, [``hd95_<s>``] for s in lv, myo, la, and the
-    ``*_mean`` over structures.
+    Columns: ``dice_<s>`` and ``iou_<s>`` for s in lv, myo, la, and with ``with_hd95`` the
+    distances ``hd95_<s>`` and ``assd_<s>`` in pixels, plus ``hd95_mm_<s>`` and
+    ``assd_mm_<s>`` when ``spacing`` ``(N, 2)`` (row, col in mm) is given; each with its
+    ``*_mean`` over structures. An empty prediction of a present structure has Dice 0 and,
+    for the distances, the image diagonal (the worst possible distance) instead of MONAI's
+    inf/nan, so means stay finite.
     """
     p = _onehot(pred)
     t = _onehot(truth)
     dice = DiceMetric(include_background=False, reduction="none", ignore_empty=False)(p, t)
     iou = MeanIoU(include_background=False, reduction="none", ignore_empty=False)(p, t)
+    scores = {"dice": dice.numpy(), "iou": iou.numpy()}
+    if with_hd95:
+        size = np.array(pred.shape[1:], dtype=float)
+        scores["hd95"], scores["assd"] = _distances(p, t, None, float(np.hypot(*size)))
+        if spacing is not None:
+            diagonal = np.hypot(*(spacing * size).T)[:, None]
+            scores["hd95_mm"], scores["assd_mm"] = _distances(p, t, spacing, diagonal)
     cols: dict[str, np.ndarray] = {}
-    for name, values in (("dice", dice), ("iou", iou)):
-        values = values.numpy()
+    for name, values in scores.items():
         for j, s in enumerate(STRUCTURES.values()):
             cols[f"{name}_{s}"] = values[:, j]
         cols[f"{name}_mean"] = values.mean(axis=1)
-    if with_hd95:
-        hd = HausdorffDistanceMetric(include_background=False, percentile=95, reduction="none")
-        with warnings.catch_warnings():
-            # MONAI warns about its own deprecated argument and about empty predictions,
-            # which are handled just below.
-            warnings.simplefilter("ignore", FutureWarning)
-            warnings.filterwarnings("ignore", "the prediction of class", UserWarning)
-            values = hd(p, t).numpy()
-        diagonal = float(np.hypot(*pred.shape[1:]))
-        values = np.where(np.isfinite(values), values, diagonal)
-        for j, s in enumerate(STRUCTURES.values()):
-            cols[f"hd95_{s}"] = values[:, j]
-        cols["hd95_mean"] = values.mean(axis=1)
     return pd.DataFrame(cols)
+
+
+def _distances(
+    p: torch.Tensor, t: torch.Tensor, spacing: np.ndarray | None, worst: float | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """HD95 and ASSD ``(N, 3)`` of one-hot maps ``(N, 4, H, W)``, in the unit of ``spacing``
+    ``(N, 2)`` (pixels when None); non-finite values (an empty prediction) become ``worst``."""
+    per_image = None if spacing is None else [tuple(row) for row in spacing]
+    with warnings.catch_warnings():
+        # MONAI warns about its own deprecated argument and about empty predictions, which
+        # are handled just below.
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.filterwarnings("ignore", "the prediction of class", UserWarning)
+        warnings.filterwarnings("ignore", "the ground truth of class", UserWarning)
+        hd = compute_hausdorff_distance(p, t, percentile=95, spacing=per_image)
+        assd = compute_average_surface_distance(p, t, symmetric=True, spacing=per_image)
+    return tuple(np.where(np.isfinite(v), v, worst) for v in (hd.numpy(), assd.numpy()))
 
 
 def _onehot(labels: np.ndarray) -> torch.Tensor:

@@ -13,7 +13,7 @@ import pandas as pd
 BASELINE_LABEL = "real only"
 
 # Lower-is-better metrics, matched as whole name parts so that e.g. `f1_macro` never hits `fd`.
-_LOWER_PARTS = re.compile(r"(^|[/_])(hd95|hd|asd|assd|fd|fid|kid|loss)($|[/_])")
+_LOWER_PARTS = re.compile(r"(^|[/_])(hd95|hd|asd|assd|mae|fd|fid|kid|loss)($|[/_])")
 _LOWER_NAMES = {"epochs_to_95", "seconds_to_95", "train_seconds"}
 
 # Display order of categorical axes; anything else sorts after, naturally.
@@ -59,7 +59,8 @@ RECIPE_FIELDS = {
 
 
 def is_higher_better(metric: str) -> bool:
-    """Direction of a metric by name: distances (hd95, FD, KID), losses and times are lower."""
+    """Direction of a metric by name: distances (hd95, FD, KID), errors (MAE), losses and times
+    are lower."""
     name = metric.lower().removeprefix("test/")
     return not (name in _LOWER_NAMES or _LOWER_PARTS.search(name))
 

@@ -50,6 +50,13 @@ _SECTIONS = (
         ("downstream",),
     ),
     _Section(
+        "Per-structure scores",
+        "The segmentation tasks per structure (LV cavity, myocardium, left atrium), with"
+        " surface distances, as CAMUS and nnU-Net report them.",
+        ("structures-",),
+        (),
+    ),
+    _Section(
         "Convergence",
         "How fast validation scores rise with synthetic data, against the real-only baseline.",
         ("convergence-",),

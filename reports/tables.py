@@ -458,6 +458,83 @@ def convergence_table(
     return _metrics_table(runs, "cell", metrics, caption, label, {"speedup": True})
 
 
+# Per-structure columns of the segmentation tasks, in table order; distances in mm where the
+# test images had a pixel spacing, else in pixels.
+STRUCTURE_COLUMNS = {
+    "dice_lv": "Dice LV",
+    "dice_myo": "Dice MYO",
+    "dice_la": "Dice LA",
+    "dice_mean": "Dice mean",
+}
+DISTANCE_COLUMNS = {"hd95": "HD95", "assd": "ASSD"}
+CLINICAL_COLUMNS = {"ef_mae": "EF MAE", "ef_corr": "EF r"}
+
+
+def structures_table(
+    df: pd.DataFrame,
+    task: str,
+    *,
+    model: str | None = None,
+    real_fraction: float | None = None,
+) -> str:
+    """Per-structure test scores of a segmentation task (seg or vlseg), one row per cell: Dice
+    of LV, myocardium and atrium and their mean, then the mean HD95 and ASSD over structures
+    (mm when every run measured them in mm, else pixels) and, where every run has them, the
+    ejection fraction's error and correlation (`downstream.volumes`): the layout of CAMUS and
+    nnU-Net reports."""
+    runs = _slice(usable_runs(df), task=task)
+    if runs.empty:
+        raise ValueError(f"structures_table: no runs for task {task!r}")
+    model = _resolve(runs, "model", model, "structures_table")
+    rf = _resolve(_slice(runs, model=model), "real_fraction", real_fraction, "structures_table")
+    runs = _slice(runs, model=model, real_fraction=rf)
+    metrics = {m: h for m, h in STRUCTURE_COLUMNS.items() if _logged(runs, m)}
+    if "dice_lv" not in metrics:
+        raise ValueError(f"structures_table: no per-structure Dice for task {task!r}")
+    units = []
+    for name, header in DISTANCE_COLUMNS.items():
+        if _logged(runs, f"{name}_mm_mean", every=True):
+            metrics[f"{name}_mm_mean"] = f"{header} (mm)"
+            units.append("mm")
+        elif _logged(runs, f"{name}_mean"):
+            metrics[f"{name}_mean"] = f"{header} (px)"
+            units.append("pixels")
+    clinical = {m: h for m, h in CLINICAL_COLUMNS.items() if _logged(runs, m, every=True)}
+    metrics |= clinical
+    axes = ["mode", "protocol", "ratio", "prompt"]
+    runs = runs.assign(cell=_row_labels(runs, axes))
+    ef = (
+        " EF MAE: mean absolute error of the ejection fraction in percentage points, and EF r:"
+        " its Pearson correlation, between Simpson's biplane volumes of the predicted and the"
+        " reference label maps per test patient."
+        if clinical
+        else ""
+    )
+    distances = (
+        f" HD95 and ASSD (average symmetric surface distance) are means over the three"
+        f" structures, in {units[0]}."
+        if units
+        else ""
+    )
+    caption = (
+        f"Per-structure scores, task {escape_latex(task)}"
+        f" ({_describe(model=model, real_fraction=rf)}), on the real test set."
+        + distances
+        + ef
+        + _constants(runs, axes)
+    )
+    label = f"tab:structures-{slug(task, model, _rf(rf))}"
+    return _metrics_table(runs, "cell", metrics, caption, label)
+
+
+def _logged(runs: pd.DataFrame, metric: str, every: bool = False) -> bool:
+    """Whether `metric` has a value in some run (in every run with `every`)."""
+    if metric not in runs.columns:
+        return False
+    present = runs[metric].notna()
+    return bool(present.all() if every else present.any())
+
+
 def fidelity_table(fid: pd.DataFrame) -> str:
     """Synthetic-set fidelity per generation mode x prompt kind (from `collect_fidelity`), with
     the measuring recipe in the caption. Values with different recipes are not comparable, so
@@ -530,8 +607,9 @@ def write_tables(
     """Write every table the data supports as `<name>.tex` in `out_dir`; return the paths.
 
     sb: per (model, real fraction) when vlseg runs have prompts; de: per (task, model, protocol,
-    real fraction) with at least one synthetic cell; convergence: per (task, model, real
-    fraction) where epochs_to_95 was logged; fidelity: per recipe when `fidelity` has rows.
+    real fraction) with at least one synthetic cell; structures: per (segmentation task, model,
+    real fraction) with per-structure Dice; convergence: per (task, model, real fraction) where
+    epochs_to_95 was logged; fidelity: per recipe when `fidelity` has rows.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -556,6 +634,11 @@ def write_tables(
     for task, model, protocol, rf in combos(cells, ["task", "model", "protocol", "real_fraction"]):
         tex = de_table(runs, per_sample, task, model=model, protocol=protocol, real_fraction=rf)
         emit(f"de-{slug(task, model, protocol, _rf(rf))}", tex)
+    if "dice_lv" in runs.columns:
+        parts = runs[runs["task"].isin(["seg", "vlseg"]) & runs["dice_lv"].notna()]
+        for task, model, rf in combos(parts, ["task", "model", "real_fraction"]):
+            tex = structures_table(runs, task, model=model, real_fraction=rf)
+            emit(f"structures-{slug(task, model, _rf(rf))}", tex)
     if "epochs_to_95" in runs.columns:
         timed = runs[runs["epochs_to_95"].notna()]
         for task, model, rf in combos(timed, ["task", "model", "real_fraction"]):

@@ -18,7 +18,7 @@ from filelock import FileLock
 
 from benchmark.config import Config, dump_config, to_dict
 from benchmark.data.assembly import select_real_fraction
-from benchmark.data.records import EchoData
+from benchmark.data.records import DATA_FORMAT, EchoData
 from benchmark.data.sources import load_real
 from benchmark.grid import PROMPTED_MODES, GridCell, Mode, Prompt, Protocol
 from benchmark.imaging import save_grid
@@ -115,7 +115,7 @@ class Workspace:
 
         return self.store.get_or_compute(
             "data",
-            {"data": to_dict(self.cfg.data)},
+            {"data": to_dict(self.cfg.data), "format": DATA_FORMAT},
             compute,
             label=self.cfg.data.source,
             resolved_config=self.resolved,

@@ -48,7 +48,8 @@ def test_fidelity_stage_logs_once_with_recipe(tmp_path, smoke_config):
     for judge in ("encoder", "segmenter", "quality"):
         folders = [p for p in (tmp_path / "fidelity").iterdir() if p.name.startswith(judge)]
         assert len([p for p in folders if p.is_dir()]) == 1
-    assert (next((tmp_path / "fidelity").glob("segmenter-*")) / "segmenter.safetensors").is_file()
+    (segmenter,) = [p for p in (tmp_path / "fidelity").glob("segmenter-*") if p.is_dir()]
+    assert (segmenter / "segmenter.safetensors").is_file()
 
     # The report's fidelity table shows mask alignment per structure and names the judges.
     tex = fidelity_table(collect_fidelity(ws.tracking_uri, "smoke"))

@@ -44,3 +44,47 @@ def test_segmentation_scores_by_hand():
     assert scores.loc[1, "hd95_la"] == pytest.approx(math.hypot(4, 4))
     # LV surface distances truth->pred are {0, 1}; the 95th percentile (linear) is 0.95
     assert scores.loc[1, "hd95_lv"] == pytest.approx(0.95)
+
+
+def _shifted_pair() -> tuple[np.ndarray, np.ndarray]:
+    """Two 6x6 images: LV one column block shifted 2 columns right, LA one row shifted up
+    one row, MYO exact."""
+    truth = np.zeros((2, 6, 6), np.uint8)
+    truth[:, 0:4, 0] = 1
+    truth[:, 0:2, 4:6] = 2
+    truth[:, 5, 2:5] = 3
+    pred = truth.copy()
+    pred[:, 0:4, 0], pred[:, 0:4, 2] = 0, 1
+    pred[:, 5, 2:5], pred[:, 4, 2:5] = 0, 3
+    return pred, truth
+
+
+def test_distances_in_mm_follow_each_images_row_and_column_spacing():
+    pred, truth = _shifted_pair()
+    spacing = np.array([[0.5, 0.3], [1.0, 0.1]])  # (row, col) mm per image
+    scores = per_sample_scores(pred, truth, with_hd95=True, spacing=spacing)
+    # Every surface pixel of a shifted block lies exactly the shift from the other block, so
+    # HD95 and ASSD both equal the shift: LV 2 columns, LA 1 row, MYO 0.
+    for metric in ("hd95", "assd"):
+        assert scores[f"{metric}_lv"].tolist() == pytest.approx([2.0, 2.0])
+        assert scores[f"{metric}_la"].tolist() == pytest.approx([1.0, 1.0])
+        assert scores[f"{metric}_mm_lv"].tolist() == pytest.approx([2 * 0.3, 2 * 0.1])
+        assert scores[f"{metric}_mm_la"].tolist() == pytest.approx([0.5, 1.0])
+        assert scores[f"{metric}_mm_myo"].tolist() == pytest.approx([0.0, 0.0])
+        assert scores.loc[0, f"{metric}_mm_mean"] == pytest.approx((0.6 + 0 + 0.5) / 3)
+
+
+def test_a_missed_structure_costs_the_image_diagonal_in_mm_too():
+    pred, truth = _shifted_pair()
+    pred[pred == 3] = 0
+    scores = per_sample_scores(pred, truth, with_hd95=True, spacing=np.array([[0.5, 0.3]] * 2))
+    assert scores.loc[0, "hd95_la"] == pytest.approx(math.hypot(6, 6))
+    assert scores.loc[0, "hd95_mm_la"] == pytest.approx(math.hypot(6 * 0.5, 6 * 0.3))
+    assert scores.loc[0, "assd_mm_la"] == pytest.approx(math.hypot(6 * 0.5, 6 * 0.3))
+
+
+def test_no_spacing_no_mm_columns():
+    pred, truth = _shifted_pair()
+    scores = per_sample_scores(pred, truth, with_hd95=True)
+    assert "hd95_mean" in scores and "assd_mean" in scores
+    assert not any("_mm" in c for c in scores.columns)

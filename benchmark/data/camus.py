@@ -24,9 +24,9 @@ import pandas as pd
 
 from benchmark.data.atomic import atomic_folder
 from benchmark.data.errors import DataError
-from benchmark.data.normalise import resize_image, resize_labels
+from benchmark.data.normalise import resize_image, resize_labels, resized_spacing
 from benchmark.data.readers import read_pair, write_nifti
-from benchmark.data.records import EchoData
+from benchmark.data.records import SPACING_COLUMNS, EchoData
 
 VIEWS = ("2CH", "4CH")
 PHASES = ("ED", "ES")
@@ -208,7 +208,8 @@ def sb_split(patients: list[str], groups: dict[str, str]) -> dict[str, str]:
 def _read_tree(root: Path, size: int | None) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """Metadata of every case, and its images and masks at ``size`` (empty if None).
 
-    Every image and label map is read and checked either way.
+    Every image and label map is read and checked either way. The spacing columns hold the
+    pixel spacing at ``size`` (the files' own spacing when None).
     """
     layout, cases = list_cases(root)
     patients = sorted({c.patient for c in cases})
@@ -229,10 +230,12 @@ def _read_tree(root: Path, size: int | None) -> tuple[pd.DataFrame, np.ndarray, 
     for i, case in enumerate(cases):
         if case.cfg not in cfg_cache:
             cfg_cache[case.cfg] = cfg_to_meta(read_cfg(case.cfg), case.cfg)
-        image, label = read_pair(case.image, case.label)
+        image, label, spacing = read_pair(case.image, case.label)
         if size:
             images[i] = resize_image(image, size)
             masks[i] = resize_labels(label, size)
+            spacing = resized_spacing(spacing, image.shape, size)
+        spacing = spacing or (float("nan"), float("nan"))
         meta = cfg_cache[case.cfg]
         rows.append(
             dict(
@@ -247,6 +250,7 @@ def _read_tree(root: Path, size: int | None) -> tuple[pd.DataFrame, np.ndarray, 
                 source="real",
                 label_source=meta["label_source"],
                 **{col: meta[col] for col, _ in CFG_KEYS.values()},
+                **dict(zip(SPACING_COLUMNS, spacing)),
             )
         )
     return pd.DataFrame(rows), images, masks
@@ -283,11 +287,13 @@ def write_camus(data: EchoData, out: str | Path) -> Path:
     """Write labelled ``data`` in the CAMUS NIfTI layout under ``out`` (atomically).
 
     Images are stored as 8-bit, so data already on 8-bit levels (the phantom) reads back
-    exactly. Every patient needs all four (view, phase) images.
+    exactly, with its pixel spacing in the headers when ``data`` has one. Every patient needs
+    all four (view, phase) images.
     """
     if data.masks is None:
         raise ValueError("write_camus needs label maps")
     meta = data.meta
+    spacings = data.spacing()
     with atomic_folder(out) as tmp:
         base = tmp / "database_nifti"
         base.mkdir()
@@ -301,8 +307,9 @@ def write_camus(data: EchoData, out: str | Path) -> Path:
                 for i, row in vrows.iterrows():
                     stem = f"{patient}_{view}_{row['phase']}"
                     image = np.round(np.clip(data.images[i], 0, 1) * 255).astype(np.uint8)
-                    write_nifti(image, pdir / f"{stem}.nii.gz")
-                    write_nifti(data.masks[i].astype(np.uint8), pdir / f"{stem}_gt.nii.gz")
+                    spacing = None if spacings is None else tuple(spacings[i])
+                    write_nifti(image, pdir / f"{stem}.nii.gz", spacing)
+                    write_nifti(data.masks[i].astype(np.uint8), pdir / f"{stem}_gt.nii.gz", spacing)
         split_dir = tmp / "database_split"
         split_dir.mkdir()
         first = meta.drop_duplicates("patient").sort_values("patient")

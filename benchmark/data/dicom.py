@@ -13,6 +13,7 @@ from benchmark.data.atomic import atomic_folder
 from benchmark.data.errors import DataError
 from benchmark.data.folder import METADATA, UNKNOWN
 from benchmark.data.readers import write_png
+from benchmark.data.records import SPACING_COLUMNS
 from benchmark.data.sector import cine_sector
 
 
@@ -47,6 +48,33 @@ def read_cine(path: str | Path) -> tuple[np.ndarray, pydicom.Dataset]:
     return np.clip(np.round(gray), 0, 255).astype(np.uint8), ds
 
 
+_CM = 3  # PhysicalUnits{X,Y}Direction code for centimetres (DICOM PS3.3 C.8.5.5.1.15)
+
+
+def ultrasound_spacing(ds: pydicom.Dataset) -> tuple[float, float] | None:
+    """Pixel spacing ``(row, col)`` in mm of the cine's 2-D tissue region, or None.
+
+    Read from the first region of ``SequenceOfUltrasoundRegions`` with a 2-D spatial format
+    and physical units in cm. None when there is no such region or it does not lie inside
+    the frame: its coordinates then refer to other pixels (e.g. a cine resized after
+    acquisition, whose spacing no longer holds).
+    """
+    rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+    for region in ds.get("SequenceOfUltrasoundRegions", []):
+        units = (region.get("PhysicalUnitsXDirection"), region.get("PhysicalUnitsYDirection"))
+        if region.get("RegionSpatialFormat") != 1 or units != (_CM, _CM):
+            continue
+        dx, dy = region.get("PhysicalDeltaX"), region.get("PhysicalDeltaY")
+        inside = (
+            int(region.get("RegionLocationMaxX1", cols)) < cols
+            and int(region.get("RegionLocationMaxY1", rows)) < rows
+        )
+        if inside and dx and dy and float(dx) > 0 and float(dy) > 0:
+            return (10 * abs(float(dy)), 10 * abs(float(dx)))
+        return None
+    return None
+
+
 def _patient_attrs(ds: pydicom.Dataset) -> dict:
     sex = str(ds.get("PatientSex", "")).upper()[:1]
     age_text = str(ds.get("PatientAge", ""))  # e.g. "045Y"
@@ -66,13 +94,15 @@ def import_dicom(
 
     Frames are unlabelled (no ``label`` column) and have phase and quality ``unknown``. Pixels
     outside the estimated sector (burnt-in text, ECG, markers) are set to 0 unless
-    ``keep_overlays``. The folder appears only when complete.
+    ``keep_overlays``. The pixel spacing of :func:`ultrasound_spacing` goes into the spacing
+    columns (blank when unknown). The folder appears only when complete.
     """
     path = Path(path)
     frames, ds = read_cine(path)
     if not keep_overlays:
         frames = frames * cine_sector(frames)[None]
     patient = patient or str(ds.get("PatientID", "") or path.stem)
+    spacing = ultrasound_spacing(ds) or ("", "")
     rows = []
     with atomic_folder(out) as tmp:
         (tmp / "images").mkdir()
@@ -93,6 +123,7 @@ def import_dicom(
                     frame=t,
                     source_file=path.name,
                     **_patient_attrs(ds),
+                    **dict(zip(SPACING_COLUMNS, spacing)),
                 )
             )
         pd.DataFrame(rows).to_csv(tmp / METADATA, index=False)

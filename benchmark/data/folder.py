@@ -9,7 +9,9 @@ Layout (documented in docs/DATA.md)::
 CSV columns: ``image`` and ``patient`` are required; ``label``, ``view``, ``phase``, ``sex``,
 ``age``, ``quality``, ``ef``, ``split``, ``source`` and ``label_source`` are optional. A blank
 or missing attribute becomes ``"unknown"`` (``age`` -1, ``ef`` NaN); a blank split is derived from
-the patient id (~70/10/20, stable). Extra columns are kept.
+the patient id (~70/10/20, stable). Extra columns are kept. ``spacing_row_mm`` and
+``spacing_col_mm`` (optional, together) give a file's pixel spacing in mm, overriding its header
+(PNG files have none); in the loaded data they hold the spacing at the stored size.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 from benchmark.data.errors import DataError
-from benchmark.data.normalise import resize_image, resize_labels
+from benchmark.data.normalise import resize_image, resize_labels, resized_spacing
 from benchmark.data.readers import read_pair
-from benchmark.data.records import EchoData
+from benchmark.data.records import SPACING_COLUMNS, EchoData
 
 METADATA = "metadata.csv"
 UNKNOWN = "unknown"
@@ -83,6 +85,7 @@ def read_metadata(root: str | Path) -> pd.DataFrame:
         meta["ef"] = [float(e) if e else float("nan") for e in ef]
     except ValueError as exc:
         raise DataError(path, f"bad number in age or ef ({exc})") from None
+    _read_spacing_columns(path, meta)
     has_label = meta["label"] != "" if "label" in meta.columns else pd.Series(False, meta.index)
     if has_label.any() and not has_label.all():
         row = int(np.argmin(has_label.to_numpy())) + 2
@@ -92,6 +95,28 @@ def read_metadata(root: str | Path) -> pd.DataFrame:
     blank = meta["label_source"] == ""
     meta.loc[blank, "label_source"] = np.where(has_label[blank], "manual", "none")
     return meta
+
+
+def _read_spacing_columns(path: Path, meta: pd.DataFrame) -> None:
+    """The optional spacing columns as floats (NaN where blank), both or neither."""
+    present = [c for c in SPACING_COLUMNS if c in meta.columns]
+    if not present:
+        return
+    if len(present) == 1:
+        missing = next(c for c in SPACING_COLUMNS if c not in present)
+        raise DataError(path, f"column {present[0]!r} needs {missing!r} beside it")
+    for column in SPACING_COLUMNS:
+        values = []
+        for row, text in enumerate(meta[column], start=2):
+            try:
+                value = float(text) if text else float("nan")
+            except ValueError:
+                value = None
+            if value is None or not (np.isnan(value) or 0 < value < np.inf):
+                problem = f"{column} must be a positive number or blank, got {text!r}"
+                raise DataError(path, f"row {row}: {problem}")
+            values.append(value)
+        meta[column] = values
 
 
 def _check_inside(path: Path, row: int, column: str, rel: str) -> None:
@@ -125,25 +150,34 @@ def load_folder(root: str | Path, size: int) -> EchoData:
     labelled = "label" in meta.columns and (meta["label"] != "").all()
     images = np.empty((len(meta), size, size), dtype=np.float32)
     masks = np.empty((len(meta), size, size), dtype=np.uint8) if labelled else None
-    for i, (image, label) in enumerate(_pairs(root, meta, labelled)):
+    spacing = np.empty((len(meta), 2))
+    for i, (image, label, native) in enumerate(_pairs(root, meta, labelled)):
         images[i] = resize_image(image, size)
         if masks is not None:
             masks[i] = resize_labels(label, size)
+        spacing[i] = resized_spacing(native, image.shape, size)
+    meta[list(SPACING_COLUMNS)] = spacing
     return EchoData(images=images, masks=masks, meta=meta)
 
 
 def check_folder(root: str | Path) -> tuple[pd.DataFrame, bool]:
-    """Read and check every file without resizing; returns the metadata and whether the
-    images are labelled."""
+    """Read and check every file without resizing; returns the metadata (with the files' own
+    pixel spacing) and whether the images are labelled."""
     root = Path(root)
     meta = read_metadata(root)
     labelled = "label" in meta.columns and (meta["label"] != "").all()
-    for _ in _pairs(root, meta, labelled):
-        pass
+    nan = (float("nan"), float("nan"))
+    spacing = [pair.spacing or nan for pair in _pairs(root, meta, labelled)]
+    meta[list(SPACING_COLUMNS)] = np.array(spacing, dtype=float).reshape(-1, 2)
     return meta, labelled
 
 
 def _pairs(root: Path, meta: pd.DataFrame, labelled: bool):
-    """Yield ``(image, label or None)`` for every row, read and checked."""
+    """Yield a :class:`Pair` for every row, read and checked; the spacing columns of the CSV,
+    where given, replace the file header's spacing."""
+    given = all(c in meta.columns for c in SPACING_COLUMNS)
     for _, row in meta.iterrows():
-        yield read_pair(root / row["image"], root / row["label"] if labelled else None)
+        pair = read_pair(root / row["image"], root / row["label"] if labelled else None)
+        if given and np.isfinite(row[list(SPACING_COLUMNS)].to_numpy(dtype=float)).all():
+            pair = pair._replace(spacing=(row[SPACING_COLUMNS[0]], row[SPACING_COLUMNS[1]]))
+        yield pair

@@ -9,7 +9,7 @@ import pandas as pd
 from benchmark.data.camus import check_camus, find_layout
 from benchmark.data.errors import DataError
 from benchmark.data.folder import METADATA, check_folder
-from benchmark.data.records import EchoData
+from benchmark.data.records import SPACING_COLUMNS, EchoData
 from benchmark.data.sources import check_root
 
 
@@ -53,8 +53,10 @@ def inspect_tree(root: str | Path) -> dict:
     """Counts of a data tree after reading and checking every file.
 
     Returns ``{"root", "layout", "patients", "images", "labelled", "splits": {"train",
-    "val", "test"} (patients), "views", "phases", "qualities"}`` (the last three count
-    images). Raises :class:`DataError` naming the first bad file.
+    "val", "test"} (patients), "views", "phases", "qualities", "spacing"}`` (views, phases
+    and qualities count images; spacing: how many images have a pixel spacing and its
+    ``[min, max]`` per axis in mm, as stored). Raises :class:`DataError` naming the first bad
+    file.
     """
     layout, meta, labelled = check_tree(root)
     per_patient = meta.drop_duplicates("patient")["split"].value_counts()
@@ -72,7 +74,19 @@ def inspect_tree(root: str | Path) -> dict:
         "views": counts("view"),
         "phases": counts("phase"),
         "qualities": counts("quality"),
+        "spacing": _spacing_summary(meta),
     }
+
+
+def _spacing_summary(meta: pd.DataFrame) -> dict:
+    if not all(c in meta.columns for c in SPACING_COLUMNS):
+        return {"images": 0}
+    values = meta[list(SPACING_COLUMNS)].astype(float).dropna()
+    out: dict = {"images": len(values)}
+    if len(values):
+        for axis, column in zip(("row_mm", "col_mm"), SPACING_COLUMNS):
+            out[axis] = [float(values[column].min()), float(values[column].max())]
+    return out
 
 
 def format_summary(summary: dict) -> str:
@@ -92,5 +106,16 @@ def format_summary(summary: dict) -> str:
             f"views      {kv(summary['views'])}",
             f"phases     {kv(summary['phases'])}",
             f"qualities  {kv(summary['qualities'])}",
+            f"spacing    {_spacing_line(summary['spacing'], summary['images'])}",
         ]
     )
+
+
+def _spacing_line(spacing: dict, n_images: int) -> str:
+    if not spacing["images"]:
+        return "none (distances in pixels only)"
+    ranges = ", ".join(
+        f"{axis} {lo:.3g}-{hi:.3g} mm"
+        for axis, (lo, hi) in (("row", spacing["row_mm"]), ("col", spacing["col_mm"]))
+    )
+    return f"{spacing['images']} of {n_images} images; {ranges}"

@@ -66,6 +66,16 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     return np.clip(out, 0, 1).astype(np.float32)
 
 
+def resized_spacing(
+    spacing: tuple[float, float] | None, shape: tuple[int, ...], size: int
+) -> tuple[float, float]:
+    """Pixel spacing ``(row, col)`` in mm after resizing ``shape`` to ``size`` x ``size``
+    (each axis scaled by its own factor); ``(nan, nan)`` when the file had none."""
+    if spacing is None:
+        return (float("nan"), float("nan"))
+    return (spacing[0] * shape[0] / size, spacing[1] * shape[1] / size)
+
+
 def resize_labels(label: np.ndarray, size: int) -> np.ndarray:
     """``(H, W)`` label map -> ``(size, size)`` by nearest neighbour at pixel centres."""
     h, w = label.shape

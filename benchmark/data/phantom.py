@@ -38,6 +38,10 @@ QUALITIES = ("Good", "Medium", "Poor")
 APEX_Y = 0.02
 SECTOR_DEPTH = 0.95
 HALF_ANGLE = np.deg2rad(40.0)
+# Nominal physical scale: the image height in mm. At 180 mm the ED LV cavity is ~72 mm long
+# and ~47 mm wide (adult sizes), the sector 17 cm deep, and Simpson's biplane volumes of the
+# label maps agree with the nominal lv_edv (docs/DATA.md).
+IMAGE_HEIGHT_MM = 180.0
 
 # Tissue classes; masks keep only the CAMUS labels (LV 1, MYO 2, LA 3).
 _BG, _LV, _MYO, _LA, _RV, _RA, _WALL, _PERI = range(8)
@@ -530,7 +534,8 @@ def make_phantom(n_patients: int, size: int, seed: int, first_patient: int = 0) 
     Returns an :class:`EchoData` with images ``(4 * n_patients, size, size)`` float32 in [0, 1]
     (8-bit levels) and masks of the same shape in ``{0..3}``. Patient ``first_patient + i`` is
     named ``patient{first_patient + i + 1:04d}`` and depends only on ``(seed, its index)``.
-    Extra metadata columns mirror the CAMUS cfg keys (ED/ES frame, NbFrame, volumes, frame rate).
+    Extra metadata columns mirror the CAMUS cfg keys (ED/ES frame, NbFrame, volumes, frame rate)
+    and give the nominal isotropic pixel spacing (:data:`IMAGE_HEIGHT_MM` / ``size``).
     """
     if n_patients < 1:
         raise ValueError(f"n_patients must be >= 1, got {n_patients}")
@@ -570,6 +575,8 @@ def make_phantom(n_patients: int, size: int, seed: int, first_patient: int = 0) 
                         frame_rate=p.frame_rate,
                         lv_edv=round(p.edv, 1),
                         lv_esv=round(p.edv * (1 - p.ef), 1),
+                        spacing_row_mm=IMAGE_HEIGHT_MM / size,
+                        spacing_col_mm=IMAGE_HEIGHT_MM / size,
                     )
                 )
                 k += 1

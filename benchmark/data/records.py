@@ -30,6 +30,12 @@ META_COLUMNS = (
     "label_source",  # "manual" | "phantom" | "conditioning" | "generated" | "none"
 )
 LABELS = {0: "background", 1: "LV", 2: "MYO", 3: "LA"}
+# Optional columns: pixel spacing (row, col) in mm at the stored size; NaN when the source
+# has no physical scale (PNG files, synthetic images). Distances in mm need them.
+SPACING_COLUMNS = ("spacing_row_mm", "spacing_col_mm")
+# What the loaders write, as part of the data stage's key: a loader that writes new columns
+# bumps it, so folders made before are not mistaken for current ones. 2: spacing columns.
+DATA_FORMAT = 2
 
 
 @dataclass
@@ -69,6 +75,13 @@ class EchoData:
         so per-sample test metrics of different cells can be paired."""
         m = self.meta
         return [f"{p}_{v}_{ph}" for p, v, ph in zip(m["patient"], m["view"], m["phase"])]
+
+    def spacing(self) -> np.ndarray | None:
+        """``(N, 2)`` pixel spacing (row, col) in mm, or None unless every image has one."""
+        if not all(c in self.meta.columns for c in SPACING_COLUMNS):
+            return None
+        values = self.meta[list(SPACING_COLUMNS)].to_numpy(dtype=float)
+        return values if len(values) and np.isfinite(values).all() else None
 
     def subset(self, index: np.ndarray | list[int] | pd.Series) -> EchoData:
         """Rows ``index`` (integer positions or a boolean mask) as a new ``EchoData``."""

@@ -9,6 +9,7 @@ import pytest
 import SimpleITK as sitk
 
 H, W = 40, 24  # taller than wide, like CAMUS: a transposed read cannot go unnoticed
+SPACING = (0.3, 0.2)  # (row, col) mm in the headers: anisotropic, so a swap is seen
 
 
 def fixture_pair(patient: int, view: str, phase: str) -> tuple[np.ndarray, np.ndarray]:
@@ -75,10 +76,14 @@ def write_camus_tree(
                         # The release stores (cols, rows): x first.
                         for arr, suffix in ((image, ""), (label, "_gt")):
                             img = nib.Nifti1Image(np.ascontiguousarray(arr.T), np.eye(4))
+                            img.header.set_zooms(SPACING[::-1])
+                            img.header.set_xyzt_units("mm")
                             nib.save(img, f"{stem}{suffix}.nii.gz")
                     else:
                         for arr, suffix in ((image, ""), (label, "_gt")):
-                            sitk.WriteImage(sitk.GetImageFromArray(arr), f"{stem}{suffix}.mhd")
+                            img = sitk.GetImageFromArray(arr)
+                            img.SetSpacing(SPACING[::-1])  # ElementSpacing is (x, y)
+                            sitk.WriteImage(img, f"{stem}{suffix}.mhd")
             # Half sequences exist in the releases and must be ignored.
             ext = ".nii.gz" if layout == "nifti" else ".mhd"
             seq = np.zeros((3, W, H) if layout == "nifti" else (3, H, W), np.uint8)
@@ -101,7 +106,7 @@ def write_camus_tree(
 @pytest.fixture
 def camus_pair():
     """The fixture's ``(image, label)`` maker and its on-disk shape, for expected values."""
-    return SimpleNamespace(pair=fixture_pair, H=H, W=W)
+    return SimpleNamespace(pair=fixture_pair, H=H, W=W, spacing=SPACING)
 
 
 @pytest.fixture

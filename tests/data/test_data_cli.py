@@ -77,11 +77,11 @@ def test_failed_export_leaves_nothing(tmp_path, monkeypatch, capsys):
 
     calls = []
 
-    def failing_write(array, path):
+    def failing_write(array, path, spacing=None):
         calls.append(path)
         if len(calls) == 5:
             raise OSError(28, "No space left on device", str(path))
-        camus_write(array, path)
+        camus_write(array, path, spacing)
 
     camus_write = camus.write_nifti
     monkeypatch.setattr(camus, "write_nifti", failing_write)

@@ -105,12 +105,18 @@ def test_import_dicom_unreadable_file_leaves_nothing(tmp_path):
 
 
 def test_inspect_folder_and_saved_dataset(tmp_path):
-    from benchmark.data.inspect import inspect_tree
+    from benchmark.data.inspect import format_summary, inspect_tree
     from benchmark.data.phantom import make_phantom
 
     summary = inspect_tree(_folder(tmp_path / "f"))
     assert summary["layout"] == "folder" and (summary["patients"], summary["images"]) == (3, 3)
     assert summary["views"] == {"4CH": 3} and summary["phases"] == {"unknown": 3}
+    assert summary["spacing"] == {"images": 0}  # PNG files carry no spacing
+    assert "spacing    none (distances in pixels only)" in format_summary(summary)
     make_phantom(3, 16, seed=0).save(tmp_path / "saved")
     summary = inspect_tree(tmp_path / "saved")
     assert summary["layout"] == "echodata" and summary["images"] == 12
+    assert summary["spacing"] == {"images": 12, "row_mm": [11.25] * 2, "col_mm": [11.25] * 2}
+    assert "spacing    12 of 12 images; row 11.2-11.2 mm, col 11.2-11.2 mm" in format_summary(
+        summary
+    )

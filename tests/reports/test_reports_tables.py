@@ -14,6 +14,7 @@ from reports.tables import (
     fidelity_table,
     pivot_table_tex,
     sb_table,
+    structures_table,
     write_tables,
 )
 
@@ -159,6 +160,37 @@ def test_convergence_speedup():
     assert r"epochs to 95\%" in tex
 
 
+def _with_structures(runs, mm=True):
+    """Per-structure Dice from the mean (LV +0.05, MYO -0.10, LA +0.05) and distances."""
+    runs = runs.assign(
+        dice_lv=runs["dice_mean"] + 0.05,
+        dice_myo=runs["dice_mean"] - 0.10,
+        dice_la=runs["dice_mean"] + 0.05,
+        assd_mean=runs["hd95_mean"] / 4,
+    )
+    if mm:
+        runs = runs.assign(hd95_mm_mean=runs["hd95_mean"] * 0.3, assd_mm_mean=runs["hd95_mean"])
+    return runs
+
+
+def test_structures_table_columns_units_and_directions():
+    runs, _ = _runs_and_samples()
+    tex = structures_table(_with_structures(runs), "seg")
+    assert "Dice LV & Dice MYO & Dice LA & Dice mean & HD95 (mm) & ASSD (mm)" in tex
+    # text at ratio 1: Dice 0.88 +- 0.028 -> LV 0.93, MYO 0.78; HD95 10 (1 - dice) mm * 0.3.
+    row = _row(tex, "text, ratio 1")
+    assert row.startswith(r"text, ratio 1 & \textbf{0.930 $\pm$ 0.028} & \textbf{0.780")
+    assert r"\textbf{0.360 $\pm$ 0.085}" in row  # HD95 (mm): lowest is best
+    assert "in mm" in tex and "lower is better" in tex
+    # One run without a spacing: the distances fall back to pixels for the whole table.
+    mixed = _with_structures(runs)
+    mixed.loc[0, ["hd95_mm_mean", "assd_mm_mean"]] = np.nan
+    tex = structures_table(mixed, "seg")
+    assert "HD95 (px) & ASSD (px)" in tex and "in pixels" in tex
+    with pytest.raises(ValueError, match="no per-structure Dice"):
+        structures_table(runs, "seg")
+
+
 def _fidelity():
     return pd.DataFrame(
         dict(
@@ -197,6 +229,8 @@ def test_write_tables_skips_absent_axes(tmp_path):
     names = sorted(p.name for p in paths)
     assert names == ["convergence-seg-unet-rf1.tex", "de-seg-unet-mix-rf1.tex", "fidelity.tex"]
     assert all(p.read_text().startswith(r"\begin{table}") for p in paths)
+    paths = write_tables(_with_structures(runs), per_sample, tmp_path / "parts")
+    assert "structures-seg-unet-rf1.tex" in [p.name for p in paths]
 
 
 def test_escape_latex():
