@@ -27,6 +27,11 @@ class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names where and what."""
 
 
+def _check_precision(section: str, value: str) -> None:
+    if value not in ("bf16", "fp16", "fp32"):
+        raise ValueError(f"{section}.precision must be bf16, fp16 or fp32, got {value!r}")
+
+
 @dataclass
 class GeneratorConfig:
     """Diffusion generator shared by every mode (architecture, training and sampling)."""
@@ -65,6 +70,10 @@ class GeneratorConfig:
     # to its noisy input; controlnet: a diffusers ControlNetModel beside a text UNet trained
     # first on image + prompt (generators/controlnet.py).
     hybrid_variant: Literal["concat", "controlnet"] = "concat"
+    # Mixed precision on CUDA (CPU runs are float32): bf16 autocast (the default; Ampere and
+    # later), fp16 autocast with loss scaling (older GPUs without bf16), or fp32. Part of the
+    # generator's key: the weights differ.
+    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
     # Speed options, on CUDA only (generators/acceleration.py); not part of any stage key.
     channels_last: bool = True  # NHWC weights and activations (training and sampling)
     compile: bool = False  # torch.compile the denoiser (training and sampling)
@@ -114,6 +123,7 @@ class GeneratorConfig:
                 "generator.hybrid_variant must be concat or controlnet, "
                 f"got {self.hybrid_variant!r}"
             )
+        _check_precision("generator", self.precision)
 
 
 @dataclass
@@ -126,6 +136,8 @@ class TrainConfig:
     epochs: int = 30
     patience: int = 10  # early stopping on the validation metric
     scheduler: Literal["cosine", "constant"] = "cosine"
+    # Mixed precision on CUDA, as generator.precision (CPU runs are float32).
+    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
     # An epoch whose mean loss exceeds this multiple of the first epoch's has diverged: the
     # cell fails with that reason instead of reporting a broken model's score.
     divergence_factor: float = 100.0
@@ -136,6 +148,7 @@ class TrainConfig:
             raise ValueError("downstream.train.divergence_factor must be > 1")
         if self.weight_decay < 0:
             raise ValueError("downstream.train.weight_decay must be >= 0")
+        _check_precision("downstream.train", self.precision)
 
 
 @dataclass

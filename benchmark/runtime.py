@@ -17,6 +17,19 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# Mixed precision of the training and sampling loops on CUDA: the autocast dtype, None for
+# float32. CPU runs are always float32 (and deterministic).
+PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``precision`` (bf16, fp16 or fp32) on ``device``; None means
+    no autocast: fp32, and every CPU run."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    return PRECISIONS[precision] if device.type == "cuda" else None
+
+
 def seed_everything(seed: int, device: torch.device) -> torch.Generator:
     """Seed Python, NumPy and torch; on CPU also ask torch for deterministic kernels.
 

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from benchmark.config import TrainConfig
 from benchmark.data.records import EchoData
+from benchmark.runtime import autocast_dtype
 from downstream.training import FitResult, Task, check_epoch_loss, check_score
 
 
@@ -147,7 +148,6 @@ def fit_ensemble(
     seeds: Sequence[int],
     desc: str = "ensemble",
     progress: bool = True,
-    bf16: bool = True,
     fused: bool = False,
     prefetch: bool = True,
     on_epoch: Callable[[int, list[float]], None] | None = None,
@@ -156,7 +156,8 @@ def fit_ensemble(
     ``vals[k]``, all K at once; returns one :class:`FitResult` per member, each model
     holding its best-validation weights.
 
-    ``bf16``: autocast on CUDA (as ``fit`` does); ``fused``: torch's fused AdamW;
+    Autocast and loss scaling on CUDA follow ``cfg.precision`` (as ``fit`` does); ``fused``:
+    torch's fused AdamW;
     ``prefetch``: prepare the next batches in threads. ``epoch_seconds`` of every member is
     the wall time of the shared epoch. A non-finite loss is detected once per epoch (one
     device sync per epoch, not per step). ``on_epoch(epoch, scores)`` gets the scores of the
@@ -184,7 +185,8 @@ def fit_ensemble(
 
     # Dropout draws differ per member ("different"), as K separate runs would draw.
     batched_forward = vmap(member_forward, randomness="different")
-    autocast = bf16 and device.type == "cuda"
+    dtype = autocast_dtype(cfg.precision, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
     results = [FitResult(model=m, optimizer_id=id(optimizer)) for m in models]
     best_states = [copy.deepcopy(m.state_dict()) for m in models]
     best = [-math.inf] * n_members
@@ -208,7 +210,9 @@ def fit_ensemble(
                 n_args = len(inputs[0][0])
                 args = tuple(_stack([i[0][j] for i in inputs], "inputs") for j in range(n_args))
                 kwargs = {k: _stack([i[1][k] for i in inputs], k) for k in inputs[0][1]}
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                with torch.autocast(
+                    device.type, dtype=dtype or torch.float32, enabled=dtype is not None
+                ):
                     outputs = batched_forward(params, buffers, args, kwargs)  # (K, B, ...)
                     if not isinstance(outputs, torch.Tensor):
                         raise TypeError("ensemble members must return one tensor")
@@ -225,8 +229,9 @@ def fit_ensemble(
                 if initial is None:  # the untrained models' losses: the divergence baselines
                     initial = losses.detach().tolist()
                 optimizer.zero_grad(set_to_none=True)
-                losses.sum().backward()
-                optimizer.step()
+                scaler.scale(losses.sum()).backward()
+                scaler.step(optimizer)
+                scaler.update()
                 n = len(next(iter(batches[0].values())))
                 totals += losses.detach() * n
                 count += n

@@ -89,7 +89,7 @@ def run_protocol_together(
     def together(trains, member_seeds, desc: str, nets) -> list[FitResult]:
         vals = [val] * k
         return fit_ensemble(
-            nets, task, trains, vals, cfg, device, member_seeds, desc, progress, cuda, cuda
+            nets, task, trains, vals, cfg, device, member_seeds, desc, progress, fused=cuda
         )
 
     has_synth = [s is not None and len(s) > 0 for s in synthetics]

@@ -1,6 +1,6 @@
 """The one training loop shared by every downstream task and protocol.
 
-AdamW, a cosine (or constant) learning-rate schedule, bf16 autocast on GPU, per-epoch
+AdamW, a cosine (or constant) learning-rate schedule, autocast on GPU, per-epoch
 validation on the task's primary metric (higher is better), early stopping, and the
 best-validation weights kept.
 Every call starts from a fresh optimiser, scheduler and early-stopping state: that is what
@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from benchmark import faults
 from benchmark.config import TrainConfig
 from benchmark.data.records import EchoData
+from benchmark.runtime import autocast_dtype
 
 
 class Task(Protocol):
@@ -118,6 +119,9 @@ def fit(
         if cfg.scheduler == "cosine"
         else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     )
+    dtype = autocast_dtype(cfg.precision, device)
+    # fp16 needs loss scaling (its range is too narrow for small gradients); a no-op else.
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
     result = FitResult(model=model, optimizer_id=id(optimizer))
     best_state = copy.deepcopy(model.state_dict())
     best = -math.inf
@@ -134,14 +138,17 @@ def fit(
         total = torch.zeros((), dtype=torch.float64, device=device)
         count = 0
         for batch in loader:
-            # bf16 autocast on GPU only: CPU runs stay in float32 and deterministic.
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            # Autocast on GPU only (downstream.train.precision): CPU runs stay in float32.
+            with torch.autocast(
+                device.type, dtype=dtype or torch.float32, enabled=dtype is not None
+            ):
                 loss = task.loss(model, batch, device)
             if faults.poisoned("train.loss"):  # the reliability suite's diverged model
                 loss = loss * float("nan")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             n = len(next(iter(batch.values())))
             if initial_loss is None:  # the untrained model's loss: the divergence baseline
                 initial_loss = loss.item()

@@ -272,6 +272,7 @@ class ConditionalGenerator:
             device=device,
             progress=progress,
             speed=Acceleration.resolve(cfg, device),
+            precision=cfg.precision,
         )
         if self.masks:
             label_source = "conditioning"

@@ -1,8 +1,8 @@
 """Shared diffusion training and sampling for every generator mode.
 
-Training: DDPM noise-prediction loss with accelerate (device placement, bf16 autocast on
-GPU, multi-GPU via ``accelerate launch``), AdamW, EMA weights, gradient clipping, a
-progress bar and a loss curve. Sampling: DDPM, DDIM or DPM-Solver++ from diffusers,
+Training: DDPM noise-prediction loss with accelerate (device placement, autocast on GPU at
+``generator.precision``, multi-GPU via ``accelerate launch``), AdamW, EMA weights, gradient
+clipping, a progress bar and a loss curve. Sampling: DDPM, DDIM or DPM-Solver++ from diffusers,
 batched and seeded, with optional classifier-free guidance.
 """
 
@@ -25,6 +25,7 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from benchmark.config import GeneratorConfig
+from benchmark.runtime import autocast_dtype
 from generators.acceleration import Acceleration, restore_layout
 
 # A batch is (x0, model kwargs): x0 (B, C, H, W) in [-1, 1]; kwargs e.g. class_labels (B,).
@@ -167,9 +168,12 @@ def train_denoiser(
     from accelerate import Accelerator
 
     speed = Acceleration.resolve(cfg, device) if speed is None else speed
+    # accelerate's autocast (and, for fp16, its loss scaling: backward, clipping and the
+    # optimizer step go through the accelerator) at generator.precision; float32 on the CPU.
+    dtype = autocast_dtype(cfg.precision, device)
     accelerator = Accelerator(
         cpu=device.type == "cpu",
-        mixed_precision="bf16" if device.type == "cuda" else "no",
+        mixed_precision={torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "no"),
     )
     scheduler = training_scheduler(cfg)
     params = [p for p in unet.parameters() if p.requires_grad]
@@ -245,6 +249,7 @@ def sample(
     uncond_kwargs_for: Callable[[slice], dict[str, torch.Tensor]] | None = None,
     guidance_scale: float = 1.0,
     speed: Acceleration | None = None,
+    precision: str = "bf16",
 ) -> torch.Tensor:
     """Draw ``n`` samples of ``shape`` (C, H, W) -> ``(n, C, H, W)`` on CPU.
 
@@ -257,9 +262,11 @@ def sample(
     ``eps_u + guidance_scale * (eps_c - eps_u)``; without them sampling is unguided.
 
     ``speed``: CUDA speed options for the denoiser (channels_last, compile, CUDA-graph
-    replay; :class:`generators.acceleration.Acceleration`); default none.
+    replay; :class:`generators.acceleration.Acceleration`); default none. ``precision``: the
+    denoiser's autocast on CUDA (``generator.precision``); the solver steps run in float32.
     """
     guided = uncond_kwargs_for is not None and guidance_scale != 1.0
+    dtype = autocast_dtype(precision, device)
     unet = unet.to(device).eval()
     if speed is not None:
         unet = speed.sampling_model(unet)
@@ -277,9 +284,11 @@ def sample(
         x = x * scheduler.init_noise_sigma
         for t in scheduler.timesteps:
             model_in = scheduler.scale_model_input(x, t)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            with torch.autocast(
+                device.type, dtype=dtype or torch.float32, enabled=dtype is not None
+            ):
                 eps = unet(model_in, t, **kwargs).sample
-                if guided:  # combined in float32: the difference of two bf16 estimates is small
+                if guided:  # combined in float32: the difference of two half estimates is small
                     eps_u = unet(model_in, t, **uncond).sample.float()
                     eps = eps_u + guidance_scale * (eps.float() - eps_u)
             x = scheduler.step(eps.float(), t, x, generator=gen).prev_sample

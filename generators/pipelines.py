@@ -98,6 +98,7 @@ class EchoDiffusionPipeline(DiffusionPipeline):
         device: torch.device | str = "cpu",
         progress: bool = False,
         speed: Acceleration | None = None,
+        precision: str = "bf16",
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """One image per prompt and/or conditioning label map.
 
@@ -107,6 +108,7 @@ class EchoDiffusionPipeline(DiffusionPipeline):
             guidance_scale: classifier-free guidance weight; the unconditional branch is the
                 empty prompt (the label map, if any, is kept).
             speed: CUDA speed options of the denoiser (``generators.acceleration``).
+            precision: the denoiser's autocast on CUDA: bf16, fp16 or fp32.
 
         Returns:
             images ``(N, H, W)`` float32 in [0, 1] and label maps ``(N, H, W)`` uint8: the
@@ -149,6 +151,7 @@ class EchoDiffusionPipeline(DiffusionPipeline):
             ),
             guidance_scale=guidance_scale,
             speed=speed,
+            precision=precision,
         )
         images, generated = joint.decode(x)
         if cfg.mask_channels:

@@ -143,6 +143,7 @@ class UnconditionalGenerator:
             kwargs_for,
             progress,
             speed=Acceleration.resolve(cfg, device),
+            precision=cfg.precision,
         )
         images, masks = joint.decode(x)
         meta = synthetic_meta(n, "generated" if masks is not None else "none", **columns)

@@ -119,8 +119,12 @@ def bench_downstream(
     train, val = data.split("train"), data.split("val")
     task, model_name = build_task(TASK, cfg.downstream)
     # Every epoch runs (no early stop), so both sides do the same number of epochs.
+    # The default bf16 path on CUDA, whatever downstream.train.precision the config sets.
     train_cfg = dataclasses.replace(
-        cfg.downstream.train, epochs=bench.downstream_epochs, patience=bench.downstream_epochs + 1
+        cfg.downstream.train,
+        epochs=bench.downstream_epochs,
+        patience=bench.downstream_epochs + 1,
+        precision="bf16",
     )
     warm_cfg = dataclasses.replace(train_cfg, epochs=1, patience=2)
     warm_train = train.subset(np.arange(min(len(train), 2 * train_cfg.batch_size)))
@@ -141,7 +145,6 @@ def bench_downstream(
             device,
             seeds,
             progress=False,
-            bf16=speed.bf16,
             fused=speed.fused_adamw,
         )
 

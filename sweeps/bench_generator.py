@@ -118,7 +118,8 @@ def bench_generator_train(
     batches = _batches(accel.place(x0, device), batch_size)
 
     def train(steps: int, seed: int) -> diffusion.TrainResult:
-        steps_cfg = dataclasses.replace(gen_cfg, train_steps=steps)
+        # The default bf16 path on CUDA, whatever generator.precision the config sets.
+        steps_cfg = dataclasses.replace(gen_cfg, train_steps=steps, precision="bf16")
         return diffusion.train_denoiser(
             model, batches, steps_cfg, device, seed, progress=False, speed=accel
         )
