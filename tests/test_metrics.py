@@ -88,3 +88,27 @@ def test_no_spacing_no_mm_columns():
     scores = per_sample_scores(pred, truth, with_hd95=True)
     assert "hd95_mean" in scores and "assd_mean" in scores
     assert not any("_mm" in c for c in scores.columns)
+
+
+def test_single_pass_distances_equal_monais_own_functions():
+    import warnings
+
+    from monai.metrics.hausdorff_distance import compute_hausdorff_distance
+    from monai.metrics.surface_distance import compute_average_surface_distance
+
+    from benchmark.data.phantom import make_phantom
+    from downstream.segmentation import _onehot
+
+    test = make_phantom(6, 48, seed=0)
+    pred = np.roll(test.masks, 2, axis=2)  # every structure off by 2 columns
+    spacing = test.spacing() * np.array([1.0, 0.6])  # anisotropic
+    scores = per_sample_scores(pred, test.masks, with_hd95=True, spacing=spacing)
+    per_image = [tuple(row) for row in spacing]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p, t = _onehot(pred), _onehot(test.masks)
+        hd = compute_hausdorff_distance(p, t, percentile=95, spacing=per_image).numpy()
+        assd = compute_average_surface_distance(p, t, symmetric=True, spacing=per_image).numpy()
+    for j, s in enumerate(("lv", "myo", "la")):
+        np.testing.assert_allclose(scores[f"hd95_mm_{s}"], hd[:, j], rtol=1e-6)
+        np.testing.assert_allclose(scores[f"assd_mm_{s}"], assd[:, j], rtol=1e-6)
