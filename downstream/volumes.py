@@ -88,7 +88,9 @@ def lv_indices(labels: np.ndarray, meta: pd.DataFrame, spacing: np.ndarray) -> p
     rows (patient, view, phase) and ``spacing`` ``(N, 2)`` in mm.
 
     Only patients with all four images (2CH and 4CH at ED and ES) are measured. A patient
-    whose ED volume is 0 (no cavity found) gets EF 0. Columns: patient, edv_ml, esv_ml, ef.
+    whose ED volume is 0 (no cavity found) gets EF 0; EF is not clipped otherwise (an ES
+    cavity larger than the ED one gives a negative EF, as the formula does). Columns:
+    patient, edv_ml, esv_ml, ef.
     """
     where = {
         (str(p), v, ph): i
@@ -101,12 +103,8 @@ def lv_indices(labels: np.ndarray, meta: pd.DataFrame, spacing: np.ndarray) -> p
             continue
         volume = {}
         for phase in PHASES:
-            two, four = (
-                disc_diameters(
-                    labels[where[(patient, v, phase)]], spacing[where[(patient, v, phase)]]
-                )
-                for v in VIEWS
-            )
+            index = [where[(patient, view, phase)] for view in VIEWS]
+            two, four = (disc_diameters(labels[i], spacing[i]) for i in index)
             volume[phase] = biplane_volume(two, four)
         ed, es = volume["ED"], volume["ES"]
         ef = 100 * (ed - es) / ed if ed > 0 else 0.0

@@ -491,35 +491,38 @@ def structures_table(
     metrics = {m: h for m, h in STRUCTURE_COLUMNS.items() if _logged(runs, m)}
     if "dice_lv" not in metrics:
         raise ValueError(f"structures_table: no per-structure Dice for task {task!r}")
-    units = []
-    for name, header in DISTANCE_COLUMNS.items():
-        if _logged(runs, f"{name}_mm_mean", every=True):
-            metrics[f"{name}_mm_mean"] = f"{header} (mm)"
-            units.append("mm")
-        elif _logged(runs, f"{name}_mean"):
-            metrics[f"{name}_mean"] = f"{header} (px)"
-            units.append("pixels")
+    # One unit for the whole table: mm only if every run measured in mm.
+    mm = all(_logged(runs, f"{name}_mm_mean", every=True) for name in DISTANCE_COLUMNS)
+    suffix, unit = ("_mm", "mm") if mm else ("", "px")
+    distances = {f"{n}{suffix}_mean": f"{h} ({unit})" for n, h in DISTANCE_COLUMNS.items()}
+    metrics |= {m: h for m, h in distances.items() if _logged(runs, m)}
     clinical = {m: h for m, h in CLINICAL_COLUMNS.items() if _logged(runs, m, every=True)}
     metrics |= clinical
     axes = ["mode", "protocol", "ratio", "prompt"]
     runs = runs.assign(cell=_row_labels(runs, axes))
-    ef = (
-        " EF MAE: mean absolute error of the ejection fraction in percentage points, and EF r:"
-        " its Pearson correlation, between Simpson's biplane volumes of the predicted and the"
-        " reference label maps per test patient."
-        if clinical
-        else ""
-    )
-    distances = (
-        f" HD95 and ASSD (average symmetric surface distance) are means over the three"
-        f" structures, in {units[0]}."
-        if units
+    ef = ""
+    if clinical:
+        ef = " " + " and ".join(
+            {
+                "ef_mae": "EF MAE: the mean absolute error of the ejection fraction in points",
+                "ef_corr": "EF r: its Pearson correlation",
+            }[m]
+            for m in clinical
+        )
+        ef += (
+            ", from Simpson's biplane volumes of the predicted and the reference label maps"
+            " per test patient."
+        )
+    distance_note = (
+        " HD95 and ASSD (average symmetric surface distance) are means over the three"
+        f" structures, in {'mm' if mm else 'pixels'}."
+        if any(m in metrics for m in distances)
         else ""
     )
     caption = (
         f"Per-structure scores, task {escape_latex(task)}"
         f" ({_describe(model=model, real_fraction=rf)}), on the real test set."
-        + distances
+        + distance_note
         + ef
         + _constants(runs, axes)
     )
