@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -300,7 +301,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = json.loads((stage.path / "metrics.json").read_text())
     metrics = summary["test"] | {k: summary[k] for k in ("epochs_to_95", "val_auc")}
     if args.json:
-        print(json.dumps({"cell_key": cell.key(), "metrics": metrics, "stage": str(stage.path)}))
+        # NaN (an AUROC of a one-class test set, an EF correlation of two patients) is not
+        # JSON: it is printed as null, so strict parsers (jq) read the line too.
+        metrics = {
+            k: None if isinstance(v, float) and not math.isfinite(v) else v
+            for k, v in metrics.items()
+        }
+        line = {"cell_key": cell.key(), "metrics": metrics, "stage": str(stage.path)}
+        print(json.dumps(line, allow_nan=False))
     else:
         print(cell.key())
         for k, v in metrics.items():

@@ -91,6 +91,10 @@ def test_run_one_cls_cell_with_oracle_data(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+
+    def strict(constant):  # NaN / Infinity are not JSON: the line must not hold them
+        raise ValueError(f"non-JSON constant {constant}")
+
+    out = json.loads(proc.stdout.strip().splitlines()[-1], parse_constant=strict)
     assert out["cell_key"] == "cls-oracle-P_-r1-pretrain-f1-s0"
     assert {"accuracy", "f1_macro", "auroc", "epochs_to_95", "val_auc"} <= set(out["metrics"])

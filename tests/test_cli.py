@@ -110,3 +110,17 @@ def test_console_script_is_installed():
         [Path(sys.executable).parent / "echosynth", "--help"], capture_output=True, text=True
     )
     assert out.returncode == 0 and "sweep" in out.stdout
+
+
+def _strict(constant):
+    raise ValueError(f"{constant} is not JSON")
+
+
+def test_run_json_is_strict_json_with_mm_distances_and_ef(tmp_path, capsys):
+    args = ["run", "--config", "smoke", "--task", "seg", "--out", str(tmp_path), "--json"]
+    assert main([*args, "--quiet"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1], parse_constant=_strict)
+    metrics = out["metrics"]
+    assert metrics["hd95_mm_mean"] > 0 and metrics["ef_mae"] >= 0
+    # Two test patients give no EF correlation: null in the line, not NaN.
+    assert metrics["ef_corr"] is None

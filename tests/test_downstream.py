@@ -96,3 +96,6 @@ def test_evaluate_gives_per_sample_rows(data, smoke_config):
     )
     assert len(per_sample) == len(test) and per_sample["sample"].is_unique
     assert {"dice_lv", "dice_myo", "dice_la", "dice_mean", "hd95_mean", "iou_mean"} <= set(metrics)
+    # The phantom has a pixel spacing and all four images per patient: mm and EF too.
+    assert {"hd95_mm_mean", "assd_mm_mean", "ef_mae", "ef_bias", "edv_mae_ml"} <= set(metrics)
+    assert {"hd95_mm_lv", "assd_la", "assd_mm_myo"} <= set(per_sample.columns)
