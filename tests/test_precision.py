@@ -9,7 +9,7 @@ import torch
 from benchmark.config import ConfigError, load_config
 from benchmark.data.phantom import make_phantom
 from benchmark.grid import GridCell, Mode, Prompt, Protocol, Task
-from benchmark.runtime import autocast_dtype
+from benchmark.runtime import PRECISIONS, autocast_dtype
 from downstream.segmentation import SegmentationTask, build_model
 from downstream.training import fit
 from generators import diffusion
@@ -79,6 +79,51 @@ def _seg_fit(smoke_config, precision: str, device: torch.device) -> list[float]:
 def test_on_the_cpu_every_precision_is_the_same_float32_run(smoke_config):
     runs = [_seg_fit(smoke_config, p, CPU) for p in ("bf16", "fp16", "fp32")]
     assert runs[0] == runs[1] == runs[2]
+
+
+@pytest.mark.parametrize(("precision", "scaled"), [("fp16", True), ("bf16", False)])
+def test_the_half_precision_paths_of_fit_and_the_ensemble(
+    monkeypatch, smoke_config, precision, scaled
+):
+    """CPU autocast has both half types, so with CUDA's mapping forced on, the loops' autocast
+    and loss scaling run here as they do on a GPU: fp16 scales its loss, bf16 does not, and
+    both train close to float32."""
+    from downstream import ensemble, training
+    from downstream.ensemble import fit_ensemble
+
+    for module in (training, ensemble):
+        monkeypatch.setattr(module, "autocast_dtype", lambda p, d: PRECISIONS[p])
+    scaled_calls = []
+    scale = torch.amp.GradScaler.scale
+
+    def spy(self, loss):
+        scaled_calls.append(self.is_enabled())
+        return scale(self, loss)
+
+    monkeypatch.setattr(torch.amp.GradScaler, "scale", spy)
+    reference = _seg_fit(smoke_config, "fp32", CPU)
+    scaled_calls.clear()  # the float32 reference scales nothing either way
+    half = _seg_fit(smoke_config, precision, CPU)
+    # Autocast ran (the numbers differ from float32) and trained as well.
+    assert half == pytest.approx(reference, rel=0.05) and half != reference
+    assert scaled_calls and set(scaled_calls) == {scaled}  # every step of fit
+    scaled_calls.clear()
+    data = make_phantom(4, 32, seed=0)
+    cfg = dataclasses.replace(smoke_config.downstream.train, epochs=2, precision=precision)
+    models = [build_model(smoke_config.downstream.seg) for _ in range(2)]
+    train, val = data.split("train"), data.split("val")
+    fits = fit_ensemble(
+        models,
+        SegmentationTask(augment=False),
+        [train] * 2,
+        [val] * 2,
+        cfg,
+        CPU,
+        [0, 1],
+        progress=False,
+    )
+    assert all(len(f.train_loss) == 2 for f in fits)
+    assert scaled_calls and set(scaled_calls) == {scaled}  # every step of the ensemble
 
 
 @pytest.mark.gpu
