@@ -13,7 +13,7 @@ Validation and test always use real images.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +31,37 @@ class ProtocolResult:
     pretrain: FitResult | None = None  # the synthetic pretraining run of ``pretrain``
 
 
+# Trains members ``nets[k]`` on ``trains[k]`` with seed ``seeds[k]``, labelled ``desc``.
+_Trainer = Callable[[list[EchoData], list[int], str, list[torch.nn.Module]], list[FitResult]]
+
+
+def _run(
+    protocol: Protocol,
+    models: list[torch.nn.Module],
+    real_trains: list[EchoData],
+    synthetics: list[EchoData | None],
+    seeds: list[int],
+    train: _Trainer,
+) -> list[ProtocolResult]:
+    """What each protocol trains on, for one member or an ensemble: ``train`` does it."""
+    has_synth = [s is not None and len(s) > 0 for s in synthetics]
+    if protocol is Protocol.MIX:
+        pairs = zip(real_trains, synthetics, has_synth)
+        trains = [EchoData.concat([r, s]) if h else r for r, s, h in pairs]
+        return [ProtocolResult(final=f) for f in train(trains, seeds, "mix", models)]
+    if not all(has_synth):
+        raise ValueError(f"protocol {protocol.value!r} needs synthetic images")
+    if protocol is Protocol.SYNTHETIC_ONLY:
+        return [ProtocolResult(final=f) for f in train(synthetics, seeds, "synthetic", models)]
+    if protocol is Protocol.PRETRAIN:
+        pre = train(synthetics, seeds, "pretrain", models)
+        # Every fit builds a new optimiser, schedule and early-stopping state: a fresh
+        # fine-tune from the pretrained weights only.
+        fine = train(real_trains, [s + 1 for s in seeds], "finetune", [p.model for p in pre])
+        return [ProtocolResult(final=f, pretrain=p) for f, p in zip(fine, pre)]
+    raise ValueError(f"unknown protocol {protocol!r}")
+
+
 def run_protocol(
     protocol: Protocol,
     model: torch.nn.Module,
@@ -43,23 +74,10 @@ def run_protocol(
     seed: int,
     progress: bool = True,
 ) -> ProtocolResult:
-    has_synth = synthetic is not None and len(synthetic) > 0
-    if protocol is Protocol.MIX:
-        train = EchoData.concat([real_train, synthetic]) if has_synth else real_train
-        return ProtocolResult(
-            final=fit(model, task, train, val, cfg, device, seed, "mix", progress)
-        )
-    if not has_synth:
-        raise ValueError(f"protocol {protocol.value!r} needs synthetic images")
-    if protocol is Protocol.SYNTHETIC_ONLY:
-        result = fit(model, task, synthetic, val, cfg, device, seed, "synthetic", progress)
-        return ProtocolResult(final=result)
-    if protocol is Protocol.PRETRAIN:
-        pre = fit(model, task, synthetic, val, cfg, device, seed, "pretrain", progress)
-        # fit() builds a new optimiser, schedule and early-stopping state: a fresh fine-tune.
-        fine = fit(pre.model, task, real_train, val, cfg, device, seed + 1, "finetune", progress)
-        return ProtocolResult(final=fine, pretrain=pre)
-    raise ValueError(f"unknown protocol {protocol!r}")
+    def one(trains, member_seeds, desc: str, nets) -> list[FitResult]:
+        return [fit(nets[0], task, trains[0], val, cfg, device, member_seeds[0], desc, progress)]
+
+    return _run(protocol, [model], [real_train], [synthetic], [seed], one)[0]
 
 
 def run_protocol_together(
@@ -83,27 +101,12 @@ def run_protocol_together(
     Raises ``ValueError`` where an ensemble cannot train the members (training sets of
     different sizes, running statistics): the caller trains them one at a time instead.
     """
-    k = len(models)
-    cuda = device.type == "cuda"
+    fused = device.type == "cuda"
 
     def together(trains, member_seeds, desc: str, nets) -> list[FitResult]:
-        vals = [val] * k
+        vals = [val] * len(nets)
         return fit_ensemble(
-            nets, task, trains, vals, cfg, device, member_seeds, desc, progress, fused=cuda
+            nets, task, trains, vals, cfg, device, member_seeds, desc, progress, fused=fused
         )
 
-    has_synth = [s is not None and len(s) > 0 for s in synthetics]
-    if protocol is Protocol.MIX:
-        pairs = zip(real_trains, synthetics, has_synth)
-        trains = [EchoData.concat([r, s]) if h else r for r, s, h in pairs]
-        return [ProtocolResult(final=f) for f in together(trains, seeds, "mix", models)]
-    if not all(has_synth):
-        raise ValueError(f"protocol {protocol.value!r} needs synthetic images")
-    if protocol is Protocol.SYNTHETIC_ONLY:
-        fits = together(synthetics, seeds, "synthetic", models)
-        return [ProtocolResult(final=f) for f in fits]
-    if protocol is Protocol.PRETRAIN:
-        pre = together(synthetics, seeds, "pretrain", models)
-        fine = together(real_trains, [s + 1 for s in seeds], "finetune", [p.model for p in pre])
-        return [ProtocolResult(final=f, pretrain=p) for f, p in zip(fine, pre)]
-    raise ValueError(f"unknown protocol {protocol!r}")
+    return _run(protocol, list(models), list(real_trains), list(synthetics), list(seeds), together)
