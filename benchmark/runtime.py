@@ -30,6 +30,17 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return PRECISIONS[precision] if device.type == "cuda" else None
 
 
+def autocast(dtype: torch.dtype | None, device: torch.device) -> torch.autocast:
+    """Autocast at ``dtype`` (an :func:`autocast_dtype`) on ``device``; off when None."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def grad_scaler(dtype: torch.dtype | None, device: torch.device) -> torch.amp.GradScaler:
+    """Loss scaling for fp16, whose range is too narrow for small gradients; a pass-through
+    for every other dtype."""
+    return torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
+
+
 def seed_everything(seed: int, device: torch.device) -> torch.Generator:
     """Seed Python, NumPy and torch; on CPU also ask torch for deterministic kernels.
 

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from benchmark.config import TrainConfig
 from benchmark.data.records import EchoData
-from benchmark.runtime import autocast_dtype
+from benchmark.runtime import autocast, autocast_dtype, grad_scaler
 from downstream.training import FitResult, Task, check_epoch_loss, check_score
 
 
@@ -186,7 +186,7 @@ def fit_ensemble(
     # Dropout draws differ per member ("different"), as K separate runs would draw.
     batched_forward = vmap(member_forward, randomness="different")
     dtype = autocast_dtype(cfg.precision, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
+    scaler = grad_scaler(dtype, device)
     results = [FitResult(model=m, optimizer_id=id(optimizer)) for m in models]
     best_states = [copy.deepcopy(m.state_dict()) for m in models]
     best = [-math.inf] * n_members
@@ -210,9 +210,7 @@ def fit_ensemble(
                 n_args = len(inputs[0][0])
                 args = tuple(_stack([i[0][j] for i in inputs], "inputs") for j in range(n_args))
                 kwargs = {k: _stack([i[1][k] for i in inputs], k) for k in inputs[0][1]}
-                with torch.autocast(
-                    device.type, dtype=dtype or torch.float32, enabled=dtype is not None
-                ):
+                with autocast(dtype, device):
                     outputs = batched_forward(params, buffers, args, kwargs)  # (K, B, ...)
                     if not isinstance(outputs, torch.Tensor):
                         raise TypeError("ensemble members must return one tensor")

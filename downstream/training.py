@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from benchmark import faults
 from benchmark.config import TrainConfig
 from benchmark.data.records import EchoData
-from benchmark.runtime import autocast_dtype
+from benchmark.runtime import autocast, autocast_dtype, grad_scaler
 
 
 class Task(Protocol):
@@ -120,8 +120,7 @@ def fit(
         else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     )
     dtype = autocast_dtype(cfg.precision, device)
-    # fp16 needs loss scaling (its range is too narrow for small gradients); a no-op else.
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
+    scaler = grad_scaler(dtype, device)
     result = FitResult(model=model, optimizer_id=id(optimizer))
     best_state = copy.deepcopy(model.state_dict())
     best = -math.inf
@@ -139,9 +138,7 @@ def fit(
         count = 0
         for batch in loader:
             # Autocast on GPU only (downstream.train.precision): CPU runs stay in float32.
-            with torch.autocast(
-                device.type, dtype=dtype or torch.float32, enabled=dtype is not None
-            ):
+            with autocast(dtype, device):
                 loss = task.loss(model, batch, device)
             if faults.poisoned("train.loss"):  # the reliability suite's diverged model
                 loss = loss * float("nan")

@@ -25,7 +25,7 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from benchmark.config import GeneratorConfig
-from benchmark.runtime import autocast_dtype
+from benchmark.runtime import autocast, autocast_dtype
 from generators.acceleration import Acceleration, restore_layout
 
 # A batch is (x0, model kwargs): x0 (B, C, H, W) in [-1, 1]; kwargs e.g. class_labels (B,).
@@ -284,9 +284,7 @@ def sample(
         x = x * scheduler.init_noise_sigma
         for t in scheduler.timesteps:
             model_in = scheduler.scale_model_input(x, t)
-            with torch.autocast(
-                device.type, dtype=dtype or torch.float32, enabled=dtype is not None
-            ):
+            with autocast(dtype, device):
                 eps = unet(model_in, t, **kwargs).sample
                 if guided:  # combined in float32: the difference of two half estimates is small
                     eps_u = unet(model_in, t, **uncond).sample.float()
