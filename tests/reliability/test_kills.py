@@ -12,6 +12,7 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from fault_support import Child, stage_problems, sweep_argv, tally
 
 from benchmark.stages import StageStore, StaleStageError
@@ -91,6 +92,7 @@ def _kill_and_resume(
     }
 
 
+@pytest.mark.slow  # 150 s: 17 killed sweeps and their resumes
 def test_a_sweep_killed_anywhere_resumes_exactly_once(tmp_path, reliability_record):
     rng = random.Random(20261202)
     jobs = [(point, point, None) for point, _ in POSITIONS]

@@ -69,6 +69,7 @@ def test_two_workers_on_postgres_finish_a_killed_sweep_exactly_once(tmp_path, pg
         assert ":***@" in cfg["sweep"]["storage"] and ":***@" in cfg["tracking"]["uri"]
 
 
+@pytest.mark.slow  # 70 s; the PostgreSQL twin above runs by default where a server is given
 def test_local_workers_on_sqlite_finish_a_killed_sweep_exactly_once(tmp_path):
     """The default storage: a single worker dies mid-cell, then ``--workers 2`` finishes."""
     out = tmp_path / "smoke"
@@ -124,6 +125,7 @@ def _cells_in_progress(out, n: int, proc, timeout: float = 120) -> set[int]:
     raise AssertionError(f"{n} cells did not run at once within {timeout} s")
 
 
+@pytest.mark.slow  # 80 s
 def test_sigterm_stops_the_sweep_and_its_helpers_and_fails_their_cells(tmp_path):
     out = tmp_path / "smoke"
     # Cells long enough that the sweep and its helper each hold one when the signal comes.
