@@ -35,7 +35,13 @@ from tqdm.auto import tqdm
 from benchmark.config import TrainConfig
 from benchmark.data.records import EchoData
 from benchmark.runtime import autocast, autocast_dtype, grad_scaler
-from downstream.training import FitResult, Task, check_epoch_loss, check_score
+from downstream.training import (
+    OPTIMISER_SERIAL,
+    FitResult,
+    Task,
+    check_epoch_loss,
+    check_score,
+)
 
 
 class _Captured(Exception):
@@ -187,7 +193,8 @@ def fit_ensemble(
     batched_forward = vmap(member_forward, randomness="different")
     dtype = autocast_dtype(cfg.precision, device)
     scaler = grad_scaler(dtype, device)
-    results = [FitResult(model=m, optimizer_id=id(optimizer)) for m in models]
+    serial = next(OPTIMISER_SERIAL)  # one optimiser steps every member
+    results = [FitResult(model=m, optimizer_id=serial) for m in models]
     best_states = [copy.deepcopy(m.state_dict()) for m in models]
     best = [-math.inf] * n_members
     since_best = [0] * n_members

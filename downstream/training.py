@@ -10,6 +10,7 @@ makes ``pretrain`` a real fine-tune rather than a resumed run (SB's mistake).
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -23,6 +24,10 @@ from benchmark import faults
 from benchmark.config import TrainConfig
 from benchmark.data.records import EchoData
 from benchmark.runtime import autocast, autocast_dtype, grad_scaler
+
+# Numbers every optimiser a fit creates, so that tests can tell two apart: id() cannot,
+# since a freed optimiser's address is reused by the next one.
+OPTIMISER_SERIAL = itertools.count(1)
 
 
 class Task(Protocol):
@@ -52,7 +57,7 @@ class FitResult:
     val_score: list[float] = field(default_factory=list)  # primary metric per epoch
     epoch_seconds: list[float] = field(default_factory=list)
     best_epoch: int = 0
-    optimizer_id: int = 0  # id() of this fit's optimiser; tests check pretrain makes a new one
+    optimizer_id: int = 0  # serial of this fit's optimiser; tests check pretrain makes a new one
 
     @property
     def best_score(self) -> float:
@@ -121,7 +126,7 @@ def fit(
     )
     dtype = autocast_dtype(cfg.precision, device)
     scaler = grad_scaler(dtype, device)
-    result = FitResult(model=model, optimizer_id=id(optimizer))
+    result = FitResult(model=model, optimizer_id=next(OPTIMISER_SERIAL))
     best_state = copy.deepcopy(model.state_dict())
     best = -math.inf
     since_best = 0
