@@ -21,6 +21,7 @@ from torchmetrics.functional.classification import (
 from benchmark.config import ClsModelConfig
 from benchmark.data.records import EchoData
 from downstream.augment import BatchAugment
+from downstream.evaluation import Evaluation
 from downstream.loading import seeded_loader
 
 # The label values of each target, in class-index order (CAMUS metadata values).
@@ -112,9 +113,7 @@ class ClassificationTask:
         labels = torch.from_numpy(class_indices(data, self.target))
         return float((probs.argmax(1) == labels).float().mean())
 
-    def evaluate(
-        self, model: torch.nn.Module, test: EchoData, device: torch.device
-    ) -> tuple[dict[str, float], pd.DataFrame]:
+    def evaluate(self, model: torch.nn.Module, test: EchoData, device: torch.device) -> Evaluation:
         probs = self.probabilities(model, test.images, device)
         labels = torch.from_numpy(class_indices(test, self.target))
         metrics = classification_metrics(probs, labels, self.n_classes)
@@ -127,7 +126,7 @@ class ClassificationTask:
                 "p_true": probs[torch.arange(len(labels)), labels].numpy(),
             }
         )
-        return metrics, per_sample
+        return Evaluation(metrics, per_sample)
 
 
 def classification_metrics(

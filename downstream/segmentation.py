@@ -22,8 +22,9 @@ from monai.networks.nets import UNet
 from benchmark.config import SegModelConfig
 from benchmark.data.records import EchoData
 from downstream.augment import BatchAugment
+from downstream.evaluation import Evaluation
 from downstream.loading import seeded_loader
-from downstream.volumes import index_errors, lv_indices
+from downstream.volumes import agreement, index_errors, lv_indices
 
 STRUCTURES = {1: "lv", 2: "myo", 3: "la"}
 N_CLASSES = 4
@@ -93,19 +94,20 @@ class SegmentationTask:
         pred = self.predict(model, data.images, device)
         return float(per_sample_scores(pred, data.masks, with_hd95=False)["dice_mean"].mean())
 
-    def evaluate(
-        self, model: torch.nn.Module, test: EchoData, device: torch.device
-    ) -> tuple[dict[str, float], pd.DataFrame]:
-        """Mean test metrics and the per-sample table (one row per test image)."""
+    def evaluate(self, model: torch.nn.Module, test: EchoData, device: torch.device) -> Evaluation:
+        """Mean test metrics, the per-sample table (one row per test image) and, when every
+        test image has a pixel spacing, the LV indices per patient with their errors."""
         pred = self.predict(model, test.images, device)
         spacing = test.spacing()
         per_sample = per_sample_scores(pred, test.masks, with_hd95=True, spacing=spacing)
         per_sample.insert(0, "sample", test.sample_ids())
         metrics = {c: float(per_sample[c].mean()) for c in per_sample.columns if c != "sample"}
-        if spacing is not None:  # volumes need mm; patients need all four images
-            reference = lv_indices(test.masks, test.meta, spacing)
-            metrics |= index_errors(lv_indices(pred, test.meta, spacing), reference)
-        return metrics, per_sample
+        if spacing is None:  # volumes need mm
+            return Evaluation(metrics, per_sample)
+        reference = lv_indices(test.masks, test.meta, spacing)
+        per_patient = agreement(lv_indices(pred, test.meta, spacing), reference)
+        metrics |= index_errors(per_patient)
+        return Evaluation(metrics, per_sample, per_patient if len(per_patient) else None)
 
 
 def per_sample_scores(

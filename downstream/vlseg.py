@@ -21,6 +21,7 @@ from benchmark.config import VLSegModelConfig
 from benchmark.data.records import EchoData
 from benchmark.prompts import prompts_for
 from benchmark.text_encoder import TextEncoder
+from downstream.evaluation import Evaluation
 from downstream.loading import seeded_loader
 from downstream.prompt_tokens import PromptTokens
 from downstream.segmentation import augmentation
@@ -169,9 +170,7 @@ class VisionLanguageSegTask:
         pred, target, _ = self.predict(model, data, device)
         return float(binary_scores(pred, target)["dice"].mean())
 
-    def evaluate(
-        self, model: nn.Module, test: EchoData, device: torch.device
-    ) -> tuple[dict[str, float], pd.DataFrame]:
+    def evaluate(self, model: nn.Module, test: EchoData, device: torch.device) -> Evaluation:
         """Per (image, structure) Dice and IoU; means overall and per structure."""
         pred, target, ids = self.predict(model, test, device)
         scores = binary_scores(pred, target)
@@ -185,7 +184,7 @@ class VisionLanguageSegTask:
         for name in STRUCTURES:
             rows = per_sample["sample"].str.endswith(f"_{name}")
             metrics[f"dice_{name.lower()}"] = float(per_sample.loc[rows, "dice_mean"].mean())
-        return metrics, per_sample
+        return Evaluation(metrics, per_sample)
 
 
 def binary_scores(pred: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:

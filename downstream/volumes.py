@@ -112,21 +112,32 @@ def lv_indices(labels: np.ndarray, meta: pd.DataFrame, spacing: np.ndarray) -> p
     return pd.DataFrame(rows, columns=["patient", "edv_ml", "esv_ml", "ef"])
 
 
-def index_errors(pred: pd.DataFrame, ref: pd.DataFrame) -> dict[str, float]:
-    """Agreement of predicted and reference indices (from :func:`lv_indices`) over their
-    common patients: ``ef_mae`` and ``ef_bias`` (EF points, predicted minus reference),
-    ``ef_corr`` (Pearson; NaN below 3 patients or without spread), ``edv_mae_ml`` and
-    ``esv_mae_ml``. Empty when no patient has all four images."""
+def agreement(pred: pd.DataFrame, ref: pd.DataFrame) -> pd.DataFrame:
+    """Predicted and reference indices (from :func:`lv_indices`) side by side for their common
+    patients, one row each: patient, edv_ml_pred, edv_ml_ref, esv_ml_pred, esv_ml_ref,
+    ef_pred, ef_ref (the cell's ``per_patient.csv``, and a Bland-Altman plot's input)."""
     both = pred.merge(ref, on="patient", suffixes=("_pred", "_ref"))
-    if both.empty:
+    cols = [f"{i}_{side}" for i in ("edv_ml", "esv_ml", "ef") for side in ("pred", "ref")]
+    return both[["patient", *cols]]
+
+
+def index_errors(per_patient: pd.DataFrame) -> dict[str, float]:
+    """Agreement over the rows of :func:`agreement`: ``ef_mae`` and ``ef_bias`` (EF points,
+    predicted minus reference), ``ef_loa`` (the half-width of Bland and Altman's 95 % limits
+    of agreement, 1.96 times the standard deviation of the differences), ``ef_corr``
+    (Pearson), ``edv_mae_ml`` and ``esv_mae_ml``. ``ef_loa`` and ``ef_corr`` are NaN below 3
+    patients, ``ef_corr`` also without spread. Empty when no patient has all four images."""
+    if per_patient.empty:
         return {}
-    diff = both["ef_pred"] - both["ef_ref"]
-    spread = both["ef_pred"].std() > 0 and both["ef_ref"].std() > 0
-    corr = both["ef_pred"].corr(both["ef_ref"]) if len(both) >= 3 and spread else float("nan")
+    pred, ref = per_patient["ef_pred"], per_patient["ef_ref"]
+    diff = pred - ref
+    enough = len(per_patient) >= 3
+    spread = pred.std() > 0 and ref.std() > 0
     return {
         "ef_mae": float(diff.abs().mean()),
         "ef_bias": float(diff.mean()),
-        "ef_corr": float(corr),
-        "edv_mae_ml": float((both["edv_ml_pred"] - both["edv_ml_ref"]).abs().mean()),
-        "esv_mae_ml": float((both["esv_ml_pred"] - both["esv_ml_ref"]).abs().mean()),
+        "ef_loa": float(1.96 * diff.std(ddof=1)) if enough else float("nan"),
+        "ef_corr": float(pred.corr(ref)) if enough and spread else float("nan"),
+        "edv_mae_ml": float((per_patient["edv_ml_pred"] - per_patient["edv_ml_ref"]).abs().mean()),
+        "esv_mae_ml": float((per_patient["esv_ml_pred"] - per_patient["esv_ml_ref"]).abs().mean()),
     }

@@ -21,6 +21,16 @@ from mlflow.tracking import MlflowClient
 from benchmark.redact import mask_uri
 
 PER_SAMPLE_ARTIFACT = "per_sample.csv"
+PER_PATIENT_ARTIFACT = "per_patient.csv"
+# Its value columns, as `downstream.volumes.agreement` writes them.
+PER_PATIENT_COLUMNS = (
+    "edv_ml_pred",
+    "edv_ml_ref",
+    "esv_ml_pred",
+    "esv_ml_ref",
+    "ef_pred",
+    "ef_ref",
+)
 
 # Tag columns of a cell run, in output order, with the dtype each is cast to.
 CELL_TAGS: dict[str, type] = {
@@ -182,27 +192,39 @@ def _quiet_downloads():
             os.environ[name] = old
 
 
+def _artifact_tables(
+    tracking_uri: str, runs: pd.DataFrame, artifact: str
+) -> tuple[list[pd.DataFrame], list[str]]:
+    """Each run's CSV artifact `artifact` with its run_id, cell_key and seed, and the runs
+    without it."""
+    client = _client(tracking_uri)
+    frames, missing = [], []
+    with _quiet_downloads(), tempfile.TemporaryDirectory(prefix="artifacts_") as tmp:
+        for row in runs[["run_id", "cell_key", "seed"]].itertuples(index=False):
+            names = {a.path for a in client.list_artifacts(row.run_id)}
+            if artifact not in names:
+                missing.append(row.run_id)
+                continue
+            dst = Path(tmp) / row.run_id
+            dst.mkdir()
+            path = client.download_artifacts(row.run_id, artifact, str(dst))
+            table = pd.read_csv(path, dtype={"sample": str, "patient": str})
+            frames.append(table.assign(run_id=row.run_id, cell_key=row.cell_key, seed=row.seed))
+    return frames, missing
+
+
+def _with_seed(out: pd.DataFrame) -> pd.DataFrame:
+    out["seed"] = pd.array(out["seed"], dtype="Int64")
+    return out
+
+
 def collect_per_sample(tracking_uri: str, runs: pd.DataFrame) -> pd.DataFrame:
     """Long table (run_id, cell_key, seed, sample, metric, value) from `per_sample.csv` artifacts.
 
     Runs without the artifact (e.g. a cell whose test step crashed but which still finished) are
     skipped with one warning naming them, so one bad run does not block a whole report.
     """
-    client = _client(tracking_uri)
-    frames, missing = [], []
-    with _quiet_downloads(), tempfile.TemporaryDirectory(prefix="per_sample_") as tmp:
-        for row in runs[["run_id", "cell_key", "seed"]].itertuples(index=False):
-            names = {a.path for a in client.list_artifacts(row.run_id)}
-            if PER_SAMPLE_ARTIFACT not in names:
-                missing.append(row.run_id)
-                continue
-            dst = Path(tmp) / row.run_id
-            dst.mkdir()
-            path = client.download_artifacts(row.run_id, PER_SAMPLE_ARTIFACT, str(dst))
-            wide = pd.read_csv(path, dtype={"sample": str})
-            long = wide.melt(id_vars="sample", var_name="metric", value_name="value")
-            long["value"] = pd.to_numeric(long["value"], errors="coerce")
-            frames.append(long.assign(run_id=row.run_id, cell_key=row.cell_key, seed=row.seed))
+    frames, missing = _artifact_tables(tracking_uri, runs, PER_SAMPLE_ARTIFACT)
     if missing:
         warnings.warn(
             f"{len(missing)} run(s) have no {PER_SAMPLE_ARTIFACT}: {missing}", stacklevel=2
@@ -210,9 +232,25 @@ def collect_per_sample(tracking_uri: str, runs: pd.DataFrame) -> pd.DataFrame:
     cols = ["run_id", "cell_key", "seed", "sample", "metric", "value"]
     if not frames:
         return pd.DataFrame(columns=cols)
-    out = pd.concat(frames, ignore_index=True)[cols]
-    out["seed"] = pd.array(out["seed"], dtype="Int64")
-    return out
+    ids = ["run_id", "cell_key", "seed", "sample"]
+    long = [f.melt(id_vars=ids, var_name="metric", value_name="value") for f in frames]
+    out = pd.concat(long, ignore_index=True)[cols]
+    out["value"] = pd.to_numeric(out["value"], errors="coerce")
+    return _with_seed(out)
+
+
+def collect_per_patient(tracking_uri: str, runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, test patient) from `per_patient.csv` artifacts: run_id, cell_key,
+    seed, patient and the predicted and reference indices (edv_ml_*, esv_ml_*, ef_*).
+
+    Only segmentation runs whose test images had a pixel spacing have the artifact; the
+    others are left out without a warning.
+    """
+    frames, _ = _artifact_tables(tracking_uri, runs, PER_PATIENT_ARTIFACT)
+    cols = ["run_id", "cell_key", "seed", "patient", *PER_PATIENT_COLUMNS]
+    if not frames:
+        return pd.DataFrame(columns=cols)
+    return _with_seed(pd.concat(frames, ignore_index=True)[cols])
 
 
 def collect_curves(tracking_uri: str, runs: pd.DataFrame, metric: str) -> pd.DataFrame:

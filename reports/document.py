@@ -52,9 +52,10 @@ _SECTIONS = (
     _Section(
         "Per-structure scores",
         "The segmentation tasks per structure (LV cavity, myocardium, left atrium), with"
-        " surface distances, as CAMUS and nnU-Net report them.",
+        " surface distances and the ejection fraction's agreement with the reference, as"
+        " CAMUS and nnU-Net report them.",
         ("structures-",),
-        (),
+        ("structures",),
     ),
     _Section(
         "Convergence",

@@ -341,6 +341,103 @@ def heatmap_figures(runs: pd.DataFrame) -> list[Plot]:
     return plots
 
 
+def _cell_text(cell: pd.Series) -> str:
+    """A cell's axes besides its mode, for a panel title: `mix, ratio 1, P3`."""
+    parts = [str(cell["protocol"]), f"ratio {axis_value('ratio', cell['ratio'])}"]
+    return ", ".join(parts + ([str(cell["prompt"])] if cell["prompt"] != "-" else []))
+
+
+def agreement_figures(
+    runs: pd.DataFrame, per_patient: pd.DataFrame | None, palette: dict | None = None
+) -> list[Plot]:
+    """Bland-Altman plots of the ejection fraction, one figure per (task, model, real
+    fraction) whose runs have per-patient indices (`collect_per_patient`): a panel for the
+    real-only baseline and one per generation mode, showing that mode's cell with the best
+    mean test primary metric (the cell its tables lead with), so that the EF error is seen
+    for the model the Dice ranking picks, not picked by it.
+
+    A point is a test patient: x the mean of the predicted and the reference EF, y their
+    difference (predicted minus reference), the prediction averaged over the cell's seeds.
+    Solid line: the bias; dashed: the 95 % limits of agreement, bias +- 1.96 SD of the
+    differences. A figure needs 3 patients or more (fewer give no limits).
+    """
+    if per_patient is None or per_patient.empty:
+        return []
+    runs = _with_labels(usable_runs(runs))
+    runs = runs[runs["run_id"].isin(per_patient["run_id"])]
+    palette = palette or mode_palette(runs["mode"])
+    plots = []
+    for (task, model, rf), d in runs.groupby(["task", "model", "real_fraction"], sort=True):
+        metric = _primary(d)
+        if metric is None or metric not in d.columns:
+            continue
+        panels = []
+        for mode in display_order("mode", d["mode"]):
+            of_mode = d[d["mode"] == mode]
+            score = of_mode.groupby("cell_key")[metric].mean().dropna()
+            if score.empty:
+                continue
+            best = score.idxmax() if is_higher_better(metric) else score.idxmin()
+            cell = of_mode[of_mode["cell_key"] == best]
+            points = (
+                per_patient[per_patient["run_id"].isin(cell["run_id"])]
+                .groupby("patient")[["ef_pred", "ef_ref"]]
+                .mean()
+            )
+            panels.append((cell.iloc[0], points, cell["seed"].nunique()))
+        if not panels or min(len(points) for _, points, _ in panels) < 3:
+            continue
+        ncols = min(3, len(panels))
+        nrows = -(-len(panels) // ncols)
+        with _style():
+            fig, axes = _figure(nrows, ncols, sharex=True, sharey=True)
+            for k, ax in enumerate(axes.flat):
+                if k >= len(panels):
+                    ax.set_visible(False)
+                elif k + ncols >= len(panels):  # nothing drawn below: show its x ticks
+                    ax.xaxis.set_tick_params(labelbottom=True)
+            for ax, (cell, points, _) in zip(axes.flat, panels):
+                label = cell["mode_label"]
+                colour = palette.get(label, (0.35, 0.35, 0.35))
+                diff = points["ef_pred"] - points["ef_ref"]
+                bias, loa = float(diff.mean()), float(1.96 * diff.std(ddof=1))
+                ax.axhline(0, color="0.6", lw=0.6, ls=":")
+                ax.scatter(points.mean(axis=1), diff, s=10, color=colour, alpha=0.8, lw=0)
+                ax.axhline(bias, color=colour, lw=1)
+                for limit in (bias - loa, bias + loa):
+                    ax.axhline(limit, color=colour, lw=0.8, ls="--")
+                title = label if cell["mode"] == BASELINE_MODE else f"{label}: {_cell_text(cell)}"
+                ax.set_title(title, fontsize="small")
+                ax.text(
+                    0.02,
+                    0.97,
+                    f"bias {bias:+.1f}, LoA $\\pm${loa:.1f}",
+                    transform=ax.transAxes,
+                    va="top",
+                    fontsize="x-small",
+                    bbox={"facecolor": "white", "alpha": 0.8, "lw": 0, "pad": 1},
+                )
+            fig.supxlabel("mean of predicted and reference EF (%)", fontsize="small")
+            fig.supylabel("predicted $-$ reference EF (points)", fontsize="small")
+        seeds = sorted({n for _, _, n in panels})
+        seed_text = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}--{seeds[-1]}"
+        seed_text += " seed" if seeds == [1] else " seeds"
+        caption = (
+            "Agreement of the ejection fraction with the reference"
+            f" ({_where(task=task, model=model, real_fraction=rf)}), after Bland and Altman:"
+            " one point per test patient, at the mean of the predicted and the reference EF"
+            " against their difference (predicted minus reference, in EF points), the"
+            f" prediction averaged over the cell's seeds ({seed_text}). Solid: the bias;"
+            r" dashed: the 95\% limits of agreement (bias $\pm$ 1.96 SD). Both EFs are"
+            " Simpson's biplane volumes, of the predicted and of the reference label maps."
+            " Panels: the real-only baseline and, per generation mode, its cell with the best"
+            f" mean test {escape_latex(metric)}."
+        )
+        name = f"agreement-{slug(task, model, 'rf' + axis_value('real_fraction', rf))}"
+        plots.append(Plot(name, fig, caption, "structures"))
+    return plots
+
+
 def fidelity_figures(
     runs: pd.DataFrame, fidelity: pd.DataFrame | None, palette: dict | None = None
 ) -> list[Plot]:
@@ -561,10 +658,12 @@ def write_figures(
     out_dir: str | Path,
     *,
     fidelity: pd.DataFrame | None = None,
+    per_patient: pd.DataFrame | None = None,
     run_dir: str | Path | None = None,
 ) -> list[ReportFigure]:
     """Draw every figure the data supports into `out_dir` (plots as PDF, sample grids as PNG)
-    and return them in report order. `run_dir` (the sweep's folder) enables the sample grids."""
+    and return them in report order. `per_patient` (`collect_per_patient`) enables the EF
+    agreement plots, `run_dir` (the sweep's folder) the sample grids."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     modes = runs["mode"] if fidelity is None else pd.concat([runs["mode"], fidelity["mode"]])
@@ -572,6 +671,7 @@ def write_figures(
     plots = [
         *ratio_figures(runs, palette),
         *heatmap_figures(runs),
+        *agreement_figures(runs, per_patient, palette),
         *curve_figures(runs, curves, palette),
         *fidelity_figures(runs, fidelity, palette),
         *sample_figures(Path(run_dir) if run_dir else None, _stages(runs)),

@@ -16,6 +16,7 @@ from reports.collect import (
     collect_curves,
     collect_failed,
     collect_fidelity,
+    collect_per_patient,
     collect_per_sample,
     collect_runs,
     export,
@@ -90,10 +91,11 @@ def write_report(
 ) -> dict:
     """Collect the experiment's runs and write the report folder; return what was made.
 
-    `out` receives runs/per_sample CSV + Parquet, `tables/*.tex`, `figures/*`, report.tex and,
-    when TeX is installed and `pdf` is true, report.pdf (a LaTeX error raises
-    `reports.document.LatexError`). `run_dir` is the sweep's folder, for the sample grids;
-    by default the folder the sweep recorded in MLflow, when it exists here.
+    `out` receives runs/per_sample (and, for seg with pixel spacing, per_patient) CSV +
+    Parquet, `tables/*.tex`, `figures/*`, report.tex and, when TeX is installed and `pdf` is
+    true, report.pdf (a LaTeX error raises `reports.document.LatexError`). `run_dir` is the
+    sweep's folder, for the sample grids; by default the folder the sweep recorded in MLflow,
+    when it exists here.
     Returns `tables`, `exports`, `figures` (paths), `tex`, `pdf` (None when not compiled),
     `summary` (the terminal table, then the failed cells) and `failed` (cells without a result:
     key, reason; also `failed.csv` and a section of report.tex).
@@ -102,9 +104,12 @@ def write_report(
     runs = collect_runs(tracking_uri, experiment)
     _clear_stale(out)
     per_sample = collect_per_sample(tracking_uri, runs)
+    per_patient = collect_per_patient(tracking_uri, runs)
     fidelity = collect_fidelity(tracking_uri, experiment)
     failed = collect_failed(tracking_uri, experiment)
     exports = [*export(runs, out, "runs"), *export(per_sample, out, "per_sample")]
+    if len(per_patient):
+        exports += export(per_patient, out, "per_patient")
     if len(failed):
         out.mkdir(parents=True, exist_ok=True)
         failed.to_csv(out / FAILED_CSV, index=False)
@@ -117,6 +122,7 @@ def write_report(
         validation_curves(tracking_uri, runs),
         out / "figures",
         fidelity=fidelity,
+        per_patient=per_patient,
         run_dir=run_dir,
     )
     title = f"echosynth-bench report: {experiment}"

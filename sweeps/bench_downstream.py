@@ -34,7 +34,7 @@ from downstream.ensemble import fit_ensemble
 from downstream.registry import build_model, build_task
 from downstream.training import FitResult, fit
 from sweeps.bench_measure import Speed, timed
-from sweeps.cell import log_cell
+from sweeps.cell import PER_PATIENT, log_cell
 from sweeps.workspace import Workspace
 
 TASK = Task.SEG
@@ -204,15 +204,15 @@ def bench_tracking(cfg: Config, data: EchoData, result: FitResult, device: torch
     """Seconds that ``sweeps.cell.log_cell`` takes for one cell on a fresh SQLite store, as a
     share of the cell's training time.
 
-    The logged folder holds what a cell stage holds (metrics, curves, per-sample table,
-    resolved config) from the downstream bench's trained model; each repeat logs another cell
-    key (logging is idempotent per key). The share is of a cell that trains the config's
-    ``downstream.train.epochs`` at the measured seconds per epoch: early stopping makes cells
-    shorter, the share larger.
+    The logged folder holds what a cell stage holds (metrics, curves, per-sample and
+    per-patient tables, resolved config) from the downstream bench's trained model; each
+    repeat logs another cell key (logging is idempotent per key). The share is of a cell that
+    trains the config's ``downstream.train.epochs`` at the measured seconds per epoch: early
+    stopping makes cells shorter, the share larger.
     """
     bench = cfg.bench
     task, model_name = build_task(TASK, cfg.downstream)
-    metrics, per_sample = task.evaluate(result.model, data.split("test"), device)
+    tested = task.evaluate(result.model, data.split("test"), device)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         tracked = dataclasses.replace(
@@ -226,7 +226,7 @@ def bench_tracking(cfg: Config, data: EchoData, result: FitResult, device: torch
         summary = {
             "model": model_name,
             "primary_metric": task.primary_metric,
-            "test": metrics,
+            "test": tested.metrics,
             **conv,
             "best_epoch": result.best_epoch,
             "train_seconds": sum(result.epoch_seconds),
@@ -234,7 +234,9 @@ def bench_tracking(cfg: Config, data: EchoData, result: FitResult, device: torch
         curves = {"train/loss": result.train_loss, f"val/{task.primary_metric}": result.val_score}
         (folder / "metrics.json").write_text(json.dumps(summary))
         (folder / "curves.json").write_text(json.dumps(curves))
-        per_sample.to_csv(folder / "per_sample.csv", index=False)
+        tested.per_sample.to_csv(folder / "per_sample.csv", index=False)
+        if tested.per_patient is not None:
+            tested.per_patient.to_csv(folder / PER_PATIENT, index=False)
         (folder / "config.yaml").write_text(dump_config(cfg))
         stage = Stage(path=folder, kind="cells", digest="bench", done={}, computed=True)
         seconds = []

@@ -28,6 +28,9 @@ from downstream.training import Task
 from sweeps.fidelity import fidelity_stage
 from sweeps.workspace import Workspace
 
+# The clinical indices per test patient, predicted and reference (seg with pixel spacing).
+PER_PATIENT = "per_patient.csv"
+
 
 @dataclass
 class _Training:
@@ -75,7 +78,8 @@ def _write(
     device = resolve_device(ws.cfg.device)
     task, train_cfg = run.task, ws.cfg.downstream.train
     final = result.final
-    metrics, per_sample = task.evaluate(final.model, ws.real.split("test"), device)
+    tested = task.evaluate(final.model, ws.real.split("test"), device)
+    metrics = tested.metrics
     conv = convergence(final.val_score, final.epoch_seconds, train_cfg.epochs)
     curves = {"train/loss": final.train_loss, f"val/{task.primary_metric}": final.val_score}
     if result.pretrain is not None:
@@ -96,7 +100,9 @@ def _write(
     }
     (tmp / "metrics.json").write_text(json.dumps(summary, indent=2))
     (tmp / "curves.json").write_text(json.dumps(curves))
-    per_sample.to_csv(tmp / "per_sample.csv", index=False)
+    tested.per_sample.to_csv(tmp / "per_sample.csv", index=False)
+    if tested.per_patient is not None:
+        tested.per_patient.to_csv(tmp / PER_PATIENT, index=False)
     save_file(
         {k: v.contiguous().cpu() for k, v in final.model.state_dict().items()},
         str(tmp / "model.safetensors"),
@@ -106,7 +112,7 @@ def _write(
 
 def cell_stage(ws: Workspace, cell: GridCell) -> Stage:
     """Compute (or reuse) the cell's folder: metrics.json, curves.json, per_sample.csv,
-    model.safetensors and the resolved config."""
+    per_patient.csv (seg, with pixel spacing), model.safetensors and the resolved config."""
     synth_stage, synthetic = _inputs(ws, cell)
 
     def compute(tmp: Path) -> dict:
@@ -229,7 +235,8 @@ def log_cell(ws: Workspace, cell: GridCell, stage: Stage, parent_id: str | None)
         if summary.get(name) is not None:
             final[name] = summary[name]
     tracker.log_metrics(run_id, final)
-    for name in ("per_sample.csv", "config.yaml", "curves.json"):
-        tracker.log_artifact(run_id, stage.path / name)
+    for name in ("per_sample.csv", PER_PATIENT, "config.yaml", "curves.json"):
+        if name != PER_PATIENT or (stage.path / name).is_file():
+            tracker.log_artifact(run_id, stage.path / name)
     tracker.end_run(run_id)
     return run_id

@@ -28,6 +28,10 @@ from benchmark.tracking import Tracker, default_artifact_location, default_track
 from generators.base import GenerationContext
 from generators.registry import get_generator
 
+# What a cell folder holds: 2 added ef_loa and per_patient.csv. A folder of an older
+# format is recomputed rather than reported without them.
+CELL_FORMAT = 2
+
 # Generator settings that change sampling only; they stay out of the generator's key so a
 # new sampler reuses the trained model.
 _SAMPLING_KEYS = (
@@ -258,4 +262,5 @@ class Workspace:
             "synthetic": synth.digest if synth else None,
             "downstream": to_dict(self.cfg.downstream),
             "subset_seed": self.cfg.grid.subset_seed,
+            "format": CELL_FORMAT,
         }

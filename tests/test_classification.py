@@ -57,7 +57,9 @@ def test_trains_and_evaluates(target, smoke_config):
         0,
         progress=False,
     )
-    metrics, per_sample = task.evaluate(result.model, data.split("test"), torch.device("cpu"))
+    tested = task.evaluate(result.model, data.split("test"), torch.device("cpu"))
+    metrics, per_sample = tested.metrics, tested.per_sample
+    assert tested.per_patient is None
     assert {"accuracy", "balanced_accuracy", "f1_macro", "auroc"} <= set(metrics)
     assert len(per_sample) == len(data.split("test"))
     assert per_sample["accuracy"].mean() == pytest.approx(metrics["accuracy"])

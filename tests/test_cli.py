@@ -3,9 +3,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from mlflow.tracking import MlflowClient
 
 from benchmark.__main__ import main
+from benchmark.tracking import default_tracking_uri
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -122,5 +125,15 @@ def test_run_json_is_strict_json_with_mm_distances_and_ef(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1], parse_constant=_strict)
     metrics = out["metrics"]
     assert metrics["hd95_mm_mean"] > 0 and metrics["ef_mae"] >= 0
-    # Two test patients give no EF correlation: null in the line, not NaN.
-    assert metrics["ef_corr"] is None
+    # Two test patients give no EF correlation nor limits of agreement: null, not NaN.
+    assert metrics["ef_corr"] is None and metrics["ef_loa"] is None
+    # The cell folder keeps the indices per patient, and MLflow has them as an artifact.
+    patients = pd.read_csv(Path(out["stage"]) / "per_patient.csv")
+    assert len(patients) == 2 and {"ef_pred", "ef_ref", "edv_ml_pred"} <= set(patients.columns)
+    mae = (patients["ef_pred"] - patients["ef_ref"]).abs().mean()
+    assert metrics["ef_mae"] == pytest.approx(mae)
+    client = MlflowClient(default_tracking_uri(tmp_path))
+    (run,) = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], "tags.kind = 'cell'"
+    )
+    assert "per_patient.csv" in {a.path for a in client.list_artifacts(run.info.run_id)}

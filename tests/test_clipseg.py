@@ -59,7 +59,8 @@ def test_clipseg_trains_as_a_vlseg_task(tiny_clipseg, smoke_config):
     )
     after = result.model.model.decoder.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
-    metrics, per_sample = task.evaluate(result.model, data.split("test"), torch.device("cpu"))
+    tested = task.evaluate(result.model, data.split("test"), torch.device("cpu"))
+    metrics, per_sample = tested.metrics, tested.per_sample
     assert 0 <= metrics["dice_mean"] <= 1 and len(per_sample) == 3 * len(data.split("test"))
 
 
@@ -105,7 +106,7 @@ def test_cris_trains_as_a_vlseg_task(tiny_clip, smoke_config):
         0,
         progress=False,
     )
-    metrics, _ = task.evaluate(result.model, data.split("test"), torch.device("cpu"))
+    metrics = task.evaluate(result.model, data.split("test"), torch.device("cpu")).metrics
     assert 0 <= metrics["dice_mean"] <= 1
     with pytest.raises(ConfigError, match="clip_path is required"):
         load_config(None, ["downstream.vlseg.model=cris"])

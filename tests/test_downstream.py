@@ -5,10 +5,12 @@ import pytest
 import torch
 
 from benchmark.data.phantom import make_phantom
+from benchmark.data.records import SPACING_COLUMNS
 from benchmark.grid import Protocol
 from downstream import protocols
 from downstream.protocols import run_protocol
 from downstream.segmentation import SegmentationTask, build_model
+from downstream.volumes import lv_indices
 
 
 @pytest.fixture(scope="module")
@@ -91,11 +93,24 @@ def test_protocols_need_synthetic_images(data, smoke_config):
 def test_evaluate_gives_per_sample_rows(data, smoke_config):
     task = SegmentationTask(False)
     test = data.split("test")
-    metrics, per_sample = task.evaluate(
-        build_model(smoke_config.downstream.seg), test, torch.device("cpu")
-    )
+    tested = task.evaluate(build_model(smoke_config.downstream.seg), test, torch.device("cpu"))
+    metrics, per_sample = tested.metrics, tested.per_sample
     assert len(per_sample) == len(test) and per_sample["sample"].is_unique
     assert {"dice_lv", "dice_myo", "dice_la", "dice_mean", "hd95_mean", "iou_mean"} <= set(metrics)
     # The phantom has a pixel spacing and all four images per patient: mm and EF too.
-    assert {"hd95_mm_mean", "assd_mm_mean", "ef_mae", "ef_bias", "edv_mae_ml"} <= set(metrics)
+    assert {"hd95_mm_mean", "assd_mm_mean", "ef_mae", "ef_bias", "ef_loa", "edv_mae_ml"} <= set(
+        metrics
+    )
     assert {"hd95_mm_lv", "assd_la", "assd_mm_myo"} <= set(per_sample.columns)
+    # One row per test patient, and the reference side is Simpson on the reference maps.
+    patients = tested.per_patient
+    assert sorted(patients["patient"]) == sorted(test.meta["patient"].astype(str).unique())
+    reference = lv_indices(test.masks, test.meta, test.spacing())
+    assert list(patients["ef_ref"]) == pytest.approx(list(reference["ef"]))
+    assert metrics["ef_mae"] == pytest.approx(
+        (patients["ef_pred"] - patients["ef_ref"]).abs().mean()
+    )
+    # Without a pixel spacing: no mm, no volumes, no per-patient table.
+    unscaled = dataclasses.replace(test, meta=test.meta.drop(columns=list(SPACING_COLUMNS)))
+    flat = task.evaluate(build_model(smoke_config.downstream.seg), unscaled, torch.device("cpu"))
+    assert flat.per_patient is None and "ef_mae" not in flat.metrics

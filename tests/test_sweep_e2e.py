@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -83,8 +84,11 @@ def test_smoke_sweep_then_rerun_recomputes_nothing(tmp_path):
                 "config.yaml",
                 "metrics.json",
                 "per_sample.csv",
+                "per_patient.csv",  # the phantom has a pixel spacing: EF per patient
                 "model.safetensors",
             } <= {p.name for p in cell.iterdir()}
+    patients = pd.read_csv(out / "report" / "per_patient.csv")
+    assert len(patients) == 3 * 2  # 3 cells x 2 test patients
     assert (next((out / "synth").glob("*/samples.png"))).is_file()
 
     # The projection of the run's own grid adds up its stages' measured seconds.

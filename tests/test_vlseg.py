@@ -82,7 +82,8 @@ def test_trains_with_a_live_bce_term(encoder, data, smoke_config):
         0,
         progress=False,
     )
-    metrics, per_sample = task.evaluate(result.model, data.split("test"), torch.device("cpu"))
+    tested = task.evaluate(result.model, data.split("test"), torch.device("cpu"))
+    metrics, per_sample = tested.metrics, tested.per_sample
     assert len(per_sample) == 3 * len(data.split("test"))
     assert {"dice_mean", "dice_lv", "dice_myo", "dice_la", "iou_mean"} <= set(metrics)
     assert per_sample["dice_mean"].mean() == pytest.approx(metrics["dice_mean"])

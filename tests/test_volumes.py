@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy import ndimage as ndi
 
-from downstream.volumes import disc_diameters, index_errors, long_axis, lv_indices
+from downstream.volumes import agreement, disc_diameters, index_errors, long_axis, lv_indices
 
 SPACING = np.array([0.5, 0.25])  # (row, col) mm: anisotropic, as CAMUS's pixels
 
@@ -74,15 +74,24 @@ def test_index_errors_by_hand_and_incomplete_patients_skipped():
         }
     )
     ref = pred.assign(edv_ml=[110, 80, 50], ef=[60, 45, 50.0])
-    errors = index_errors(pred, ref)
+    # Patient "d" has no reference (not in the test split's four-image set): left out.
+    extra = pd.DataFrame({"patient": ["d"], "edv_ml": [1.0], "esv_ml": [1.0], "ef": [0.0]})
+    both = agreement(pd.concat([pred, extra]), ref)
+    assert list(both["patient"]) == ["a", "b", "c"]
+    assert list(both["ef_pred"]) == [50, 50, 50] and list(both["ef_ref"]) == [60, 45, 50]
+    errors = index_errors(both)
     assert errors["ef_mae"] == pytest.approx((10 + 5 + 0) / 3)
     assert errors["ef_bias"] == pytest.approx((-10 + 5 + 0) / 3)
+    # Differences -10, 5, 0: mean -5/3, sample variance (69.44 + 44.44 + 2.78) / 2 = 58.33.
+    assert errors["ef_loa"] == pytest.approx(1.96 * np.sqrt(175 / 3))
     assert errors["edv_mae_ml"] == pytest.approx(20 / 3) and errors["esv_mae_ml"] == 0
     assert np.isnan(errors["ef_corr"])  # the predicted EF has no spread
+    two = index_errors(both.iloc[:2])
+    assert np.isnan(two["ef_loa"]) and np.isnan(two["ef_corr"])  # below 3 patients
     maps, rows = _patient("p1", 20, 14)
     # Without its 4CH ES image the patient cannot be measured: no indices, no errors.
     part = lv_indices(np.stack(maps[:3]), pd.DataFrame(rows[:3]), np.tile(SPACING, (3, 1)))
-    assert part.empty and index_errors(part, part) == {}
+    assert part.empty and index_errors(agreement(part, part)) == {}
 
 
 def test_a_missed_cavity_gives_zero_volume_and_ef():

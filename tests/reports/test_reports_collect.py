@@ -10,6 +10,7 @@ from reports.collect import (
     ExperimentNotFoundError,
     collect_curves,
     collect_fidelity,
+    collect_per_patient,
     collect_per_sample,
     collect_runs,
     export,
@@ -60,6 +61,12 @@ def store(tmp_path_factory):
                             mlflow.log_metric("val/dice_mean", v + seed, step=epoch)
                         csv = "sample,dice_mean,hd95_mean\n0007,0.9,4.0\n0012,0.7,6.0\n"
                         mlflow.log_text(csv, "per_sample.csv")
+                        if mode == "text":  # a seg cell with pixel spacing: EF per patient
+                            mlflow.log_text(
+                                "patient,edv_ml_pred,edv_ml_ref,esv_ml_pred,esv_ml_ref,ef_pred,"
+                                f"ef_ref\n0003,100,110,50,40,{50 + seed},63.6\n",
+                                "per_patient.csv",
+                            )
             with mlflow.start_run(
                 experiment_id=exp, nested=True, tags=_cell_tags("semantic", 0, 1.0)
             ):
@@ -117,6 +124,16 @@ def test_collect_per_sample_long_table(store):
     assert set(long["sample"]) == {"0007", "0012"}
     one = long[(long["run_id"] == runs["run_id"].iloc[0]) & (long["metric"] == "hd95_mean")]
     assert dict(zip(one["sample"], one["value"])) == {"0007": 4.0, "0012": 6.0}
+
+
+def test_collect_per_patient_keeps_the_runs_that_have_it(store):
+    runs = collect_runs(store, SWEEP)
+    table = collect_per_patient(store, runs)
+    text = runs.loc[runs["mode"] == "text", "run_id"]
+    assert sorted(table["run_id"]) == sorted(text) and list(table["patient"]) == ["0003"] * 2
+    assert list(table.columns[:4]) == ["run_id", "cell_key", "seed", "patient"]
+    assert sorted(table["ef_pred"]) == [50, 51] and set(table["ef_ref"]) == {63.6}
+    assert collect_per_patient(store, runs[runs["mode"] == "none"]).empty
 
 
 def test_collect_curves(store):

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from reports.figures import (
+    agreement_figures,
     curve_figures,
     fidelity_figures,
     heatmap_figures,
@@ -187,14 +188,64 @@ def test_sample_figures_show_only_the_sets_the_reported_cells_used(tmp_path, fak
     assert sample_figures(run_dir, stages=["no-such-cell"]) == []
 
 
+REF_EF = np.array([50.0, 55, 60, 65, 70])
+SPREAD = np.array([-2.0, -1, 0, 1, 2])  # per-patient part of the difference: SD sqrt(2.5)
+
+
+def _per_patient(runs: pd.DataFrame, offset) -> pd.DataFrame:
+    """Five test patients per run; predicted EF = reference + offset(run) + SPREAD."""
+    rows = []
+    for run in runs.itertuples():
+        for i, (ref, spread) in enumerate(zip(REF_EF, SPREAD)):
+            pred = ref + offset(run) + spread
+            rows.append(dict(run_id=run.run_id, patient=f"p{i}", ef_pred=pred, ef_ref=ref))
+    return pd.DataFrame(rows)
+
+
+def test_agreement_figure_shows_each_modes_best_cell_with_bias_and_limits():
+    runs = _runs()
+    # Seeds 0 and 1 differ by 2 points: the panel averages them (offset 1 + seed * 2 -> +2).
+    per_patient = _per_patient(runs, lambda r: 1 + 2 * r.seed + (r.mode == "oracle") * 3)
+    (plot,) = agreement_figures(runs, per_patient)
+    assert plot.name == "agreement-seg-unet-rf0p1" and plot.section == "structures"
+    # The best dice_mean cell of each mode: oracle at ratio 1, corrupted at ratio 0.5.
+    assert _titles(plot) == ["real only", "oracle: mix, ratio 1", "corrupted: mix, ratio 0.5"]
+    axes = [ax for ax in plot.figure.axes if ax.get_visible()]
+    loa = 1.96 * np.sqrt(2.5)
+    texts = [ax.texts[0].get_text() for ax in axes]
+    assert texts == [f"bias {b}, LoA $\\pm${loa:.1f}" for b in ("+2.0", "+5.0", "+2.0")]
+    # Real only: x = mean of predicted and reference, y = their difference, per patient.
+    offsets = axes[0].collections[0].get_offsets()
+    np.testing.assert_allclose(offsets[:, 0], REF_EF + (2 + SPREAD) / 2)
+    np.testing.assert_allclose(offsets[:, 1], 2 + SPREAD)
+    lines = sorted(ln.get_ydata()[0] for ln in axes[1].get_lines())
+    np.testing.assert_allclose(lines, [0, 5 - loa, 5, 5 + loa])  # zero, limits, bias
+    assert "Bland and Altman" in plot.caption and "best" in plot.caption
+
+
+def test_agreement_figure_needs_per_patient_rows_and_three_patients():
+    runs = _runs()
+    assert agreement_figures(runs, None) == []
+    assert agreement_figures(runs, _per_patient(runs, lambda r: 0).iloc[:0]) == []
+    two = _per_patient(runs, lambda r: 0)
+    assert agreement_figures(runs, two[two["patient"].isin(["p0", "p1"])]) == []
+    # Runs without a per-patient table (cls, or seg without spacing) are not drawn.
+    assert agreement_figures(runs.assign(task="cls"), two.iloc[:0]) == []
+
+
 def test_write_figures_saves_pdf_and_png(tmp_path, fake_run_dir):
     runs = _runs()
     figs = write_figures(
-        runs, _curves(runs), tmp_path / "figures", run_dir=fake_run_dir(tmp_path / "run")
+        runs,
+        _curves(runs),
+        tmp_path / "figures",
+        per_patient=_per_patient(runs, lambda r: 1.0),
+        run_dir=fake_run_dir(tmp_path / "run"),
     )
     names = [f.path.name for f in figs]
     assert names == [
         "ratio-seg-unet.pdf",
+        "agreement-seg-unet-rf0p1.pdf",
         "curves-seg-unet.pdf",
         "samples-rf0p1.png",
         "samples-rf1.png",
