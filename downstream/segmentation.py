@@ -4,7 +4,8 @@ Labels: 0 background, 1 LV cavity, 2 LV myocardium, 3 left atrium. Scores are re
 per structure (background excluded) on real test images: Dice, IoU, and the 95th-percentile
 Hausdorff distance (HD95) and average symmetric surface distance (ASSD, CAMUS's "mean
 absolute distance") in pixels and, when every test image has a pixel spacing, in mm, with
-the clinical indices of ``downstream.volumes`` (EF, EDV and ESV errors).
+the clinical indices of ``downstream.volumes`` (EF, EDV and ESV errors); over all test
+images and per cardiac phase (ED, ES).
 """
 
 from __future__ import annotations
@@ -28,6 +29,18 @@ from downstream.volumes import agreement, index_errors, lv_indices
 
 STRUCTURES = {1: "lv", 2: "myo", 3: "la"}
 N_CLASSES = 4
+# Scores also averaged per cardiac phase (``<metric>_ed``, ``<metric>_es``): CAMUS and the
+# methods compared on it report ED and ES apart, ES being the harder phase.
+PHASE_METRICS = (
+    "dice_lv",
+    "dice_myo",
+    "dice_la",
+    "dice_mean",
+    "hd95_mean",
+    "assd_mean",
+    "hd95_mm_mean",
+    "assd_mm_mean",
+)
 
 
 def build_model(cfg: SegModelConfig) -> torch.nn.Module:
@@ -102,12 +115,30 @@ class SegmentationTask:
         per_sample = per_sample_scores(pred, test.masks, with_hd95=True, spacing=spacing)
         per_sample.insert(0, "sample", test.sample_ids())
         metrics = {c: float(per_sample[c].mean()) for c in per_sample.columns if c != "sample"}
+        metrics |= phase_means(per_sample, test.meta["phase"])
         if spacing is None:  # volumes need mm
             return Evaluation(metrics, per_sample)
         reference = lv_indices(test.masks, test.meta, spacing)
         per_patient = agreement(lv_indices(pred, test.meta, spacing), reference)
         metrics |= index_errors(per_patient)
         return Evaluation(metrics, per_sample, per_patient if len(per_patient) else None)
+
+
+def phase_means(per_sample: pd.DataFrame, phase: pd.Series) -> dict[str, float]:
+    """``<m>_ed`` and ``<m>_es``: the means of each :data:`PHASE_METRICS` column ``m`` of
+    ``per_sample`` over its ED and its ES rows (``phase``: one value per row); nothing for a
+    phase without images."""
+    phase = phase.astype(str).to_numpy()
+    out = {}
+    for name in ("ED", "ES"):
+        rows = phase == name
+        if not rows.any():
+            continue
+        for metric in PHASE_METRICS:
+            if metric in per_sample.columns:
+                values = per_sample[metric].to_numpy(dtype=float)[rows]
+                out[f"{metric}_{name.lower()}"] = float(values.mean())
+    return out
 
 
 def per_sample_scores(

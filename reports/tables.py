@@ -160,6 +160,18 @@ STRUCTURE_COLUMNS = {
 }
 DISTANCE_COLUMNS = {"hd95": "HD95", "assd": "ASSD"}
 CLINICAL_COLUMNS = {"ef_mae": "EF MAE", "ef_corr": "EF r"}
+# The per-phase tables: the volume error of their phase in place of the EF's.
+PHASES = {"ed": "end-diastole (ED)", "es": "end-systole (ES)"}
+PHASE_CLINICAL_COLUMNS = {
+    "ed": {"edv_mae_ml": "EDV MAE (mL)"},
+    "es": {"esv_mae_ml": "ESV MAE (mL)"},
+}
+_CLINICAL_NOTES = {
+    "ef_mae": "EF MAE: the mean absolute error of the ejection fraction in points",
+    "ef_corr": "EF r: its Pearson correlation",
+    "edv_mae_ml": "EDV MAE: the mean absolute error of the end-diastolic LV volume",
+    "esv_mae_ml": "ESV MAE: the mean absolute error of the end-systolic LV volume",
+}
 
 
 def structures_table(
@@ -168,12 +180,20 @@ def structures_table(
     *,
     model: str | None = None,
     real_fraction: float | None = None,
+    phase: str | None = None,
 ) -> str:
     """Per-structure test scores of a segmentation task (seg or vlseg), one row per cell: Dice
     of LV, myocardium and atrium and their mean, then the mean HD95 and ASSD over structures
     (mm when every run measured them in mm, else pixels) and, where every run has them, the
     ejection fraction's error and correlation (`downstream.volumes`): the layout of CAMUS and
-    nnU-Net reports."""
+    nnU-Net reports.
+
+    With `phase` ("ed" or "es") the scores are those of that phase's test images only (the
+    `<metric>_<phase>` metrics of seg) and the clinical column is that phase's LV volume error,
+    as CAMUS reports ED and ES apart."""
+    if phase is not None and phase not in PHASES:
+        raise ValueError(f"structures_table: phase must be one of {list(PHASES)}, not {phase!r}")
+    at = "" if phase is None else f"_{phase}"
     runs = slice_runs(usable_runs(df), task=task)
     if runs.empty:
         raise ValueError(f"structures_table: no runs for task {task!r}")
@@ -182,27 +202,25 @@ def structures_table(
         slice_runs(runs, model=model), "real_fraction", real_fraction, "structures_table"
     )
     runs = slice_runs(runs, model=model, real_fraction=rf)
-    metrics = {m: h for m, h in STRUCTURE_COLUMNS.items() if _logged(runs, m)}
-    if "dice_lv" not in metrics:
-        raise ValueError(f"structures_table: no per-structure Dice for task {task!r}")
+    metrics = {f"{m}{at}": h for m, h in STRUCTURE_COLUMNS.items() if _logged(runs, f"{m}{at}")}
+    if f"dice_lv{at}" not in metrics:
+        raise ValueError(
+            f"structures_table: no per-structure Dice{' at ' + phase.upper() if phase else ''}"
+            f" for task {task!r}"
+        )
     # One unit for the whole table: mm only if every run measured in mm.
-    mm = all(_logged(runs, f"{name}_mm_mean", every=True) for name in DISTANCE_COLUMNS)
+    mm = all(_logged(runs, f"{name}_mm_mean{at}", every=True) for name in DISTANCE_COLUMNS)
     suffix, unit = ("_mm", "mm") if mm else ("", "px")
-    distances = {f"{n}{suffix}_mean": f"{h} ({unit})" for n, h in DISTANCE_COLUMNS.items()}
+    distances = {f"{n}{suffix}_mean{at}": f"{h} ({unit})" for n, h in DISTANCE_COLUMNS.items()}
     metrics |= {m: h for m, h in distances.items() if _logged(runs, m)}
-    clinical = {m: h for m, h in CLINICAL_COLUMNS.items() if _logged(runs, m, every=True)}
+    wanted = CLINICAL_COLUMNS if phase is None else PHASE_CLINICAL_COLUMNS[phase]
+    clinical = {m: h for m, h in wanted.items() if _logged(runs, m, every=True)}
     metrics |= clinical
     axes = ["mode", "protocol", "ratio", "prompt"]
     runs = runs.assign(cell=row_labels(runs, axes))
     ef = ""
     if clinical:
-        ef = " " + " and ".join(
-            {
-                "ef_mae": "EF MAE: the mean absolute error of the ejection fraction in points",
-                "ef_corr": "EF r: its Pearson correlation",
-            }[m]
-            for m in clinical
-        )
+        ef = " " + " and ".join(_CLINICAL_NOTES[m] for m in clinical)
         ef += (
             ", from Simpson's biplane volumes of the predicted and the reference label maps"
             " per test patient."
@@ -213,14 +231,15 @@ def structures_table(
         if any(m in metrics for m in distances)
         else ""
     )
+    images = "" if phase is None else f" at {PHASES[phase]} only"
     caption = (
         f"Per-structure scores, task {escape_latex(task)}"
-        f" ({describe(model=model, real_fraction=rf)}), on the real test set."
+        f" ({describe(model=model, real_fraction=rf)}), on the real test images{images}."
         + distance_note
         + ef
         + constants_note(runs, axes)
     )
-    label = f"tab:structures-{slug(task, model, rf_slug(rf))}"
+    label = f"tab:structures-{slug(task, model, rf_slug(rf), *([phase] if phase else []))}"
     return metrics_table(runs, "cell", metrics, caption, label)
 
 
@@ -305,8 +324,9 @@ def write_tables(
 
     sb: per (model, real fraction) when vlseg runs have prompts; de: per (task, model, protocol,
     real fraction) with at least one synthetic cell; structures: per (segmentation task, model,
-    real fraction) with per-structure Dice; convergence: per (task, model, real fraction) where
-    epochs_to_95 was logged; fidelity: per recipe when `fidelity` has rows.
+    real fraction) with per-structure Dice, and per phase (ED, ES) where it was logged;
+    convergence: per (task, model, real fraction) where epochs_to_95 was logged; fidelity: per
+    recipe when `fidelity` has rows.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -336,6 +356,11 @@ def write_tables(
         for task, model, rf in combos(parts, ["task", "model", "real_fraction"]):
             tex = structures_table(runs, task, model=model, real_fraction=rf)
             emit(f"structures-{slug(task, model, rf_slug(rf))}", tex)
+            for phase in PHASES:  # seg: the same per phase, as CAMUS reports it
+                at = slice_runs(runs, task=task, model=model, real_fraction=rf)
+                if f"dice_lv_{phase}" in at.columns and at[f"dice_lv_{phase}"].notna().any():
+                    tex = structures_table(runs, task, model=model, real_fraction=rf, phase=phase)
+                    emit(f"structures-{slug(task, model, rf_slug(rf), phase)}", tex)
     if "epochs_to_95" in runs.columns:
         timed = runs[runs["epochs_to_95"].notna()]
         for task, model, rf in combos(timed, ["task", "model", "real_fraction"]):

@@ -1,6 +1,7 @@
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -9,7 +10,7 @@ from benchmark.data.records import SPACING_COLUMNS
 from benchmark.grid import Protocol
 from downstream import protocols
 from downstream.protocols import run_protocol
-from downstream.segmentation import SegmentationTask, build_model
+from downstream.segmentation import SegmentationTask, build_model, phase_means
 from downstream.volumes import lv_indices
 
 
@@ -114,3 +115,16 @@ def test_evaluate_gives_per_sample_rows(data, smoke_config):
     unscaled = dataclasses.replace(test, meta=test.meta.drop(columns=list(SPACING_COLUMNS)))
     flat = task.evaluate(build_model(smoke_config.downstream.seg), unscaled, torch.device("cpu"))
     assert flat.per_patient is None and "ef_mae" not in flat.metrics
+    # Per phase: the means over the ED and the ES images, with mm only where mm exists.
+    ed = (test.meta["phase"] == "ED").to_numpy()
+    assert metrics["dice_lv_ed"] == pytest.approx(per_sample["dice_lv"][ed].mean())
+    assert metrics["hd95_mm_mean_es"] == pytest.approx(per_sample["hd95_mm_mean"][~ed].mean())
+    assert "hd95_mean_es" in flat.metrics and "hd95_mm_mean_es" not in flat.metrics
+
+
+def test_phase_means_by_hand():
+    per_sample = pd.DataFrame({"dice_lv": [0.9, 0.7, 0.5, 0.6], "other": [1, 2, 3, 4]})
+    out = phase_means(per_sample, pd.Series(["ED", "ES", "ES", "ED"]))
+    assert out == pytest.approx({"dice_lv_ed": 0.75, "dice_lv_es": 0.6})
+    # A test set of one phase gives that phase only.
+    assert phase_means(per_sample, pd.Series(["ES"] * 4)) == pytest.approx({"dice_lv_es": 0.675})

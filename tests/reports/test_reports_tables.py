@@ -191,6 +191,30 @@ def test_structures_table_columns_units_and_directions():
         structures_table(runs, "seg")
 
 
+def test_structures_table_per_phase_takes_that_phases_scores_and_volume_error():
+    runs, _ = _runs_and_samples()
+    runs = _with_structures(runs)
+    # ES scores 0.1 below the pooled ones, with the ESV error; EF columns stay pooled.
+    runs = runs.assign(
+        **{f"{m}_es": runs[m] - 0.1 for m in ("dice_lv", "dice_myo", "dice_la", "dice_mean")},
+        hd95_mm_mean_es=runs["hd95_mm_mean"] * 2,
+        assd_mm_mean_es=runs["assd_mm_mean"] * 2,
+        ef_mae=5.0,
+        esv_mae_ml=runs["dice_mean"] * 10,
+    )
+    tex = structures_table(runs, "seg", phase="es")
+    assert "at end-systole (ES) only" in tex and "label{tab:structures-seg-unet-rf1-es}" in tex
+    assert "Dice mean & HD95 (mm) & ASSD (mm) & ESV MAE (mL)" in tex and "EF MAE" not in tex
+    row = _row(tex, "text, ratio 1")
+    assert row.startswith(r"text, ratio 1 & \textbf{0.830 $\pm$ 0.028}")  # 0.93 - 0.1
+    assert r"\textbf{0.72 $\pm$ 0.17}" in row  # HD95 (mm) doubled, the lowest is bold
+    assert "EF MAE" in structures_table(runs, "seg")  # the pooled table keeps the EF
+    with pytest.raises(ValueError, match="no per-structure Dice at ED"):
+        structures_table(runs, "seg", phase="ed")
+    with pytest.raises(ValueError, match="phase must be one of"):
+        structures_table(runs, "seg", phase="diastole")
+
+
 def _fidelity():
     return pd.DataFrame(
         dict(
@@ -231,6 +255,14 @@ def test_write_tables_skips_absent_axes(tmp_path):
     assert all(p.read_text().startswith(r"\begin{table}") for p in paths)
     paths = write_tables(_with_structures(runs), per_sample, tmp_path / "parts")
     assert "structures-seg-unet-rf1.tex" in [p.name for p in paths]
+    assert not any(p.name.endswith(("-ed.tex", "-es.tex")) for p in paths)
+    phased = _with_structures(runs).assign(dice_lv_ed=0.9, dice_lv_es=0.8)
+    names = [p.name for p in write_tables(phased, per_sample, tmp_path / "phases")]
+    assert [n for n in names if n.startswith("structures-")] == [
+        "structures-seg-unet-rf1.tex",
+        "structures-seg-unet-rf1-ed.tex",
+        "structures-seg-unet-rf1-es.tex",
+    ]
 
 
 def test_escape_latex():
