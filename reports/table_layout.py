@@ -29,6 +29,7 @@ from reports.latex import BETTER_MARK, WORSE_MARK, decimals_for, entry, escape_l
 from reports.stats import (
     BASELINE_MODE,
     compare_to_baseline,
+    holm,
     is_baseline,
     summarise,
 )
@@ -300,16 +301,46 @@ def pivot_table_tex(
         decimals=[dec] * len(col_order),
         marks=marks,
     )
-    note = g.spread_note() + g.direction_note()
-    if n_tests:
-        note += (
-            f" {BETTER_MARK}/{WORSE_MARK}: significantly better/worse than the real-only baseline"
-            " (two-sided paired Wilcoxon signed-rank test on per-sample test values averaged"
-            f" over seeds; Holm-adjusted $p<{alpha:g}$ over the {n_tests} test"
-            f"{'s' if n_tests > 1 else ''} in this table)."
-        )
+    note = g.spread_note() + g.direction_note() + _tests_note(n_tests, alpha)
     corner = corner if corner is not None else f"{', '.join(index)} / {columns}"
     return g.to_latex(corner, caption.rstrip() + note, label)
+
+
+def _tests_note(n_tests: int, alpha: float) -> str:
+    if not n_tests:
+        return ""
+    return (
+        f" {BETTER_MARK}/{WORSE_MARK}: significantly better/worse than the real-only baseline"
+        " (two-sided paired Wilcoxon signed-rank test on per-sample test values averaged"
+        f" over seeds; Holm-adjusted $p<{alpha:g}$ over the {n_tests} test"
+        f"{'s' if n_tests > 1 else ''} in this table)."
+    )
+
+
+def _column_marks(
+    runs: pd.DataFrame,
+    per_sample: pd.DataFrame,
+    index: str,
+    metrics: dict[str, str],
+    higher: list[bool],
+    alpha: float,
+) -> tuple[pd.DataFrame, int]:
+    """Significance marks of `metrics_table`'s grid (rows `index`, columns the headers) and
+    the number of tests: every row against its real-only baseline, per metric that has
+    per-sample values; Holm's correction over all of them (one table, one family)."""
+    runs = runs.assign(_row=runs[index].astype(str))
+    found = []
+    for metric, up in zip(metrics, higher):
+        tests = compare_to_baseline(runs, per_sample, "_row", metric)
+        found.append(tests[tests["p_value"].notna()].assign(_header=metrics[metric], _up=up))
+    tests = pd.concat(found, ignore_index=True)
+    tests["p_holm"] = holm(tests["p_value"].to_numpy(dtype=float))
+    marks = pd.DataFrame("", index=list(runs[index].cat.categories), columns=list(metrics.values()))
+    for t in tests.to_dict("records"):
+        if t["p_holm"] < alpha and t["direction"] != 0:
+            good = (t["direction"] > 0) == t["_up"]
+            marks.loc[t["_row"], t["_header"]] = BETTER_MARK if good else WORSE_MARK
+    return marks, len(tests)
 
 
 def metrics_table(
@@ -320,10 +351,15 @@ def metrics_table(
     label: str,
     higher: dict[str, bool] | None = None,
     over: str = "seeds",
+    per_sample: pd.DataFrame | None = None,
+    alpha: float = ALPHA,
 ) -> str:
     """Rows `index` (an ordered categorical), one column per metric (name -> header), each
-    `mean ± std` over the runs of a row, with its own direction and decimals. No tests: these
-    are per-run quantities without per-sample values."""
+    `mean ± std` over the runs of a row, with its own direction and decimals.
+
+    With `per_sample`, the entries of metrics that have per-sample values are marked as in
+    `pivot_table_tex` (paired Wilcoxon against the real-only baseline, Holm over the whole
+    table); per-run quantities (convergence, EF errors) have none and get no mark."""
     higher = higher or {}
     rows = [c for c in runs[index].cat.categories if c in set(runs[index])]
     parts = {f: [] for f in ("mean", "std", "n")}
@@ -332,12 +368,18 @@ def metrics_table(
         for f in parts:
             parts[f].append(s[f].rename(metrics[m]))
     mean = pd.concat(parts["mean"], axis=1)
+    ups = [higher.get(m, is_higher_better(m)) for m in metrics]
+    marks, n_tests = pd.DataFrame("", index=mean.index, columns=mean.columns), 0
+    if per_sample is not None and len(per_sample) and "mode" in runs.columns:
+        marks, n_tests = _column_marks(runs, per_sample, index, metrics, ups, alpha)
+        marks = marks.reindex(index=mean.index, columns=mean.columns).fillna("")
     g = _Grid(
         mean=mean,
         std=pd.concat(parts["std"], axis=1),
         n=pd.concat(parts["n"], axis=1).fillna(0),
-        higher=[higher.get(m, is_higher_better(m)) for m in metrics],
+        higher=ups,
         decimals=[decimals_for(mean[c].to_numpy(dtype=float)) for c in mean.columns],
-        marks=pd.DataFrame("", index=mean.index, columns=mean.columns),
+        marks=marks,
     )
-    return g.to_latex(index, caption.rstrip() + g.spread_note(over) + g.direction_note(), label)
+    note = g.spread_note(over) + g.direction_note() + _tests_note(n_tests, alpha)
+    return g.to_latex(index, caption.rstrip() + note, label)

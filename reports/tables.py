@@ -181,6 +181,7 @@ def structures_table(
     model: str | None = None,
     real_fraction: float | None = None,
     phase: str | None = None,
+    per_sample: pd.DataFrame | None = None,
 ) -> str:
     """Per-structure test scores of a segmentation task (seg or vlseg), one row per cell: Dice
     of LV, myocardium and atrium and their mean, then the mean HD95 and ASSD over structures
@@ -190,7 +191,9 @@ def structures_table(
 
     With `phase` ("ed" or "es") the scores are those of that phase's test images only (the
     `<metric>_<phase>` metrics of seg) and the clinical column is that phase's LV volume error,
-    as CAMUS reports ED and ES apart."""
+    as CAMUS reports ED and ES apart. With `per_sample`, entries are marked where they differ
+    significantly from the real-only baseline (per-image values: Dice and distances of the
+    pooled table)."""
     if phase is not None and phase not in PHASES:
         raise ValueError(f"structures_table: phase must be one of {list(PHASES)}, not {phase!r}")
     at = "" if phase is None else f"_{phase}"
@@ -240,7 +243,7 @@ def structures_table(
         + constants_note(runs, axes)
     )
     label = f"tab:structures-{slug(task, model, rf_slug(rf), *([phase] if phase else []))}"
-    return metrics_table(runs, "cell", metrics, caption, label)
+    return metrics_table(runs, "cell", metrics, caption, label, per_sample=per_sample)
 
 
 def _logged(runs: pd.DataFrame, metric: str, every: bool = False) -> bool:
@@ -354,7 +357,7 @@ def write_tables(
     if "dice_lv" in runs.columns:
         parts = runs[runs["task"].isin(["seg", "vlseg"]) & runs["dice_lv"].notna()]
         for task, model, rf in combos(parts, ["task", "model", "real_fraction"]):
-            tex = structures_table(runs, task, model=model, real_fraction=rf)
+            tex = structures_table(runs, task, model=model, real_fraction=rf, per_sample=per_sample)
             emit(f"structures-{slug(task, model, rf_slug(rf))}", tex)
             for phase in PHASES:  # seg: the same per phase, as CAMUS reports it
                 at = slice_runs(runs, task=task, model=model, real_fraction=rf)

@@ -191,6 +191,25 @@ def test_structures_table_columns_units_and_directions():
         structures_table(runs, "seg")
 
 
+def test_structures_table_marks_per_sample_metrics_against_the_baseline():
+    runs, per_sample = _runs_and_samples()
+    runs = _with_structures(runs).assign(ef_mae=5.0, ef_corr=0.9)
+    # Per-image HD95 in mm: text lower (better) on every image, corrupted higher.
+    hd = per_sample.assign(metric="hd95_mm_mean", value=10 - 10 * per_sample["value"])
+    tex = structures_table(runs, "seg", per_sample=pd.concat([per_sample, hd]))
+    text, corrupted = _row(tex, "text, ratio 1"), _row(tex, "corrupted, ratio 1")
+    cells = [c.strip() for c in text.removesuffix(r" \\").split("&")]
+    # Dice mean (col 4) and HD95 (col 5) have per-image values: marked; Dice LV, EF: not.
+    assert cells[4].endswith("$^{*}$}") and cells[5].endswith("$^{*}$}")
+    assert "$^" not in cells[1] and "$^" not in cells[7] and "$^" not in cells[8]
+    bad = [c.strip() for c in corrupted.removesuffix(r" \\").split("&")]
+    assert bad[4].endswith(r"$^{\dagger}$") and bad[5].endswith(r"$^{\dagger}$")
+    assert "semantic, ratio 1 & " in tex and "$^" not in _row(tex, "semantic, ratio 1")
+    # 5 cells x 2 metrics, one Holm family: the caption counts them.
+    assert "over the 10 tests in this table" in tex
+    assert "Wilcoxon" not in structures_table(runs, "seg")  # no per-sample values: no tests
+
+
 def test_structures_table_per_phase_takes_that_phases_scores_and_volume_error():
     runs, _ = _runs_and_samples()
     runs = _with_structures(runs)
