@@ -154,7 +154,7 @@ def per_sample_scores(
     ``assd_mm_<s>`` when ``spacing`` ``(N, 2)`` (row, col in mm) is given; each with its
     ``*_mean`` over structures. An empty prediction of a present structure has Dice 0 and,
     for the distances, the image diagonal (the worst possible distance) instead of MONAI's
-    inf/nan, so means stay finite.
+    inf/nan, so means stay finite; a structure absent from both maps has distance 0.
     """
     p = _onehot(pred)
     t = _onehot(truth)
@@ -163,10 +163,10 @@ def per_sample_scores(
     scores = {"dice": dice.numpy(), "iou": iou.numpy()}
     if with_hd95:
         size = np.array(pred.shape[1:], dtype=float)
-        scores["hd95"], scores["assd"] = _distances(p, t, None, float(np.hypot(*size)))
+        scores["hd95"], scores["assd"] = surface_distances(p, t, None, float(np.hypot(*size)))
         if spacing is not None:
             diagonal = np.hypot(*(spacing * size).T)[:, None]
-            scores["hd95_mm"], scores["assd_mm"] = _distances(p, t, spacing, diagonal)
+            scores["hd95_mm"], scores["assd_mm"] = surface_distances(p, t, spacing, diagonal)
     cols: dict[str, np.ndarray] = {}
     for name, values in scores.items():
         for j, s in enumerate(STRUCTURES.values()):
@@ -175,11 +175,13 @@ def per_sample_scores(
     return pd.DataFrame(cols)
 
 
-def _distances(
+def surface_distances(
     p: torch.Tensor, t: torch.Tensor, spacing: np.ndarray | None, worst: float | np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """HD95 and ASSD ``(N, 3)`` of one-hot maps ``(N, 4, H, W)``, in the unit of ``spacing``
-    ``(N, 2)`` (pixels when None); non-finite values (an empty prediction) become ``worst``.
+    """HD95 and ASSD ``(N, C)`` of one-hot maps ``(N, C + 1, H, W)`` (channel 0, the
+    background, is skipped), in the unit of ``spacing`` ``(N, 2)`` (pixels when None). A
+    structure empty in one map only (a missed or an invented structure) scores ``worst``; one
+    empty in both scores 0.
 
     One pass of MONAI's edge surface distances per image and structure serves both, reduced
     as ``compute_hausdorff_distance`` (the larger directed 95th percentile) and
@@ -202,7 +204,9 @@ def _distances(
                 symmetric=True,
             )
             if any(len(d) == 0 for d in both):
-                continue  # an empty map: no distance (worst below)
+                if not (p[b, c + 1].any() or t[b, c + 1].any()):
+                    hd[b, c] = assd[b, c] = 0.0  # rightly empty: no error
+                continue  # one map empty: no distance (worst below)
             hd[b, c] = max(float(torch.quantile(d.float(), 0.95)) for d in both)
             assd[b, c] = float(torch.cat(both).float().mean())
     return tuple(np.where(np.isfinite(v), v, worst) for v in (hd, assd))

@@ -24,7 +24,7 @@ from benchmark.text_encoder import TextEncoder
 from downstream.evaluation import Evaluation
 from downstream.loading import seeded_loader
 from downstream.prompt_tokens import PromptTokens
-from downstream.segmentation import augmentation
+from downstream.segmentation import augmentation, surface_distances
 
 STRUCTURES = {"LV": 1, "MYO": 2, "LA": 3}
 
@@ -156,7 +156,8 @@ class VisionLanguageSegTask:
 
     @torch.no_grad()
     def predict(self, model: nn.Module, data: EchoData, device: torch.device, batch: int = 64):
-        """Binary predictions ``(P, H, W)`` uint8, targets ``(P, H, W)`` and pair ids."""
+        """Binary predictions ``(P, H, W)`` uint8, targets ``(P, H, W)``, pair ids and the
+        ``(P,)`` index of each pair's image in ``data``."""
         model.eval()
         index, targets, text, ids = self.pairs(data)
         preds = []
@@ -164,27 +165,44 @@ class VisionLanguageSegTask:
             x = torch.from_numpy(data.images[index[s : s + batch], None]).float().to(device)
             logits = model(x, text[s : s + batch].to(device))
             preds.append((logits[:, 0] > 0).cpu().numpy().astype(np.uint8))
-        return np.concatenate(preds), targets, ids
+        return np.concatenate(preds), targets, ids, index
 
     def validate(self, model: nn.Module, data: EchoData, device: torch.device) -> float:
-        pred, target, _ = self.predict(model, data, device)
+        pred, target, _, _ = self.predict(model, data, device)
         return float(binary_scores(pred, target)["dice"].mean())
 
     def evaluate(self, model: nn.Module, test: EchoData, device: torch.device) -> Evaluation:
-        """Per (image, structure) Dice and IoU; means overall and per structure."""
-        pred, target, ids = self.predict(model, test, device)
+        """Per (image, structure) Dice, IoU, HD95 and ASSD (pixels, and mm when every test
+        image has a pixel spacing); means overall and, for Dice, per structure."""
+        pred, target, ids, index = self.predict(model, test, device)
         scores = binary_scores(pred, target)
-        per_sample = pd.DataFrame(
-            {"sample": ids, "dice_mean": scores["dice"], "iou_mean": scores["iou"]}
-        )
-        metrics = {
-            "dice_mean": float(scores["dice"].mean()),
-            "iou_mean": float(scores["iou"].mean()),
-        }
+        spacing = test.spacing()
+        columns = {"dice_mean": scores["dice"], "iou_mean": scores["iou"]}
+        columns |= binary_distances(pred, target, None if spacing is None else spacing[index])
+        per_sample = pd.DataFrame({"sample": ids, **columns})
+        metrics = {name: float(values.mean()) for name, values in columns.items()}
         for name in STRUCTURES:
             rows = per_sample["sample"].str.endswith(f"_{name}")
             metrics[f"dice_{name.lower()}"] = float(per_sample.loc[rows, "dice_mean"].mean())
         return Evaluation(metrics, per_sample)
+
+
+def binary_distances(
+    pred: np.ndarray, target: np.ndarray, spacing: np.ndarray | None
+) -> dict[str, np.ndarray]:
+    """``hd95_mean`` and ``assd_mean`` ``(P,)`` in pixels of binary masks ``(P, H, W)`` and,
+    with ``spacing`` ``(P, 2)`` (each pair's row, col in mm), ``hd95_mm_mean`` and
+    ``assd_mm_mean``: segmentation's surface distances (a missed structure scores the image
+    diagonal), named as its means over structures so that both tasks fill one table."""
+    p = torch.from_numpy(np.stack([1 - pred, pred], axis=1).astype(np.float32))
+    t = torch.from_numpy(np.stack([1 - target, target], axis=1).astype(np.float32))
+    size = np.array(pred.shape[1:], dtype=float)
+    hd, assd = surface_distances(p, t, None, float(np.hypot(*size)))
+    out = {"hd95_mean": hd[:, 0], "assd_mean": assd[:, 0]}
+    if spacing is not None:
+        hd, assd = surface_distances(p, t, spacing, np.hypot(*(spacing * size).T)[:, None])
+        out |= {"hd95_mm_mean": hd[:, 0], "assd_mm_mean": assd[:, 0]}
+    return out
 
 
 def binary_scores(pred: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:

@@ -83,6 +83,35 @@ def test_a_missed_structure_costs_the_image_diagonal_in_mm_too():
     assert scores.loc[0, "assd_mm_la"] == pytest.approx(math.hypot(6 * 0.5, 6 * 0.3))
 
 
+def test_a_structure_absent_from_both_maps_scores_zero_and_an_invented_one_the_diagonal():
+    pred, truth = _shifted_pair()
+    pred[pred == 3], truth[truth == 3] = 0, 0  # no atrium anywhere: rightly empty
+    scores = per_sample_scores(pred, truth, with_hd95=True)
+    assert scores["hd95_la"].tolist() == [0.0, 0.0] and scores["assd_la"].tolist() == [0.0, 0.0]
+    pred[0, 5, 5] = 3  # an atrium the reference does not have
+    assert per_sample_scores(pred, truth, with_hd95=True).loc[0, "hd95_la"] == pytest.approx(
+        math.hypot(6, 6)
+    )
+
+
+def test_binary_distances_of_vlseg_pairs_by_hand():
+    from downstream.vlseg import binary_distances
+
+    pred, truth = _shifted_pair()
+    # The LV and LA pairs of both images: (P, H, W) binary masks, each pair's own spacing.
+    p = np.concatenate([(pred == 1), (pred == 3)]).astype(np.uint8)
+    t = np.concatenate([(truth == 1), (truth == 3)]).astype(np.uint8)
+    spacing = np.array([[0.5, 0.3], [1.0, 0.1]] * 2)
+    out = binary_distances(p, t, spacing)
+    assert out["hd95_mean"].tolist() == pytest.approx([2, 2, 1, 1])  # LV 2 columns, LA 1 row
+    assert out["assd_mm_mean"].tolist() == pytest.approx([0.6, 0.2, 0.5, 1.0])
+    assert set(binary_distances(p, t, None)) == {"hd95_mean", "assd_mean"}
+    p[0] = 0  # a missed LV: the image diagonal
+    assert binary_distances(p, t, spacing)["hd95_mm_mean"][0] == pytest.approx(
+        math.hypot(6 * 0.5, 6 * 0.3)
+    )
+
+
 def test_no_spacing_no_mm_columns():
     pred, truth = _shifted_pair()
     scores = per_sample_scores(pred, truth, with_hd95=True)

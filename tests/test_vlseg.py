@@ -87,6 +87,9 @@ def test_trains_with_a_live_bce_term(encoder, data, smoke_config):
     assert len(per_sample) == 3 * len(data.split("test"))
     assert {"dice_mean", "dice_lv", "dice_myo", "dice_la", "iou_mean"} <= set(metrics)
     assert per_sample["dice_mean"].mean() == pytest.approx(metrics["dice_mean"])
+    # Surface distances per pair, in pixels and (the phantom has a spacing) in mm.
+    for name in ("hd95_mean", "assd_mean", "hd95_mm_mean", "assd_mm_mean"):
+        assert per_sample[name].mean() == pytest.approx(metrics[name]) and metrics[name] >= 0
 
 
 def test_vlseg_cell_runs_end_to_end(tmp_path, smoke_config):
