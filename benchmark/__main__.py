@@ -176,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from filelock import FileLock
 
-    from sweeps.grid import check_runnable, grid_cells, run_sweep
+    from sweeps.grid import check_runnable, run_sweep
+    from sweeps.plan import grid_cells
     from sweeps.storage import with_driver
 
     if args.tune:

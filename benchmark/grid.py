@@ -59,6 +59,9 @@ class Prompt(StrEnum):
 
 # Modes whose generator reads a prompt; the others are prompt-free.
 PROMPTED_MODES = frozenset({Mode.TEXT, Mode.HYBRID})
+# Modes whose images come from a trained diffusion model; the others are real only and the
+# simulator-based controls. Every generator's ``trains`` agrees (tested).
+TRAINED_MODES = frozenset({Mode.UNCONDITIONAL, Mode.TEXT, Mode.SEMANTIC, Mode.HYBRID})
 # Tasks whose model reads a prompt.
 PROMPTED_TASKS = frozenset({Task.VLSEG})
 

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from benchmark import faults
 from benchmark.config import Config, to_dict
 from benchmark.data.sources import check_source
-from benchmark.grid import GridCell, Mode, Task, expand, parse_key
+from benchmark.grid import TRAINED_MODES, GridCell, Mode, Task, parse_key
 from benchmark.redact import mask_config, mask_uri
 from benchmark.stages import Stage
 from benchmark.tracking import flatten
@@ -38,25 +38,15 @@ from downstream.registry import IMPLEMENTED as IMPLEMENTED_TASKS
 from generators.registry import IMPLEMENTED as IMPLEMENTED_MODES
 from generators.registry import get_generator
 from sweeps.cell import cell_stage, cell_stages_together, cell_tags, log_cell
+from sweeps.plan import generator_prompt, grid_cells
 from sweeps.queue import CELL_KEY, CellQueue
 from sweeps.shared import SharedWorkspace
 from sweeps.storage import SweepStorage, check_urls, default_storage_url, open_storage
 from sweeps.tuning import tune_cell, tune_reference, with_train
 from sweeps.workers import helper_processes, interrupt, parent_alive, threads_per_worker
-from sweeps.workspace import generator_prompt
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 log = logging.getLogger(__name__)
-
-
-def grid_cells(cfg: Config) -> list[GridCell]:
-    """The canonical cells of every block of the grid (``grid.also``), deduplicated."""
-    cells = {
-        cell
-        for block in cfg.grid.blocks()
-        for cell in expand(**block, include_baseline=cfg.grid.include_baseline)
-    }
-    return sorted(cells, key=lambda c: c.key())
 
 
 def work_order(cfg: Config, cells: list[GridCell]) -> list[GridCell]:
@@ -67,11 +57,10 @@ def work_order(cfg: Config, cells: list[GridCell]) -> list[GridCell]:
     key order, two workers would both take cells of the first generator and one would
     wait for the other to train it. In turns, the first claims train different generators.
     """
-    untrained = (Mode.NONE, Mode.ORACLE, Mode.CORRUPTED)
     groups: dict[tuple, list[GridCell]] = {}
     for cell in cells:
         prompt = str(generator_prompt(cfg, cell.mode, cell.prompt))
-        key = (cell.mode in untrained, cell.mode, prompt, cell.real_fraction)
+        key = (cell.mode not in TRAINED_MODES, cell.mode, prompt, cell.real_fraction)
         groups.setdefault(key, []).append(cell)
     queues = [sorted(groups[g], key=lambda c: c.key()) for g in sorted(groups)]
     return [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]

@@ -33,10 +33,8 @@ from pathlib import Path
 from benchmark.config import Config, load_config, to_dict
 from benchmark.data.camus import sb_split
 from benchmark.data.phantom import patient_splits
-from benchmark.grid import PROMPTED_MODES, GridCell, Mode, Protocol, parse_key
-from generators.registry import get_generator
-from sweeps.grid import grid_cells
-from sweeps.workspace import generator_prompt, synthetic_count
+from benchmark.grid import PROMPTED_MODES, TRAINED_MODES, GridCell, Mode, Protocol, parse_key
+from sweeps.plan import generator_prompt, grid_cells, synthetic_count
 
 IMAGES_PER_PATIENT = 4  # CAMUS and the phantom: 2CH and 4CH at ED and ES
 CAMUS_PATIENTS = 500  # the CAMUS release; sb_split gives the training share
@@ -253,7 +251,7 @@ def project(rates: Rates, cfg: Config, patients: int) -> dict:
         mode, fraction = cell.mode, cell.real_fraction
         n_real = _n_real(patients, fraction)
         key = (mode, generator_prompt(cfg, mode, cell.prompt), fraction)
-        if get_generator(mode).trains and key not in seen_gen:
+        if mode in TRAINED_MODES and key not in seen_gen:
             seen_gen.add(key)
             phases = 2 if mode is Mode.HYBRID and gen.hybrid_variant == "controlnet" else 1
             generators[mode.value] += gen.train_steps * min(gen.batch_size, n_real) * phases

@@ -8,7 +8,6 @@ stages of DESIGN.md; each records exactly the inputs it depends on in its spec.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -20,13 +19,14 @@ from benchmark.config import Config, dump_config, to_dict
 from benchmark.data.assembly import select_real_fraction
 from benchmark.data.records import DATA_FORMAT, EchoData
 from benchmark.data.sources import load_real
-from benchmark.grid import PROMPTED_MODES, GridCell, Mode, Prompt, Protocol
+from benchmark.grid import PROMPTED_MODES, GridCell, Mode, Prompt
 from benchmark.imaging import save_grid
 from benchmark.redact import mask_config
 from benchmark.stages import Stage, StageStore
 from benchmark.tracking import Tracker, default_artifact_location, default_tracking_uri
 from generators.base import GenerationContext
 from generators.registry import get_generator
+from sweeps.plan import generator_prompt, synthetic_count
 
 # What a cell folder holds: 2 added ef_loa and per_patient.csv. A folder of an older
 # format is recomputed rather than reported without them.
@@ -51,25 +51,6 @@ _MODE_SAMPLING_KEYS = {
     Mode.SEMANTIC: ("mask_copies",),
     Mode.HYBRID: ("guidance_scale", "mask_copies"),
 }
-
-
-def generator_prompt(cfg: Config, mode: Mode, prompt: Prompt | None) -> Prompt | None:
-    """The prompt kind a generator is trained for: None for modes without prompts and for
-    ``generator.text_training: all_kinds`` (one model for every kind)."""
-    if mode not in PROMPTED_MODES or cfg.generator.text_training == "all_kinds":
-        return None
-    return prompt
-
-
-def synthetic_count(cfg: Config, n_real: int) -> int:
-    """Images a synthetic set holds: ``generator.n_samples``, or enough for the grid's
-    largest ratio of ``n_real`` real training images."""
-    if cfg.generator.n_samples is not None:
-        return cfg.generator.n_samples
-    ratios = list(cfg.grid.values("ratios"))
-    if Protocol.SYNTHETIC_ONLY in cfg.grid.values("protocols"):
-        ratios.append(1.0)  # synthetic_only cells are canonicalised to ratio 1
-    return max(1, math.ceil(max(ratios) * n_real))
 
 
 @dataclass

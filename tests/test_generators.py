@@ -7,12 +7,12 @@ import torch
 from diffusers import DiffusionPipeline
 
 from benchmark.data.phantom import make_phantom
-from benchmark.grid import Mode
+from benchmark.grid import TRAINED_MODES, Mode
 from generators import diffusion, joint
 from generators.base import GenerationContext
 from generators.corrupted import CorruptedGenerator, derangement
 from generators.oracle import OracleGenerator
-from generators.registry import get_generator
+from generators.registry import IMPLEMENTED, get_generator
 from generators.unconditional import CLASSES, UnconditionalGenerator
 
 
@@ -100,6 +100,12 @@ def test_oracle_gives_unseen_patients(real, smoke_config):
 def test_unavailable_mode_is_a_clear_error():
     with pytest.raises(ValueError, match="'none' is not available yet"):
         get_generator(Mode.NONE)
+
+
+def test_trained_modes_are_the_generators_that_train():
+    # The planning modules (sweeps.plan, sweeps.projection) read TRAINED_MODES so as not to
+    # import the generators; it must say what the generators themselves say.
+    assert {m for m in IMPLEMENTED if get_generator(m).trains} == TRAINED_MODES
 
 
 def test_derangement_has_no_fixed_point():

@@ -14,7 +14,8 @@ import pytest
 from benchmark.config import load_config
 from benchmark.grid import Mode
 from generators.registry import IMPLEMENTED as IMPLEMENTED_MODES
-from sweeps.grid import check_runnable, grid_cells
+from sweeps.grid import check_runnable
+from sweeps.plan import grid_cells
 from tests.conftest import CONFIGS
 
 ROOT = CONFIGS.parent

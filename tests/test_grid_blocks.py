@@ -6,7 +6,8 @@ import pytest
 
 from benchmark.config import ConfigError, load_config
 from benchmark.grid import Mode, Prompt, Protocol, Task
-from sweeps.grid import check_runnable, grid_cells, work_order
+from sweeps.grid import check_runnable, work_order
+from sweeps.plan import grid_cells
 from sweeps.workspace import Workspace
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

@@ -14,7 +14,8 @@ from sweeps_support import SMOKE_KEYS
 from benchmark.config import TrainConfig, load_config
 from benchmark.data.phantom import make_phantom
 from downstream.training import fit
-from sweeps.grid import grid_cells, work_order
+from sweeps.grid import work_order
+from sweeps.plan import grid_cells
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
