@@ -29,12 +29,16 @@ from downstream.volumes import agreement, index_errors, lv_indices
 
 STRUCTURES = {1: "lv", 2: "myo", 3: "la"}
 N_CLASSES = 4
+# CAMUS scores the LV epicardium, the cavity and the myocardium together, where other work
+# scores the myocardium: both are measured; ``*_mean`` stays over STRUCTURES.
+EPICARDIUM = "epi"
 # Scores also averaged per cardiac phase (``<metric>_ed``, ``<metric>_es``): CAMUS and the
 # methods compared on it report ED and ES apart, ES being the harder phase.
 PHASE_METRICS = (
     "dice_lv",
     "dice_myo",
     "dice_la",
+    "dice_epi",
     "dice_mean",
     "hd95_mean",
     "assd_mean",
@@ -149,15 +153,16 @@ def per_sample_scores(
 ) -> pd.DataFrame:
     """Per-image, per-structure scores of label maps ``(N, H, W)``.
 
-    Columns: ``dice_<s>`` and ``iou_<s>`` for s in lv, myo, la, and with ``with_hd95`` the
-    distances ``hd95_<s>`` and ``assd_<s>`` in pixels, plus ``hd95_mm_<s>`` and
-    ``assd_mm_<s>`` when ``spacing`` ``(N, 2)`` (row, col in mm) is given; each with its
-    ``*_mean`` over structures. An empty prediction of a present structure has Dice 0 and,
-    for the distances, the image diagonal (the worst possible distance) instead of MONAI's
-    inf/nan, so means stay finite; a structure absent from both maps has distance 0.
+    Columns: ``dice_<s>`` and ``iou_<s>`` for s in lv, myo, la and epi (CAMUS's LV
+    epicardium: lv and myo together), and with ``with_hd95`` the distances ``hd95_<s>`` and
+    ``assd_<s>`` in pixels, plus ``hd95_mm_<s>`` and ``assd_mm_<s>`` when ``spacing``
+    ``(N, 2)`` (row, col in mm) is given; each with its ``*_mean`` over lv, myo and la.
+    An empty prediction of a present structure has Dice 0 and, for the distances, the image
+    diagonal (the worst possible distance) instead of MONAI's inf/nan, so means stay finite;
+    a structure absent from both maps has distance 0.
     """
-    p = _onehot(pred)
-    t = _onehot(truth)
+    p = _with_epicardium(_onehot(pred))
+    t = _with_epicardium(_onehot(truth))
     dice = DiceMetric(include_background=False, reduction="none", ignore_empty=False)(p, t)
     iou = MeanIoU(include_background=False, reduction="none", ignore_empty=False)(p, t)
     scores = {"dice": dice.numpy(), "iou": iou.numpy()}
@@ -168,10 +173,11 @@ def per_sample_scores(
             diagonal = np.hypot(*(spacing * size).T)[:, None]
             scores["hd95_mm"], scores["assd_mm"] = surface_distances(p, t, spacing, diagonal)
     cols: dict[str, np.ndarray] = {}
+    names = (*STRUCTURES.values(), EPICARDIUM)
     for name, values in scores.items():
-        for j, s in enumerate(STRUCTURES.values()):
+        for j, s in enumerate(names):
             cols[f"{name}_{s}"] = values[:, j]
-        cols[f"{name}_mean"] = values.mean(axis=1)
+        cols[f"{name}_mean"] = values[:, : len(STRUCTURES)].mean(axis=1)
     return pd.DataFrame(cols)
 
 
@@ -210,6 +216,12 @@ def surface_distances(
             hd[b, c] = max(float(torch.quantile(d.float(), 0.95)) for d in both)
             assd[b, c] = float(torch.cat(both).float().mean())
     return tuple(np.where(np.isfinite(v), v, worst) for v in (hd, assd))
+
+
+def _with_epicardium(onehot: torch.Tensor) -> torch.Tensor:
+    """``(N, 4, H, W)`` one-hot maps -> ``(N, 5, H, W)``, channel 4 the LV cavity and
+    myocardium together (the channels then overlap; each is scored on its own)."""
+    return torch.cat([onehot, onehot[:, 1:2] + onehot[:, 2:3]], dim=1)
 
 
 def _onehot(labels: np.ndarray) -> torch.Tensor:

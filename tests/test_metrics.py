@@ -74,6 +74,19 @@ def test_distances_in_mm_follow_each_images_row_and_column_spacing():
         assert scores.loc[0, f"{metric}_mm_mean"] == pytest.approx((0.6 + 0 + 0.5) / 3)
 
 
+def test_epicardium_is_the_cavity_and_myocardium_together_and_stays_out_of_the_mean():
+    pred, truth = _shifted_pair()
+    scores = per_sample_scores(pred, truth, with_hd95=True)
+    # Epicardium: 8 pixels each side (LV column 4 + MYO block 4), the MYO 4 shared.
+    assert scores["dice_epi"].tolist() == pytest.approx([0.5, 0.5])
+    assert scores["iou_epi"].tolist() == pytest.approx([4 / 12, 4 / 12])
+    # The LV part of each edge set lies 2 from the other set, the MYO part 0.
+    assert scores["hd95_epi"].tolist() == pytest.approx([2.0, 2.0])
+    assert scores["assd_epi"].tolist() == pytest.approx([1.0, 1.0])
+    three = scores[["dice_lv", "dice_myo", "dice_la"]].mean(axis=1)
+    assert scores["dice_mean"].tolist() == pytest.approx(three.tolist())
+
+
 def test_a_missed_structure_costs_the_image_diagonal_in_mm_too():
     pred, truth = _shifted_pair()
     pred[pred == 3] = 0
