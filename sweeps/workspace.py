@@ -28,8 +28,9 @@ from generators.base import GenerationContext
 from generators.registry import get_generator
 from sweeps.plan import generator_prompt, synthetic_count
 
-# What a cell folder holds: 2 added ef_loa and per_patient.csv. A folder of an older
-# format is recomputed rather than reported without them.
+# What a cell folder holds. 2 added ef_loa, per_patient.csv, the per-phase scores, the
+# epicardium and vlseg's distances. A folder of an older format is recomputed rather than
+# reported without them.
 CELL_FORMAT = 2
 
 # Generator settings that change sampling only; they stay out of the generator's key so a
