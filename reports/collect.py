@@ -253,6 +253,25 @@ def collect_per_patient(tracking_uri: str, runs: pd.DataFrame) -> pd.DataFrame:
     return _with_seed(pd.concat(frames, ignore_index=True)[cols])
 
 
+def patient_errors(per_patient: pd.DataFrame) -> pd.DataFrame:
+    """The absolute errors of `collect_per_patient`'s rows in `collect_per_sample`'s long
+    layout, the patient as the sample: metrics `ef_mae`, `edv_mae_ml` and `esv_mae_ml`, named
+    as the run-level means they average to, so that the paired tests of the tables cover
+    them patient by patient."""
+    cols = ["run_id", "cell_key", "seed", "sample", "metric", "value"]
+    if per_patient.empty:
+        return pd.DataFrame(columns=cols)
+    parts = []
+    for metric, index in (("ef_mae", "ef"), ("edv_mae_ml", "edv_ml"), ("esv_mae_ml", "esv_ml")):
+        error = (per_patient[f"{index}_pred"] - per_patient[f"{index}_ref"]).abs()
+        parts.append(
+            per_patient[["run_id", "cell_key", "seed"]].assign(
+                sample=per_patient["patient"], metric=metric, value=error
+            )
+        )
+    return _with_seed(pd.concat(parts, ignore_index=True)[cols])
+
+
 def collect_curves(tracking_uri: str, runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Metric history (run_id, cell_key, step, value) of `metric`, its full logged name
     (e.g. `val/dice_mean`, `train/loss`), for every run in `runs`.

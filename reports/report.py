@@ -20,6 +20,7 @@ from reports.collect import (
     collect_per_sample,
     collect_runs,
     export,
+    patient_errors,
     sweep_folder,
 )
 from reports.document import compile_pdf, write_tex
@@ -114,7 +115,10 @@ def write_report(
         out.mkdir(parents=True, exist_ok=True)
         failed.to_csv(out / FAILED_CSV, index=False)
         exports.append(out / FAILED_CSV)
-    tables = write_tables(runs, per_sample, out / "tables", fidelity=fidelity)
+    # The tables' paired tests also cover the clinical indices, patient by patient.
+    errors = patient_errors(per_patient)
+    paired = pd.concat([per_sample, errors], ignore_index=True) if len(errors) else per_sample
+    tables = write_tables(runs, paired, out / "tables", fidelity=fidelity)
     if run_dir is None:
         run_dir = sweep_folder(tracking_uri, experiment)
     figures = write_figures(

@@ -14,6 +14,7 @@ from reports.collect import (
     collect_per_sample,
     collect_runs,
     export,
+    patient_errors,
 )
 
 SWEEP = "quick"
@@ -134,6 +135,14 @@ def test_collect_per_patient_keeps_the_runs_that_have_it(store):
     assert list(table.columns[:4]) == ["run_id", "cell_key", "seed", "patient"]
     assert sorted(table["ef_pred"]) == [50, 51] and set(table["ef_ref"]) == {63.6}
     assert collect_per_patient(store, runs[runs["mode"] == "none"]).empty
+    # As paired-test rows: one per run, patient and index, the absolute error.
+    errors = patient_errors(table)
+    assert list(errors.columns) == ["run_id", "cell_key", "seed", "sample", "metric", "value"]
+    ef = errors[errors["metric"] == "ef_mae"].sort_values("seed")
+    assert ef["value"].tolist() == pytest.approx([13.6, 12.6]) and set(ef["sample"]) == {"0003"}
+    assert errors.loc[errors["metric"] == "edv_mae_ml", "value"].tolist() == [10, 10]
+    assert errors.loc[errors["metric"] == "esv_mae_ml", "value"].tolist() == [10, 10]
+    assert patient_errors(table.iloc[:0]).empty
 
 
 def test_collect_curves(store):
