@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from reports.figures import ReportFigure
+from reports.figure_layout import ReportFigure
 from reports.latex import escape_latex
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from reports.document import (
     render_report,
     write_tex,
 )
-from reports.figures import ReportFigure
+from reports.figure_layout import ReportFigure
 
 needs_tex = pytest.mark.skipif(
     latex_command() is None, reason="needs pdflatex or latexmk (CI installs TeX Live)"

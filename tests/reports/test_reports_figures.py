@@ -11,10 +11,9 @@ from reports.figures import (
     heatmap_figures,
     mode_palette,
     ratio_figures,
-    sample_figures,
-    synthetic_sets,
     write_figures,
 )
+from reports.sample_figures import sample_figures, synthetic_sets
 
 # (mode, prompt, ratio) -> dice of seeds 0 and 1.
 DICE = {
