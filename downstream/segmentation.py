@@ -167,11 +167,7 @@ def per_sample_scores(
     iou = MeanIoU(include_background=False, reduction="none", ignore_empty=False)(p, t)
     scores = {"dice": dice.numpy(), "iou": iou.numpy()}
     if with_hd95:
-        size = np.array(pred.shape[1:], dtype=float)
-        scores["hd95"], scores["assd"] = surface_distances(p, t, None, float(np.hypot(*size)))
-        if spacing is not None:
-            diagonal = np.hypot(*(spacing * size).T)[:, None]
-            scores["hd95_mm"], scores["assd_mm"] = surface_distances(p, t, spacing, diagonal)
+        scores |= distance_scores(p, t, spacing)
     cols: dict[str, np.ndarray] = {}
     names = (*STRUCTURES.values(), EPICARDIUM)
     for name, values in scores.items():
@@ -179,6 +175,20 @@ def per_sample_scores(
             cols[f"{name}_{s}"] = values[:, j]
         cols[f"{name}_mean"] = values[:, : len(STRUCTURES)].mean(axis=1)
     return pd.DataFrame(cols)
+
+
+def distance_scores(
+    p: torch.Tensor, t: torch.Tensor, spacing: np.ndarray | None
+) -> dict[str, np.ndarray]:
+    """``hd95`` and ``assd`` ``(N, C)`` in pixels of one-hot maps ``(N, C + 1, H, W)`` and,
+    with ``spacing`` ``(N, 2)`` (row, col in mm), ``hd95_mm`` and ``assd_mm``; a missed
+    structure scores the image diagonal in the same unit (:func:`surface_distances`)."""
+    size = np.array(p.shape[2:], dtype=float)
+    out = dict(zip(("hd95", "assd"), surface_distances(p, t, None, float(np.hypot(*size)))))
+    if spacing is not None:
+        diagonal = np.hypot(*(spacing * size).T)[:, None]
+        out |= dict(zip(("hd95_mm", "assd_mm"), surface_distances(p, t, spacing, diagonal)))
+    return out
 
 
 def surface_distances(

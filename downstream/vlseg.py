@@ -24,7 +24,7 @@ from benchmark.text_encoder import TextEncoder
 from downstream.evaluation import Evaluation
 from downstream.loading import seeded_loader
 from downstream.prompt_tokens import PromptTokens
-from downstream.segmentation import augmentation, surface_distances
+from downstream.segmentation import augmentation, distance_scores
 
 STRUCTURES = {"LV": 1, "MYO": 2, "LA": 3}
 
@@ -196,13 +196,7 @@ def binary_distances(
     diagonal), named as its means over structures so that both tasks fill one table."""
     p = torch.from_numpy(np.stack([1 - pred, pred], axis=1).astype(np.float32))
     t = torch.from_numpy(np.stack([1 - target, target], axis=1).astype(np.float32))
-    size = np.array(pred.shape[1:], dtype=float)
-    hd, assd = surface_distances(p, t, None, float(np.hypot(*size)))
-    out = {"hd95_mean": hd[:, 0], "assd_mean": assd[:, 0]}
-    if spacing is not None:
-        hd, assd = surface_distances(p, t, spacing, np.hypot(*(spacing * size).T)[:, None])
-        out |= {"hd95_mm_mean": hd[:, 0], "assd_mm_mean": assd[:, 0]}
-    return out
+    return {f"{name}_mean": d[:, 0] for name, d in distance_scores(p, t, spacing).items()}
 
 
 def binary_scores(pred: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
