@@ -359,7 +359,7 @@ def metrics_table(
 
     With `per_sample`, the entries of metrics that have per-sample values are marked as in
     `pivot_table_tex` (paired Wilcoxon against the real-only baseline, Holm over the whole
-    table); per-run quantities (convergence, EF errors) have none and get no mark."""
+    table); per-run quantities (convergence, the EF's correlation) have none and get no mark."""
     higher = higher or {}
     rows = [c for c in runs[index].cat.categories if c in set(runs[index])]
     parts = {f: [] for f in ("mean", "std", "n")}

@@ -357,12 +357,13 @@ def write_tables(
     if "dice_lv" in runs.columns:
         parts = runs[runs["task"].isin(["seg", "vlseg"]) & runs["dice_lv"].notna()]
         for task, model, rf in combos(parts, ["task", "model", "real_fraction"]):
-            tex = structures_table(runs, task, model=model, real_fraction=rf, per_sample=per_sample)
+            axes = {"model": model, "real_fraction": rf, "per_sample": per_sample}
+            tex = structures_table(runs, task, **axes)
             emit(f"structures-{slug(task, model, rf_slug(rf))}", tex)
+            part = slice_runs(runs, task=task, model=model, real_fraction=rf)
             for phase in PHASES:  # seg: the same per phase, as CAMUS reports it
-                at = slice_runs(runs, task=task, model=model, real_fraction=rf)
-                if f"dice_lv_{phase}" in at.columns and at[f"dice_lv_{phase}"].notna().any():
-                    tex = structures_table(runs, task, model=model, real_fraction=rf, phase=phase)
+                if f"dice_lv_{phase}" in part.columns and part[f"dice_lv_{phase}"].notna().any():
+                    tex = structures_table(runs, task, phase=phase, **axes)
                     emit(f"structures-{slug(task, model, rf_slug(rf), phase)}", tex)
     if "epochs_to_95" in runs.columns:
         timed = runs[runs["epochs_to_95"].notna()]

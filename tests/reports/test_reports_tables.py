@@ -211,7 +211,7 @@ def test_structures_table_marks_per_sample_metrics_against_the_baseline():
 
 
 def test_structures_table_per_phase_takes_that_phases_scores_and_volume_error():
-    runs, _ = _runs_and_samples()
+    runs, per_sample = _runs_and_samples()
     runs = _with_structures(runs)
     # ES scores 0.1 below the pooled ones, with the ESV error; EF columns stay pooled.
     runs = runs.assign(
@@ -228,6 +228,12 @@ def test_structures_table_per_phase_takes_that_phases_scores_and_volume_error():
     assert row.startswith(r"text, ratio 1 & \textbf{0.830 $\pm$ 0.028}")  # 0.93 - 0.1
     assert r"\textbf{0.72 $\pm$ 0.17}" in row  # HD95 (mm) doubled, the lowest is bold
     assert "EF MAE" in structures_table(runs, "seg")  # the pooled table keeps the EF
+    # Per-patient ESV errors (the report's patient_errors rows): only that column is tested.
+    esv = per_sample.assign(metric="esv_mae_ml", value=10 * per_sample["value"])
+    marked = structures_table(runs, "seg", phase="es", per_sample=pd.concat([per_sample, esv]))
+    cells = [c.strip() for c in _row(marked, "text, ratio 1").removesuffix(r" \\").split("&")]
+    assert cells[-1].endswith("$^{\\dagger}$") and not any("$^" in c for c in cells[:-1])
+    assert "over the 5 tests in this table" in marked
     with pytest.raises(ValueError, match="no per-structure Dice at ED"):
         structures_table(runs, "seg", phase="ed")
     with pytest.raises(ValueError, match="phase must be one of"):
@@ -275,8 +281,12 @@ def test_write_tables_skips_absent_axes(tmp_path):
     paths = write_tables(_with_structures(runs), per_sample, tmp_path / "parts")
     assert "structures-seg-unet-rf1.tex" in [p.name for p in paths]
     assert not any(p.name.endswith(("-ed.tex", "-es.tex")) for p in paths)
-    phased = _with_structures(runs).assign(dice_lv_ed=0.9, dice_lv_es=0.8)
-    names = [p.name for p in write_tables(phased, per_sample, tmp_path / "phases")]
+    phased = _with_structures(runs).assign(dice_lv_ed=0.9, dice_lv_es=0.8, esv_mae_ml=5.0)
+    esv = per_sample.assign(metric="esv_mae_ml", value=10 * per_sample["value"])
+    paths = write_tables(phased, pd.concat([per_sample, esv]), tmp_path / "phases")
+    names = [p.name for p in paths]
+    # The phase tables get the per-sample rows too: their volume error is tested.
+    assert "Wilcoxon" in (tmp_path / "phases" / "structures-seg-unet-rf1-es.tex").read_text()
     assert [n for n in names if n.startswith("structures-")] == [
         "structures-seg-unet-rf1.tex",
         "structures-seg-unet-rf1-ed.tex",
