@@ -136,6 +136,18 @@ def seed_mean(per_sample: pd.DataFrame, run_ids, metric: str) -> pd.Series:
     return sel.groupby("sample")["value"].mean()
 
 
+def phase_samples(per_sample: pd.DataFrame, phase: str, metrics: list[str]) -> pd.DataFrame:
+    """`per_sample` (the long layout) with its rows of `metrics` on the test images at
+    `phase` ("ed" or "es") repeated as `<metric>_<phase>`: the per-image values behind seg's
+    per-phase means (`dice_lv_es`, ...), for the per-phase tables' paired tests. A sample id
+    ends with its image's phase (`EchoData.sample_ids`: patient_view_phase)."""
+    rows = per_sample[
+        per_sample["metric"].isin(metrics)
+        & per_sample["sample"].astype(str).str.endswith(f"_{phase.upper()}")
+    ]
+    return pd.concat([per_sample, rows.assign(metric=rows["metric"] + f"_{phase}")])
+
+
 def compare_to_baseline(
     runs: pd.DataFrame,
     per_sample: pd.DataFrame,

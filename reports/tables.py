@@ -25,7 +25,7 @@ from reports.axes import (
     usable_runs,
 )
 from reports.latex import escape_latex
-from reports.stats import match_baselines
+from reports.stats import match_baselines, phase_samples
 from reports.table_layout import (
     baseline_rows,
     constants_note,
@@ -192,8 +192,8 @@ def structures_table(
     With `phase` ("ed" or "es") the scores are those of that phase's test images only (the
     `<metric>_<phase>` metrics of seg) and the clinical column is that phase's LV volume error,
     as CAMUS reports ED and ES apart. With `per_sample`, entries are marked where they differ
-    significantly from the real-only baseline (per-image values: Dice and distances of the
-    pooled table)."""
+    significantly from the real-only baseline: Dice and distances image by image (in a phase
+    table, on that phase's images), the EF and volume errors patient by patient."""
     if phase is not None and phase not in PHASES:
         raise ValueError(f"structures_table: phase must be one of {list(PHASES)}, not {phase!r}")
     at = "" if phase is None else f"_{phase}"
@@ -243,6 +243,9 @@ def structures_table(
         + constants_note(runs, axes)
     )
     label = f"tab:structures-{slug(task, model, rf_slug(rf), *([phase] if phase else []))}"
+    if phase is not None and per_sample is not None:
+        pooled = [m.removesuffix(at) for m in metrics if m.endswith(at)]
+        per_sample = phase_samples(per_sample, phase, pooled)
     return metrics_table(runs, "cell", metrics, caption, label, per_sample=per_sample)
 
 

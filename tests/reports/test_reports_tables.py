@@ -315,3 +315,36 @@ def test_escape_latex():
 )
 def test_metric_direction(metric, higher):
     assert is_higher_better(metric) is higher
+
+
+def test_per_phase_tables_test_dice_on_that_phases_images():
+    runs, per_sample = _runs_and_samples()
+    phased = {f"{m}_{p}": runs[m] for m in ("dice_mean", "hd95_mean") for p in ("ed", "es")}
+    runs = _with_structures(runs, mm=False).assign(
+        dice_lv_ed=runs["dice_mean"], dice_lv_es=runs["dice_mean"], **phased
+    )
+    # Images 0-9 are at ED, 10-19 at ES. Corrupted is worse at ES only: equal to the
+    # baseline on the ED images, below it on every ES image.
+    ids = {s: f"{s}_A4C_{'ED' if i < 10 else 'ES'}" for i, s in enumerate(SAMPLES)}
+    per_sample = per_sample.assign(sample=per_sample["sample"].map(ids))
+    bad = per_sample["cell_key"].str.contains("corrupted") & per_sample["sample"].str.endswith(
+        "_ED"
+    )
+    per_sample.loc[bad, "value"] = per_sample.loc[bad, "value"] + 0.05  # back to the baseline
+
+    def corrupted_marks(phase):
+        tex = structures_table(runs, "seg", phase=phase, per_sample=per_sample)
+        return [c.strip() for c in _row(tex, "corrupted, ratio 1").split("&")], tex
+
+    ed, ed_tex = corrupted_marks("ed")
+    es, es_tex = corrupted_marks("es")
+    assert "cell & Dice LV & Dice mean & HD95 (px)" in es_tex
+    assert "$^" not in "".join(ed)  # all 10 ED differences are zero: p = 1
+    assert es[2].endswith(r"$^{\dagger}$")  # Dice mean at ES: 10 of 10 images worse
+    assert "$^" not in es[1]  # Dice LV has no per-image rows here: untested
+    # Semantic's offsets are + on the ED images, - on the ES ones: better at ED, worse at ES
+    # (pooled over both phases they cancel, p = 1).
+    assert _row(ed_tex, "semantic, ratio 1").split("&")[2].strip().endswith("$^{*}$")
+    assert _row(es_tex, "semantic, ratio 1").split("&")[2].strip().endswith(r"$^{\dagger}$")
+    # 5 cells x 1 metric with per-sample values, one Holm family per table.
+    assert "over the 5 tests in this table" in ed_tex and "over the 5 tests" in es_tex
