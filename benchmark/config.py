@@ -134,6 +134,11 @@ class TrainConfig:
     weight_decay: float = 1e-4
     batch_size: int = 16
     epochs: int = 30
+    # 0: an epoch is one pass over the training set, so a cell with more images (a higher
+    # ratio, a larger real fraction) also takes more optimiser steps. N: every epoch is N
+    # steps whatever the set's size, so that the cells of one comparison get equal updates
+    # and differ only in their data (docs/RESULTS.md shows the confound this removes).
+    steps_per_epoch: int = 0
     patience: int = 10  # early stopping on the validation metric
     scheduler: Literal["cosine", "constant"] = "cosine"
     # Mixed precision on CUDA, as generator.precision (CPU runs are float32).
@@ -144,11 +149,22 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "downstream.train", "lr", "batch_size", "epochs", "patience")
+        if self.steps_per_epoch < 0:
+            raise ValueError(
+                "downstream.train.steps_per_epoch must be >= 0 (0: one pass over the data), "
+                f"got {self.steps_per_epoch}"
+            )
         if not self.divergence_factor > 1:
             raise ValueError("downstream.train.divergence_factor must be > 1")
         if self.weight_decay < 0:
             raise ValueError("downstream.train.weight_decay must be >= 0")
         _check_precision("downstream.train", self.precision)
+
+    def images_per_epoch(self, n_images: int) -> int:
+        """Training images one epoch presents from a set of ``n_images``."""
+        if not self.steps_per_epoch:
+            return n_images
+        return self.steps_per_epoch * min(self.batch_size, n_images)
 
 
 @dataclass

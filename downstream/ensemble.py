@@ -37,6 +37,7 @@ from benchmark.data.records import EchoData
 from benchmark.runtime import autocast, autocast_dtype, grad_scaler
 from downstream.training import (
     OPTIMISER_SERIAL,
+    BatchStream,
     FitResult,
     Task,
     check_epoch_loss,
@@ -200,8 +201,10 @@ def fit_ensemble(
     since_best = [0] * n_members
     active = [True] * n_members
     initial: list[float] | None = None
-    loaders = [
-        task.loader(t, cfg.batch_size, train=True, seed=s, device=device)
+    streams = [
+        BatchStream(
+            task.loader(t, cfg.batch_size, train=True, seed=s, device=device), cfg.steps_per_epoch
+        )
         for t, s in zip(trains, seeds)
     ]
     pool = ThreadPoolExecutor(max_workers=n_members) if prefetch else None
@@ -211,8 +214,8 @@ def fit_ensemble(
             started = time.time()
             base.train()
             totals = torch.zeros(n_members, device=device)
-            count = 0
-            for batches in _prefetched([iter(loader) for loader in loaders], pool):
+            count = epoch_steps = 0
+            for batches in _prefetched([stream.epoch() for stream in streams], pool):
                 inputs = [_model_inputs(task, b, device) for b in batches]
                 n_args = len(inputs[0][0])
                 args = tuple(_stack([i[0][j] for i in inputs], "inputs") for j in range(n_args))
@@ -237,6 +240,7 @@ def fit_ensemble(
                 scaler.scale(losses.sum()).backward()
                 scaler.step(optimizer)
                 scaler.update()
+                epoch_steps += 1
                 n = len(next(iter(batches[0].values())))
                 totals += losses.detach() * n
                 count += n
@@ -247,6 +251,7 @@ def fit_ensemble(
                 if not active[k]:
                     continue
                 result = results[k]
+                result.steps += epoch_steps  # a stopped member's later steps are not its own
                 # fit's checks, per member: a non-finite or diverged loss fails the cell.
                 member = f"{desc}: member {k}"
                 check_epoch_loss(member, epoch, epoch_losses[k], initial[k], cfg.divergence_factor)

@@ -2,7 +2,9 @@
 
 AdamW, a cosine (or constant) learning-rate schedule, autocast on GPU, per-epoch
 validation on the task's primary metric (higher is better), early stopping, and the
-best-validation weights kept.
+best-validation weights kept. An epoch is one pass over the training set, or, with
+``downstream.train.steps_per_epoch``, that many optimiser steps whatever the set's size, so
+that every cell of a comparison gets the same number of updates.
 Every call starts from a fresh optimiser, scheduler and early-stopping state: that is what
 makes ``pretrain`` a real fine-tune rather than a resumed run (SB's mistake).
 """
@@ -13,7 +15,7 @@ import copy
 import itertools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -50,6 +52,35 @@ class Task(Protocol):
     def validate(self, model: torch.nn.Module, data: EchoData, device: torch.device) -> float: ...
 
 
+class BatchStream:
+    """A training loader's batches, one epoch at a time.
+
+    ``steps`` 0: each epoch is one pass over the loader. Otherwise each epoch is exactly
+    ``steps`` full batches, continuing where the previous epoch stopped and starting a new
+    pass (reshuffled by the loader) whenever one runs out. A pass's last, partial batch is
+    left out (as ``drop_last`` would), so that every step sees ``min(batch_size, n)``
+    images and every cell of a comparison trains on the same number; the reshuffle leaves
+    out other images each pass.
+    """
+
+    def __init__(self, loader: torch.utils.data.DataLoader, steps: int = 0):
+        self.loader, self.steps = loader, steps
+        n, size = len(loader.dataset), loader.batch_size or 1
+        self._per_pass = max(n // size, 1)
+        self._pass: Iterator[dict] | None = None
+        self._taken = 0
+
+    def epoch(self) -> Iterator[dict]:
+        if not self.steps:
+            yield from self.loader
+            return
+        for _ in range(self.steps):
+            if self._pass is None or self._taken == self._per_pass:
+                self._pass, self._taken = iter(self.loader), 0
+            self._taken += 1
+            yield next(self._pass)
+
+
 @dataclass
 class FitResult:
     model: torch.nn.Module  # holds the best-validation weights
@@ -57,6 +88,7 @@ class FitResult:
     val_score: list[float] = field(default_factory=list)  # primary metric per epoch
     epoch_seconds: list[float] = field(default_factory=list)
     best_epoch: int = 0
+    steps: int = 0  # optimiser steps taken, all epochs together
     optimizer_id: int = 0  # serial of this fit's optimiser; tests check pretrain makes a new one
 
     @property
@@ -132,6 +164,7 @@ def fit(
     since_best = 0
     initial_loss: float | None = None
     loader = task.loader(train, cfg.batch_size, train=True, seed=seed, device=device)
+    batches = BatchStream(loader, cfg.steps_per_epoch)
     bar = tqdm(range(1, cfg.epochs + 1), desc=desc, disable=not progress, leave=False)
     for epoch in bar:
         started = time.time()
@@ -141,7 +174,7 @@ def fit(
         # non-finite, which check_epoch_loss reports for the epoch.
         total = torch.zeros((), dtype=torch.float64, device=device)
         count = 0
-        for batch in loader:
+        for batch in batches.epoch():
             # Autocast on GPU only (downstream.train.precision): CPU runs stay in float32.
             with autocast(dtype, device):
                 loss = task.loss(model, batch, device)
@@ -151,6 +184,7 @@ def fit(
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            result.steps += 1
             n = len(next(iter(batch.values())))
             if initial_loss is None:  # the untrained model's loss: the divergence baseline
                 initial_loss = loss.item()

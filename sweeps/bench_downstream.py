@@ -118,12 +118,13 @@ def bench_downstream(
     bench = cfg.bench
     train, val = data.split("train"), data.split("val")
     task, model_name = build_task(TASK, cfg.downstream)
-    # Every epoch runs (no early stop), so both sides do the same number of epochs.
-    # The default bf16 path on CUDA, whatever downstream.train.precision the config sets.
+    # Every epoch runs (no early stop) and is one pass over the data, so both sides do the
+    # same work. The default bf16 path on CUDA, whatever downstream.train.precision says.
     train_cfg = dataclasses.replace(
         cfg.downstream.train,
         epochs=bench.downstream_epochs,
         patience=bench.downstream_epochs + 1,
+        steps_per_epoch=0,
         precision="bf16",
     )
     warm_cfg = dataclasses.replace(train_cfg, epochs=1, patience=2)

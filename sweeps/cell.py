@@ -93,6 +93,7 @@ def _write(
         **conv,
         "best_epoch": final.best_epoch,
         "epochs_run": len(final.val_score),
+        "optimiser_steps": final.steps,
         "n_real_train": len(run.real_train),
         "n_synthetic": 0 if run.synth is None else len(run.synth),
         "train_seconds": round(time.time() - started, 3),
@@ -231,7 +232,14 @@ def log_cell(ws: Workspace, cell: GridCell, stage: Stage, parent_id: str | None)
     curves = json.loads((stage.path / "curves.json").read_text())
     tracker.log_curves(run_id, curves)
     final = {f"test/{k}": v for k, v in summary["test"].items()}
-    for name in ("epochs_to_95", "seconds_to_95", "val_auc", "train_seconds", "best_epoch"):
+    for name in (
+        "epochs_to_95",
+        "seconds_to_95",
+        "val_auc",
+        "train_seconds",
+        "best_epoch",
+        "optimiser_steps",
+    ):
         if summary.get(name) is not None:
             final[name] = summary[name]
     tracker.log_metrics(run_id, final)

@@ -181,7 +181,8 @@ def measure_rates(run: Path) -> Rates:
         task = cell.task.value
         fits = _fits(folder, cell.protocol, metrics)
         seconds[task] += record(folder)
-        units[task] += sum(images * epochs for images, epochs in fits)
+        per_epoch = cfg.downstream.train.images_per_epoch
+        units[task] += sum(per_epoch(images) * epochs for images, epochs in fits)
         shares[task] += [epochs / cfg.downstream.train.epochs for _, epochs in fits]
     rates.cell_per_image_epoch = _ratio(seconds, units)
     rates.epochs_share = {t: sum(v) / len(v) for t, v in shares.items()}
@@ -262,7 +263,8 @@ def project(rates: Rates, cfg: Config, patients: int) -> dict:
     image_epochs: dict[str, float] = defaultdict(float)
     for cell in cells:
         n_real = _n_real(patients, cell.real_fraction)
-        image_epochs[cell.task.value] += sum(_cell_fits(cell, n_real))
+        per_epoch = cfg.downstream.train.images_per_epoch
+        image_epochs[cell.task.value] += sum(per_epoch(n) for n in _cell_fits(cell, n_real))
     epochs = cfg.downstream.train.epochs
 
     missing: list[str] = []

@@ -137,3 +137,8 @@ def test_run_json_is_strict_json_with_mm_distances_and_ef(tmp_path, capsys):
         [e.experiment_id for e in client.search_experiments()], "tags.kind = 'cell'"
     )
     assert "per_patient.csv" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    # Every optimiser step is counted: one pass of batches of 8 per epoch run (smoke.yaml).
+    summary = json.loads((Path(out["stage"]) / "metrics.json").read_text())
+    passes = summary["epochs_run"] * -(-summary["n_real_train"] // 8)
+    assert summary["optimiser_steps"] == passes
+    assert run.data.metrics["optimiser_steps"] == passes

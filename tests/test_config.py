@@ -53,6 +53,7 @@ def test_overrides_parse_yaml_values_and_lists():
         ("generator.sampler=euler", r"generator.sampler: 'euler' is not one of"),
         ("generator.sample_steps=5000", r"sample_steps cannot exceed generator.timesteps"),
         ("downstream.train.epochs=0", r"downstream.train.epochs must be > 0"),
+        ("downstream.train.steps_per_epoch=-1", r"steps_per_epoch must be >= 0 .*got -1"),
         ("generator.cross_attention_levels=3", r"cross_attention_levels must be in \[1, 2\]"),
         ("sweep.workers=true", r"sweep.workers: expected an integer, got True"),
         ("data=3", r"data: expected a mapping"),

@@ -167,3 +167,22 @@ def test_cli_prints_the_projection_and_refuses_a_non_sweep_folder(run, tmp_path,
     assert json.loads(capsys.readouterr().out)["busy_seconds"] == pytest.approx(152)
     assert main(["project", "--from", str(tmp_path), "--config", "smoke"]) == 2
     assert "not a sweep folder (no config.yaml)" in capsys.readouterr().err
+
+
+def test_a_step_budget_projects_the_same_work_at_every_ratio(run):
+    # 3 steps of 8 images per epoch whatever the set: (24 + 24) images x 10 epochs x 2/3 x
+    # 0.05 s = 16 s, where one pass per epoch gave (40 + 80) x ... = 40 s.
+    cfg = load_config(
+        CONFIGS / "smoke.yaml",
+        [*GRID, "downstream.train.steps_per_epoch=3", "downstream.train.batch_size=8"],
+    )
+    stages = project(measure_rates(run), cfg, patients=10)["stages"]
+    assert stages["cells"]["seg"]["seconds"] == pytest.approx(16)
+    ratio_2 = load_config(
+        CONFIGS / "smoke.yaml",
+        [*GRID, "downstream.train.steps_per_epoch=3", "downstream.train.batch_size=8"]
+        + ["grid.ratios=[2]"],
+    )
+    assert project(measure_rates(run), ratio_2, patients=10)["stages"]["cells"]["seg"][
+        "seconds"
+    ] == pytest.approx(16)

@@ -28,15 +28,16 @@ GRID = [
 
 
 @pytest.mark.parametrize(
-    ("task_kind", "protocol"),
+    ("task_kind", "protocol", "steps_per_epoch"),
     [
-        (Task.SEG, Protocol.MIX),
-        (Task.SEG, Protocol.PRETRAIN),
-        (Task.CLS, Protocol.MIX),
-        (Task.VLSEG, Protocol.SYNTHETIC_ONLY),
+        (Task.SEG, Protocol.MIX, 0),
+        (Task.SEG, Protocol.PRETRAIN, 0),
+        (Task.SEG, Protocol.MIX, 3),  # 3 steps per epoch: the 8-batch pass spans epochs
+        (Task.CLS, Protocol.MIX, 0),
+        (Task.VLSEG, Protocol.SYNTHETIC_ONLY, 0),
     ],
 )
-def test_protocols_together_train_what_they_train_alone(task_kind, protocol):
+def test_protocols_together_train_what_they_train_alone(task_kind, protocol, steps_per_epoch):
     cfg = load_config(
         CONFIGS / "smoke.yaml",
         ["downstream.seg.channels=[4,8]", "downstream.cls.channels=[4,8]"]
@@ -46,7 +47,9 @@ def test_protocols_together_train_what_they_train_alone(task_kind, protocol):
     real, val = data.split("train"), data.split("val")
     synth = make_phantom(6, 32, seed=1).split("train").subset(list(range(len(real))))
     task, _ = build_task(task_kind, cfg.downstream, prompt_level=3)
-    train_cfg = dataclasses.replace(cfg.downstream.train, epochs=2, batch_size=4)
+    train_cfg = dataclasses.replace(
+        cfg.downstream.train, epochs=2, batch_size=4, steps_per_epoch=steps_per_epoch
+    )
     models = []
     for seed in (0, 1):
         torch.manual_seed(seed)
@@ -63,6 +66,9 @@ def test_protocols_together_train_what_they_train_alone(task_kind, protocol):
     x = torch.from_numpy(val.images[:, None]).float()
     for a, t in zip(alone, together):
         assert t.final.val_score == pytest.approx(a.final.val_score, abs=1e-4)
+        assert t.final.steps == a.final.steps > 0
+        if steps_per_epoch:
+            assert t.final.steps == 2 * steps_per_epoch
         assert (t.pretrain is None) == (a.pretrain is None)
         if a.pretrain is not None:
             assert t.pretrain.val_score == pytest.approx(a.pretrain.val_score, abs=1e-4)
@@ -101,6 +107,7 @@ def test_sweep_trains_a_cells_seeds_together(tmp_path):
             a[key][0]["test"]["dice_mean"], abs=1e-3
         )
         assert metrics["epochs_run"] == a[key][0]["epochs_run"]
+        assert metrics["optimiser_steps"] == a[key][0]["optimiser_steps"] > 0
         assert done["seconds"] > 0  # its share of the shared training
     # The stage keys do not depend on how the cells were trained: a rerun reuses them.
     again = run_sweep(alone, tmp_path / "together", progress=False)
@@ -127,7 +134,9 @@ def test_protocols_together_on_cuda():
     data = make_phantom(6, 32, seed=0)
     real, val = data.split("train"), data.split("val")
     task, _ = build_task(Task.SEG, cfg.downstream)
-    train_cfg = dataclasses.replace(cfg.downstream.train, epochs=2, batch_size=4)
+    train_cfg = dataclasses.replace(
+        cfg.downstream.train, epochs=2, batch_size=4, steps_per_epoch=steps_per_epoch
+    )
     cuda = torch.device("cuda")
     torch.manual_seed(0)
     model = build_model(Task.SEG, cfg.downstream, 32)

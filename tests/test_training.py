@@ -1,0 +1,82 @@
+"""``downstream.train.steps_per_epoch``: an epoch of a fixed number of optimiser steps,
+whatever the training set's size (the equal-budget comparison of docs/RESULTS.md)."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from benchmark.data.phantom import make_phantom
+from downstream.segmentation import SegmentationTask, build_model
+from downstream.training import BatchStream, fit
+
+
+def loader(n: int, batch: int) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(
+        list(range(n)), batch_size=batch, shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
+
+
+def test_one_pass_per_epoch_by_default():
+    stream = BatchStream(loader(10, 4))
+    for _ in range(2):
+        batches = list(stream.epoch())
+        assert [len(b) for b in batches] == [4, 4, 2]
+        assert sorted(torch.cat(batches).tolist()) == list(range(10))
+
+
+def test_fixed_steps_continue_the_pass_across_epochs():
+    stream = BatchStream(loader(10, 4), steps=3)
+    epochs = [list(stream.epoch()) for _ in range(4)]
+    # A pass is the 2 full batches (the partial one of 2 items left out): every step
+    # trains on 4 items, and the passes run on across the epochs' ends.
+    assert [[len(b) for b in e] for e in epochs] == [[4, 4, 4]] * 4
+    flat = [b for e in epochs for b in e]
+    passes = [torch.cat(flat[i : i + 2]).tolist() for i in range(0, 12, 2)]
+    assert all(len(set(p)) == 8 for p in passes)  # no item twice within a pass
+    assert len({tuple(p) for p in passes}) == 6  # reshuffled each pass
+
+
+def test_a_set_smaller_than_a_batch_is_one_batch_per_step():
+    stream = BatchStream(loader(3, 4), steps=2)
+    assert [sorted(b.tolist()) for b in stream.epoch()] == [[0, 1, 2]] * 2
+
+
+class CountingTask(SegmentationTask):
+    """Segmentation that counts the images each optimiser step trains on."""
+
+    def __init__(self):
+        super().__init__(augment=False)
+        self.steps: list[int] = []
+
+    def loss(self, model, batch, device):
+        self.steps.append(len(batch["image"]))
+        return super().loss(model, batch, device)
+
+
+@pytest.mark.parametrize(("patients", "expected"), [(4, [8, 8, 8]), (8, [8, 8, 8])])
+def test_fit_takes_the_same_steps_on_a_set_twice_as_large(smoke_config, patients, expected):
+    data = make_phantom(patients + 2, 32, seed=0)
+    train = data.split("train")
+    cfg = dataclasses.replace(
+        smoke_config.downstream.train, epochs=2, patience=3, batch_size=8, steps_per_epoch=3
+    )
+    task = CountingTask()
+    model = build_model(smoke_config.downstream.seg)
+    result = fit(model, task, train, data.split("val"), cfg, torch.device("cpu"), 0, progress=False)
+    assert len(train) >= 8
+    assert task.steps == expected * 2  # 3 full batches per epoch, 2 epochs
+    assert result.steps == 6
+    assert cfg.images_per_epoch(len(train)) == 24
+
+
+def test_fit_by_passes_counts_the_batches_of_a_pass(smoke_config):
+    data = make_phantom(6, 32, seed=0)
+    train = data.split("train")
+    cfg = dataclasses.replace(smoke_config.downstream.train, epochs=2, patience=3, batch_size=8)
+    task = CountingTask()
+    model = build_model(smoke_config.downstream.seg)
+    result = fit(model, task, train, data.split("val"), cfg, torch.device("cpu"), 0, progress=False)
+    per_pass = -(-len(train) // 8)
+    assert result.steps == len(task.steps) == 2 * per_pass
+    assert sum(task.steps) == 2 * len(train) == 2 * cfg.images_per_epoch(len(train))
