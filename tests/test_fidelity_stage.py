@@ -1,5 +1,6 @@
 """The fidelity stage: computed once per synthetic set, logged with its recipe."""
 
+import dataclasses
 import json
 
 import mlflow
@@ -8,7 +9,7 @@ import pytest
 from benchmark.grid import Mode
 from reports.collect import collect_fidelity
 from reports.tables import fidelity_table
-from sweeps.fidelity import fidelity_stage
+from sweeps.fidelity import fidelity_stage, segmenter_stage
 from sweeps.workspace import Workspace
 
 MASK_DICE = ("mask_dice_mean", "mask_dice_lv", "mask_dice_myo", "mask_dice_la")
@@ -78,3 +79,20 @@ def test_quality_judge_is_skipped_without_quality_labels(tmp_path, smoke_config)
     real = ws.real
     ws.real = EchoData(images=real.images, masks=real.masks, meta=real.meta.assign(quality=None))
     assert quality_stage(ws) is None  # a folder dataset without quality: no metric, no error
+
+
+def test_judges_train_by_passes_whatever_the_cells_budget(tmp_path, smoke_config):
+    # steps_per_epoch equalises the cells; a judge is one instrument for every synthetic set,
+    # trained in full: the same stage (key and weights) with or without a cell budget.
+    budget = dataclasses.replace(
+        smoke_config,
+        downstream=dataclasses.replace(
+            smoke_config.downstream,
+            train=dataclasses.replace(smoke_config.downstream.train, steps_per_epoch=1),
+        ),
+    )
+    first = segmenter_stage(Workspace(budget, tmp_path, progress=False)).stage
+    again = segmenter_stage(Workspace(smoke_config, tmp_path, progress=False)).stage
+    assert first.computed and not again.computed and first.path == again.path
+    spec = json.loads((first.path / "spec.json").read_text())["spec"]
+    assert spec["train"]["steps_per_epoch"] == 0

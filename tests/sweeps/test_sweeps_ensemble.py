@@ -134,9 +134,7 @@ def test_protocols_together_on_cuda():
     data = make_phantom(6, 32, seed=0)
     real, val = data.split("train"), data.split("val")
     task, _ = build_task(Task.SEG, cfg.downstream)
-    train_cfg = dataclasses.replace(
-        cfg.downstream.train, epochs=2, batch_size=4, steps_per_epoch=steps_per_epoch
-    )
+    train_cfg = dataclasses.replace(cfg.downstream.train, epochs=2, batch_size=4)
     cuda = torch.device("cuda")
     torch.manual_seed(0)
     model = build_model(Task.SEG, cfg.downstream, 32)
