@@ -123,7 +123,9 @@ def _prefetched(iterators: list[Iterator], pool: ThreadPoolExecutor | None) -> I
         yield items
 
 
-def _check_members(models: Sequence[nn.Module], trains: Sequence[EchoData]) -> None:
+def _check_members(
+    models: Sequence[nn.Module], trains: Sequence[EchoData], cfg: TrainConfig
+) -> None:
     signature = [(k, v.shape) for k, v in models[0].state_dict().items()]
     for i, model in enumerate(models[1:], start=1):
         if [(k, v.shape) for k, v in model.state_dict().items()] != signature:
@@ -137,12 +139,18 @@ def _check_members(models: Sequence[nn.Module], trains: Sequence[EchoData]) -> N
                     "ensemble; train these cells one at a time"
                 )
     sizes = {len(t) for t in trains}
-    if len(sizes) > 1:
-        # Equal sizes give every member the same number and sizes of batches per epoch, so
-        # all of them take the same optimiser steps, as each would alone.
-        raise ValueError(f"ensemble members need training sets of one size, got {sorted(sizes)}")
     if 0 in sizes:
         raise ValueError("ensemble: no training images")
+    # Every member must take the same steps of batches of one size, as each would alone:
+    # by passes that needs sets of one size; with a step budget (full batches only) any
+    # sizes of at least one batch.
+    budget = cfg.steps_per_epoch > 0 and min(sizes) >= cfg.batch_size
+    if len(sizes) > 1 and not budget:
+        raise ValueError(
+            "ensemble members need training sets of one size, or, with "
+            "downstream.train.steps_per_epoch, of one batch or more each; "
+            f"got {sorted(sizes)} (batch size {cfg.batch_size})"
+        )
 
 
 def fit_ensemble(
@@ -172,7 +180,7 @@ def fit_ensemble(
     """
     if not len(models) == len(trains) == len(vals) == len(seeds) > 0:
         raise ValueError("fit_ensemble needs one model, training set, val set and seed each")
-    _check_members(models, trains)
+    _check_members(models, trains, cfg)
     n_members = len(models)
     models = [m.to(device) for m in models]
     # The architecture without storage: functional_call runs it with each member's tensors.

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-from benchmark.config import to_dict
+from benchmark.config import TrainConfig, to_dict
 from benchmark.data.assembly import take_synthetic
 from benchmark.data.records import EchoData
 from benchmark.grid import GridCell
@@ -142,18 +143,32 @@ def cell_stage(ws: Workspace, cell: GridCell) -> Stage:
     )
 
 
+def ensemble_group(train: TrainConfig) -> Callable[[GridCell], GridCell]:
+    """What the cells of one ensemble share: all but the seed, and, with a step budget
+    (``downstream.train.steps_per_epoch``), all but the seed and the ratio. Under a budget
+    every member takes the same steps of full batches whatever its set's size, and the
+    ratios of a mode draw from one synthetic set."""
+    if train.steps_per_epoch:
+        return lambda cell: replace(cell, seed=0, ratio=0.0)
+    return lambda cell: replace(cell, seed=0)
+
+
 def cell_stages_together(ws: Workspace, cells: list[GridCell]) -> dict[str, Stage]:
-    """The stages of ``cells`` (the seeds of one cell), the missing ones trained together as
-    one batched ensemble (``sweep.ensemble``); keyed by cell key.
+    """The stages of ``cells`` (the seeds of one cell, or under a step budget its seeds and
+    ratios: :func:`ensemble_group`), the missing ones trained together as one batched
+    ensemble (``sweep.ensemble``); keyed by cell key.
 
     Each member's folder is the one :func:`cell_stage` would write, up to float rounding;
     its ``done.json`` seconds are its share of the shared training plus its own testing, so
     the stages' seconds still add up to the time spent. Raises if the ensemble cannot train
     them (the caller then runs them one at a time, each failing on its own).
     """
-    if len({replace(c, seed=0) for c in cells}) != 1:
-        raise ValueError("an ensemble of cells holds the seeds of one cell")
-    # Seeds of one cell share its synthetic set: loaded once.
+    if len(set(map(ensemble_group(ws.cfg.downstream.train), cells))) != 1:
+        raise ValueError(
+            "an ensemble of cells holds the seeds of one cell (and its ratios under a step "
+            f"budget), not {sorted(c.key() for c in cells)}"
+        )
+    # The members share one synthetic set (the ratios take subsets of it): loaded once.
     synth_stage, synthetic = _inputs(ws, cells[0])
     stages: dict[str, Stage] = {}
     missing: list[GridCell] = []

@@ -20,7 +20,7 @@ import socket
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
@@ -37,7 +37,7 @@ from benchmark.tracking import flatten
 from downstream.registry import IMPLEMENTED as IMPLEMENTED_TASKS
 from generators.registry import IMPLEMENTED as IMPLEMENTED_MODES
 from generators.registry import get_generator
-from sweeps.cell import cell_stage, cell_stages_together, cell_tags, log_cell
+from sweeps.cell import cell_stage, cell_stages_together, cell_tags, ensemble_group, log_cell
 from sweeps.plan import generator_prompt, grid_cells
 from sweeps.queue import CELL_KEY, CellQueue
 from sweeps.shared import SharedWorkspace
@@ -215,7 +215,7 @@ def work(
             key = trial.user_attrs[CELL_KEY]
             if bar is not None:
                 bar.set_postfix_str(key)
-            group = [(trial, key), *_claim_seeds(ws, queue, key, keys)]
+            group = [(trial, key), *_claim_siblings(ws, queue, key, keys)]
             if len(group) > 1:
                 _run_together(ws, queue, group, parent_id)
             else:
@@ -230,16 +230,18 @@ def work(
         time.sleep(0 if waiting else poll)
 
 
-def _claim_seeds(
+def _claim_siblings(
     ws: SharedWorkspace, queue: CellQueue, key: str, keys: list[str]
 ) -> list[tuple[optuna.trial.Trial, str]]:
-    """Up to ``sweep.ensemble - 1`` waiting cells that differ from ``key`` in the seed only,
-    claimed to train with it (none with per-cell tuning: each cell has its own settings)."""
+    """Up to ``sweep.ensemble - 1`` waiting cells that differ from ``key`` in the seed only
+    (or, with a step budget, in the seed and the ratio: :func:`ensemble_group`), claimed to
+    train with it; none with per-cell tuning, where each cell has its own settings."""
     sweep = ws.cfg.sweep
     if sweep.ensemble < 2 or (sweep.tune and sweep.tune_scope == "cell"):
         return []
-    cell = parse_key(key)
-    siblings = {k for k in keys if k != key and replace(parse_key(k), seed=cell.seed) == cell}
+    group = ensemble_group(ws.cfg.downstream.train)
+    own = group(parse_key(key))
+    siblings = {k for k in keys if k != key and group(parse_key(k)) == own}
     claimed: list[tuple[optuna.trial.Trial, str]] = []
     while siblings and len(claimed) < sweep.ensemble - 1:
         trial = queue.claim(siblings)
@@ -256,9 +258,9 @@ def _run_together(
     group: list[tuple[optuna.trial.Trial, str]],
     parent_id: str | None,
 ) -> None:
-    """Train the claimed seeds of one cell as one ensemble, then finish each trial as
-    :func:`_run_trial` does. If the ensemble fails, each cell runs alone, so that a broken
-    cell fails on its own and its siblings still finish."""
+    """Train the claimed cells (:func:`_claim_siblings`) as one ensemble, then finish each
+    trial as :func:`_run_trial` does. If the ensemble fails, each cell runs alone, so that a
+    broken cell fails on its own and its siblings still finish."""
     stages: dict[str, Stage] = {}
     with contextlib.ExitStack() as beats:
         for trial, _ in group:

@@ -203,6 +203,31 @@ def test_ensemble_refuses_members_it_cannot_train_exactly(seg_setup):
         fit_ensemble([bn, copy.deepcopy(bn)], task, [train] * 2, [val] * 2, train_cfg, cpu, [0, 1])
 
 
+def test_a_step_budget_ensembles_sets_of_different_sizes(seg_setup):
+    # With steps_per_epoch every member takes 3 full batches per epoch whatever its set's
+    # size (the ratios of one cell): together they train what each trains alone.
+    task, train, val, train_cfg, models = seg_setup
+    budget = dataclasses.replace(train_cfg, steps_per_epoch=3)
+    smaller = train.subset(list(range(len(train) - 3)))
+    assert len(smaller) >= budget.batch_size and len(smaller) % 4  # its pass has a tail
+    cpu = torch.device("cpu")
+    sets = [train, smaller]
+    alone = [
+        fit(copy.deepcopy(m), task, t, val, budget, cpu, seed, progress=False)
+        for seed, (m, t) in enumerate(zip(models, sets))
+    ]
+    together = fit_ensemble(
+        [copy.deepcopy(m) for m in models], task, sets, [val] * 2, budget, cpu, [0, 1],
+        progress=False,
+    )  # fmt: skip
+    for a, t in zip(alone, together):
+        assert t.val_score == pytest.approx(a.val_score, abs=1e-4)
+        assert t.steps == a.steps == 6
+    tiny = train.subset([0, 1])  # under one batch: its steps would be smaller than the others'
+    with pytest.raises(ValueError, match=r"one batch or more each; got \[2, 8\]"):
+        fit_ensemble(models, task, [train, tiny], [val] * 2, budget, cpu, [0, 1])
+
+
 @pytest.mark.gpu
 def test_graphed_denoiser_replays_the_eager_unet():
     from generators import diffusion

@@ -4,6 +4,7 @@ the results of training them one at a time, and each still fails on its own."""
 import copy
 import dataclasses
 import json
+import shutil
 
 import pytest
 import torch
@@ -112,6 +113,29 @@ def test_sweep_trains_a_cells_seeds_together(tmp_path):
     # The stage keys do not depend on how the cells were trained: a rerun reuses them.
     again = run_sweep(alone, tmp_path / "together", progress=False)
     assert again.computed == [] and not again.failed
+
+
+def test_a_step_budget_trains_a_modes_ratios_together(tmp_path):
+    # mix at ratios 0.5 and 1: training sets of two sizes, one synthetic set. Under a budget
+    # the two unconditional cells are one ensemble; real only has no partner.
+    grid = [*GRID, "grid.protocols=[mix]", "grid.ratios=[0.5,1]", "grid.seeds=[0]"]
+    grid += ["downstream.train.steps_per_epoch=2"]
+    alone = load_config(CONFIGS / "smoke.yaml", grid)
+    together = load_config(CONFIGS / "smoke.yaml", [*grid, "sweep.ensemble=4"])
+    assert not run_sweep(alone, tmp_path / "alone", progress=False).failed
+    for kind in ("data", "gen", "synth"):  # the stages before the cells: reused, not retrained
+        shutil.copytree(tmp_path / "alone" / kind, tmp_path / "together" / kind)
+    assert not run_sweep(together, tmp_path / "together", progress=False).failed
+    a, t = cell_results(tmp_path / "alone"), cell_results(tmp_path / "together")
+    assert a.keys() == t.keys() and len(a) == 3
+    sizes = {m["n_real_train"] + m["n_synthetic"] for m, _ in t.values()}
+    assert len(sizes) == 3  # real only, ratio 0.5, ratio 1
+    for key, (metrics, _) in t.items():
+        assert metrics.get("ensemble") == (None if "-none-" in key else 2)
+        assert metrics["optimiser_steps"] == a[key][0]["optimiser_steps"]
+        assert metrics["test"]["dice_mean"] == pytest.approx(
+            a[key][0]["test"]["dice_mean"], abs=1e-3
+        )
 
 
 def test_a_failing_ensemble_runs_its_cells_one_at_a_time(tmp_path, monkeypatch):
