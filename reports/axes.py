@@ -46,6 +46,7 @@ MASK_DICE_COLUMNS = {
 FIDELITY_REFERENCES = {
     "mask_dice_real": "mask Dice of real test images",
     "cond_quality_acc_real": "quality accuracy on real test images",
+    "cond_view_phase_acc_real": "view-phase accuracy on real test images",
 }
 # The real-trained judges whose recipe params the caption names: param prefix -> judge.
 JUDGES = {"recipe.segmenter": "segmenter", "recipe.quality_classifier": "quality classifier"}

@@ -52,6 +52,7 @@ from benchmark.grid import PROMPTED_MODES, Mode, Prompt, Task
 from benchmark.runtime import resolve_device
 from benchmark.stages import Stage
 from downstream.classification import TARGETS
+from downstream.classification import augmentation as encoder_augmentation
 from downstream.registry import build_model, build_task
 from downstream.training import fit
 from sweeps.workspace import Workspace
@@ -62,16 +63,32 @@ _STRUCTURES = {"dice_LV": "lv", "dice_MYO": "myo", "dice_LA": "la", "dice_mean":
 
 
 def encoder_stage(ws: Workspace) -> tuple[Stage, EchoEncoder]:
-    spec = {"data": ws.data_stage.digest, "steps": ws.cfg.fidelity.encoder_steps, "seed": 0}
+    """The echo encoder (FD / KID features, view x phase judge), trained on the real training
+    split with the classifier's label-keeping augmentation; its accuracy on the real test
+    images is the reference of conditioning fidelity."""
+    fresh = EchoEncoder()
+    spec = {
+        "data": ws.data_stage.digest,
+        "steps": ws.cfg.fidelity.encoder_steps,
+        "seed": 0,
+        # The architecture and recipe are part of what the features mean.
+        "architecture": [[k, list(v.shape)] for k, v in fresh.state_dict().items()],
+        "augment": "classification",
+    }
 
     def compute(tmp: Path) -> dict:
-        model = train_encoder(ws.real.split("train"), steps=ws.cfg.fidelity.encoder_steps)
+        model = train_encoder(
+            ws.real.split("train"),
+            steps=ws.cfg.fidelity.encoder_steps,
+            augment=encoder_augmentation(ws.cfg.data.size),
+        )
         save_file(model.state_dict(), str(tmp / "encoder.safetensors"))
-        return {"weights_hash": weights_hash(model)}
+        test = conditioning_accuracy(model, ws.real.split(REFERENCE_SPLIT))
+        return {"weights_hash": weights_hash(model), "test_accuracy": test}
 
     stage = ws.store.get_or_compute("fidelity", spec, compute, label="encoder")
     # A damaged or foreign file is a CheckpointError naming it and the keys that differ.
-    model = load_state(EchoEncoder(), stage.path / "encoder.safetensors")
+    model = load_state(fresh, stage.path / "encoder.safetensors")
     return stage, model.eval()
 
 
@@ -230,6 +247,7 @@ def fidelity_stage(ws: Workspace, mode: Mode, prompt: Prompt | None, fraction: f
         result["fd_floor"] = floor["fd_echo"]
         result["cond_view_phase_acc"] = conditioning_accuracy(encoder, synthetic)
         test = ws.real.split(REFERENCE_SPLIT)
+        result["cond_view_phase_acc_real"] = conditioning_accuracy(encoder, test)
         if segmenter is not None:
             result["segmenter"] = segmenter.recipe()
             real = mask_dice(segmenter, test, "mask_dice_real")
@@ -295,6 +313,8 @@ def log_fidelity(
         "recall": result["recall"],
         "cond_view_phase_acc": result["cond_view_phase_acc"],
     }
+    if "cond_view_phase_acc_real" in result:  # absent from stages written before it
+        metrics["cond_view_phase_acc_real"] = result["cond_view_phase_acc_real"]
     # Judged metrics, where their judge exists and the set has what they need (NaN and
     # absent values are not logged).
     judged = ("mask_dice_", "cond_quality_acc")

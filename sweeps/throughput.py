@@ -37,6 +37,7 @@ from benchmark.fidelity import (
     train_encoder,
 )
 from benchmark.runtime import resolve_device, seed_everything
+from downstream.classification import augmentation as encoder_augmentation
 from generators import joint
 from sweeps.bench_downstream import bench_downstream, bench_tracking
 from sweeps.bench_generator import bench_generator_train, bench_sampling
@@ -144,7 +145,10 @@ def measure(cfg: Config, progress: bool = False) -> dict[str, Any]:
         "generator_train", lambda: bench_generator_train(cfg, x0, device, speed, peak)
     )
     encoder_seconds, encoder = timed(
-        lambda: train_encoder(train, steps=cfg.fidelity.encoder_steps), torch.device("cpu")
+        lambda: train_encoder(
+            train, steps=cfg.fidelity.encoder_steps, augment=encoder_augmentation(cfg.data.size)
+        ),
+        torch.device("cpu"),
     )
     out["sampling"] = section(
         "sampling", lambda: bench_sampling(cfg, unet, encoder, real.images, device, speed)

@@ -37,6 +37,7 @@ def test_fidelity_stage_logs_once_with_recipe(tmp_path, smoke_config):
     # Mask alignment (the oracle's images have exact labels) and its real-image reference,
     # with the segmenter's recipe; quality conditioning likewise.
     judged = {*MASK_DICE, "mask_dice_real", "cond_quality_acc", "cond_quality_acc_real"}
+    judged |= {"cond_view_phase_acc_real"}  # the encoder judged on real test images
     assert judged <= set(result) and judged <= set(run.data.metrics)
     assert all(0 <= result[m] <= 1 for m in judged)
     assert run.data.metrics["mask_dice_mean"] == pytest.approx(result["mask_dice_mean"])

@@ -63,3 +63,27 @@ def test_distribution_fidelity_recipe_and_sanity(data, encoder):
     assert far["kid_echo_mean"] > same["kid_echo_mean"]
     assert same["weights_hash"] == weights_hash(encoder) and same["extractor"] == "echo-encoder"
     assert (same["resolution"], same["n_real"], same["reference_split"]) == (32, len(real), "train")
+
+
+def test_encoder_training_jitters_every_batch_with_its_own_draws(data, encoder):
+    seen = []
+
+    def augment(batch, gen):
+        seen.append((tuple(batch["image"].shape), gen.initial_seed()))
+        return {"image": batch["image"].flip(-1)}
+
+    jittered = train_encoder(data.split("train"), steps=5, seed=0, augment=augment)
+    n = len(data.split("train"))
+    assert seen == [((min(32, n), 1, 32, 32), 1)] * 5  # the stream of seed + 1, every step
+    assert weights_hash(jittered) != weights_hash(encoder)
+
+
+@pytest.mark.slow
+def test_the_encoder_tells_view_and_phase_apart_on_unseen_patients():
+    # The judge of conditioning fidelity must recognise real images first: the controls
+    # preset's phantom at 64 px, 300 steps with the classifier's augmentation.
+    from downstream.classification import augmentation
+
+    real = make_phantom(40, 64, seed=0)
+    model = train_encoder(real.split("train"), steps=300, augment=augmentation(64))
+    assert conditioning_accuracy(model, real.split("test")) >= 0.85
