@@ -49,7 +49,14 @@ CELL_TAGS: dict[str, type] = {
     "stage": str,
 }
 # Run-level metrics that are kept without a `test/` prefix.
-EXTRA_METRICS = ("epochs_to_95", "seconds_to_95", "val_auc", "train_seconds")
+EXTRA_METRICS = (
+    "epochs_to_95",
+    "seconds_to_95",
+    "val_auc",
+    "train_seconds",
+    "best_epoch",
+    "optimiser_steps",  # what a cell's training cost in updates (downstream.train budget)
+)
 # A synthetic set, hence its fidelity, depends on the real fraction its generator saw.
 FIDELITY_TAGS = ("mode", "prompt", "real_fraction")
 RECIPE_PREFIX = "recipe."
@@ -150,7 +157,8 @@ def collect_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
 
     Columns: run_id, start_time, the cell tags (cell_key, task, mode, prompt, ratio, protocol,
     real_fraction, seed, model, primary_metric, status), then one column per `test/<name>` metric
-    (named `<name>`) and epochs_to_95, seconds_to_95, val_auc, train_seconds when logged.
+    (named `<name>`) and epochs_to_95, seconds_to_95, val_auc, train_seconds, best_epoch and
+    optimiser_steps when logged.
     `seed` is a nullable integer so that a missing tag stays missing instead of becoming a float.
     """
     client = _client(tracking_uri)

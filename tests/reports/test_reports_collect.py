@@ -57,6 +57,7 @@ def store(tmp_path_factory):
                         dice = 0.8 + 0.05 * (mode == "text") + 0.01 * seed
                         mlflow.log_metrics(
                             {"test/dice_mean": dice, "test/hd95_mean": 5.0, "epochs_to_95": 7}
+                            | {"optimiser_steps": 90 + seed}
                         )
                         for epoch, v in enumerate([0.2, 0.5, 0.7]):
                             mlflow.log_metric("val/dice_mean", v + seed, step=epoch)
@@ -108,6 +109,7 @@ def test_collect_runs_tidy_frame(store):
         "status",
     ]
     assert {"dice_mean", "hd95_mean", "epochs_to_95"} <= set(runs.columns)
+    assert sorted(runs["optimiser_steps"]) == [90, 90, 91, 91]  # what training cost, kept
     assert not any(c.startswith(("test/", "val/")) for c in runs.columns)
     assert runs["ratio"].dtype == float and runs["real_fraction"].dtype == float
     assert sorted(runs["seed"].tolist()) == [0, 0, 1, 1]
