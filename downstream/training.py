@@ -65,8 +65,7 @@ class BatchStream:
 
     def __init__(self, loader: torch.utils.data.DataLoader, steps: int = 0):
         self.loader, self.steps = loader, steps
-        n, size = len(loader.dataset), loader.batch_size or 1
-        self._per_pass = max(n // size, 1)
+        self._per_pass = _full_batches(loader) if steps else 0
         self._pass: Iterator[dict] | None = None
         self._taken = 0
 
@@ -79,6 +78,15 @@ class BatchStream:
                 self._pass, self._taken = iter(self.loader), 0
             self._taken += 1
             yield next(self._pass)
+
+
+def _full_batches(loader: torch.utils.data.DataLoader) -> int:
+    """The full batches of one pass: ``len(dataset) // batch_size`` of a DataLoader (at least
+    one), every batch of any other sized iterable of batches (a task's own loader)."""
+    dataset, size = getattr(loader, "dataset", None), getattr(loader, "batch_size", None)
+    if dataset is None or not size:
+        return len(loader)
+    return max(len(dataset) // size, 1)
 
 
 @dataclass

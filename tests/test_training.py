@@ -80,3 +80,12 @@ def test_fit_by_passes_counts_the_batches_of_a_pass(smoke_config):
     per_pass = -(-len(train) // 8)
     assert result.steps == len(task.steps) == 2 * per_pass
     assert sum(task.steps) == 2 * len(train) == 2 * cfg.images_per_epoch(len(train))
+
+
+def test_any_sized_iterable_of_batches_is_a_loader():
+    # A task may hand fit its own list of batches (the reliability suite's toy tasks do).
+    batches = [torch.zeros(2), torch.ones(2), torch.full((2,), 2.0)]
+    assert [b[0].item() for b in BatchStream(batches).epoch()] == [0, 1, 2]
+    stream = BatchStream(batches, steps=2)
+    got = [b[0].item() for _ in range(2) for b in stream.epoch()]
+    assert got == [0, 1, 2, 0]
