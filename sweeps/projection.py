@@ -175,13 +175,13 @@ def measure_rates(run: Path) -> Rates:
 
     seconds, units = defaultdict(float), defaultdict(float)
     shares: dict[str, list[float]] = defaultdict(list)
+    per_epoch = cfg.downstream.train.images_per_epoch
     for folder in _stages(run, "cells"):
         metrics = json.loads((folder / "metrics.json").read_text())
         cell = parse_key(metrics["cell_key"])
         task = cell.task.value
         fits = _fits(folder, cell.protocol, metrics)
         seconds[task] += record(folder)
-        per_epoch = cfg.downstream.train.images_per_epoch
         units[task] += sum(per_epoch(images) * epochs for images, epochs in fits)
         shares[task] += [epochs / cfg.downstream.train.epochs for _, epochs in fits]
     rates.cell_per_image_epoch = _ratio(seconds, units)
@@ -261,9 +261,9 @@ def project(rates: Rates, cfg: Config, patients: int) -> dict:
             seen_set.add((mode, prompt, fraction))
             sets[mode.value] += synthetic_count(cfg, n_real)
     image_epochs: dict[str, float] = defaultdict(float)
+    per_epoch = cfg.downstream.train.images_per_epoch
     for cell in cells:
         n_real = _n_real(patients, cell.real_fraction)
-        per_epoch = cfg.downstream.train.images_per_epoch
         image_epochs[cell.task.value] += sum(per_epoch(n) for n in _cell_fits(cell, n_real))
     epochs = cfg.downstream.train.epochs
 

@@ -1,16 +1,17 @@
 """The fidelity stage: computed once per synthetic set, logged with its recipe."""
 
-import dataclasses
 import json
 
 import mlflow
 import pytest
 
+from benchmark.config import load_config
 from benchmark.grid import Mode
 from reports.collect import collect_fidelity
 from reports.tables import fidelity_table
 from sweeps.fidelity import fidelity_stage, segmenter_stage
 from sweeps.workspace import Workspace
+from tests.conftest import CONFIGS
 
 MASK_DICE = ("mask_dice_mean", "mask_dice_lv", "mask_dice_myo", "mask_dice_la")
 
@@ -85,13 +86,7 @@ def test_quality_judge_is_skipped_without_quality_labels(tmp_path, smoke_config)
 def test_judges_train_by_passes_whatever_the_cells_budget(tmp_path, smoke_config):
     # steps_per_epoch equalises the cells; a judge is one instrument for every synthetic set,
     # trained in full: the same stage (key and weights) with or without a cell budget.
-    budget = dataclasses.replace(
-        smoke_config,
-        downstream=dataclasses.replace(
-            smoke_config.downstream,
-            train=dataclasses.replace(smoke_config.downstream.train, steps_per_epoch=1),
-        ),
-    )
+    budget = load_config(CONFIGS / "smoke.yaml", ["downstream.train.steps_per_epoch=1"])
     first = segmenter_stage(Workspace(budget, tmp_path, progress=False)).stage
     again = segmenter_stage(Workspace(smoke_config, tmp_path, progress=False)).stage
     assert first.computed and not again.computed and first.path == again.path
