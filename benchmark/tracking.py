@@ -28,6 +28,16 @@ from benchmark.redact import mask_uri
 log = logging.getLogger(__name__)
 
 
+# The run-level metrics a cell's MLflow run carries beside its ``test/<name>`` ones: logged
+# from its metrics.json (sweeps.cell.log_cell) and collected into the report's runs table.
+CELL_RUN_METRICS = (
+    "epochs_to_95",
+    "seconds_to_95",
+    "val_auc",
+    "train_seconds",
+    "best_epoch",
+    "optimiser_steps",  # what a cell's training cost in updates (downstream.train budget)
+)
 _MAX_BATCH = 1000  # MLflow's per-request limit on metrics
 _MAX_PARAMS = 100
 _MAX_PARAM_LEN = 6000

@@ -19,6 +19,7 @@ from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 from mlflow.tracking import MlflowClient
 
 from benchmark.redact import mask_uri
+from benchmark.tracking import CELL_RUN_METRICS
 
 PER_SAMPLE_ARTIFACT = "per_sample.csv"
 PER_PATIENT_ARTIFACT = "per_patient.csv"
@@ -49,14 +50,7 @@ CELL_TAGS: dict[str, type] = {
     "stage": str,
 }
 # Run-level metrics that are kept without a `test/` prefix.
-EXTRA_METRICS = (
-    "epochs_to_95",
-    "seconds_to_95",
-    "val_auc",
-    "train_seconds",
-    "best_epoch",
-    "optimiser_steps",  # what a cell's training cost in updates (downstream.train budget)
-)
+EXTRA_METRICS = CELL_RUN_METRICS
 # A synthetic set, hence its fidelity, depends on the real fraction its generator saw.
 FIDELITY_TAGS = ("mode", "prompt", "real_fraction")
 RECIPE_PREFIX = "recipe."

@@ -23,6 +23,7 @@ from benchmark.grid import GridCell
 from benchmark.metrics import convergence
 from benchmark.runtime import resolve_device, seed_everything
 from benchmark.stages import Stage
+from benchmark.tracking import CELL_RUN_METRICS
 from downstream.protocols import ProtocolResult, run_protocol, run_protocol_together
 from downstream.registry import build_model, build_task
 from downstream.training import Task
@@ -247,14 +248,7 @@ def log_cell(ws: Workspace, cell: GridCell, stage: Stage, parent_id: str | None)
     curves = json.loads((stage.path / "curves.json").read_text())
     tracker.log_curves(run_id, curves)
     final = {f"test/{k}": v for k, v in summary["test"].items()}
-    for name in (
-        "epochs_to_95",
-        "seconds_to_95",
-        "val_auc",
-        "train_seconds",
-        "best_epoch",
-        "optimiser_steps",
-    ):
+    for name in CELL_RUN_METRICS:
         if summary.get(name) is not None:
             final[name] = summary[name]
     tracker.log_metrics(run_id, final)
