@@ -280,6 +280,23 @@ class Tracker:
                 self.client.delete_run(run.info.run_id)
         return None
 
+    @_tolerant(int, per_run=False)
+    def supersede(self, kind: str, tags: Mapping[str, str], keep: str) -> int:
+        """Retire the FINISHED runs of ``kind`` whose tags equal ``tags``, all but ``keep``:
+        their ``kind`` becomes ``<kind>-superseded`` (and ``superseded_by`` names ``keep``),
+        so reports, which read one kind, see one result per cell or synthetic set, while
+        the UI keeps the history. The number retired."""
+        where = " and ".join(f"tags.{k} = '{v}'" for k, v in tags.items())
+        old = [
+            r
+            for r in self.find_runs(f"tags.kind = '{kind}' and {where}", statuses=["FINISHED"])
+            if r.info.run_id != keep
+        ]
+        for run in old:
+            self.client.set_tag(run.info.run_id, "superseded_by", keep)
+            self.client.set_tag(run.info.run_id, "kind", f"{kind}-superseded")
+        return len(old)
+
     # -- logging
     @_tolerant()
     def log_params(self, run_id: str | None, params: Mapping[str, Any]) -> None:

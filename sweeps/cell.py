@@ -227,12 +227,21 @@ def cell_tags(cell: GridCell) -> dict[str, str]:
 
 
 def log_cell(ws: Workspace, cell: GridCell, stage: Stage, parent_id: str | None) -> str | None:
-    """Log the cell's MLflow run from its stage folder unless a FINISHED one exists; its id
-    (None while the tracking store is unreachable: the stage folder keeps the result)."""
+    """Log the cell's MLflow run from its stage folder unless a FINISHED run of this stage
+    exists; its id (None while the tracking store is unreachable: the stage folder keeps
+    the result). Runs of the cell from other stages (a sweep of other settings into the
+    same folder) are superseded: the report shows the result of the settings swept last."""
     tracker = ws.tracker
-    existing = tracker.logged_run("cell", "cell_key", cell.key())
-    if existing is not None:
-        return existing
+    run_id = tracker.logged_run("cell", "stage", stage.key) or _log_cell_run(
+        ws, cell, stage, parent_id
+    )
+    if run_id is not None:  # also when found: one killed before superseding left two
+        tracker.supersede("cell", {"cell_key": cell.key()}, keep=run_id)
+    return run_id
+
+
+def _log_cell_run(ws: Workspace, cell: GridCell, stage: Stage, parent_id: str | None) -> str | None:
+    tracker = ws.tracker
     summary = json.loads((stage.path / "metrics.json").read_text())
     tags = cell_tags(cell) | {
         "model": summary["model"],

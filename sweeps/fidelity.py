@@ -5,8 +5,9 @@ stage, weights hash recorded); each synthetic set is then measured against the r
 split: Fréchet distance and KID in the encoder's features (``fd``/``kid``, named with their
 extractor in the recipe, never "FID"), improved precision and recall, and conditioning
 fidelity (how often the encoder recognises the view x phase a synthetic image carries). The
-floor, a second real sample (validation) against the same reference, shows what FD a perfect
-generator would get at these sample sizes.
+floor, a second real sample (the validation split, ``n_floor`` images) against the same
+reference, shows what FD, KID, precision and recall real images get (``*_floor``): what a
+perfect generator would approach at these sample sizes.
 
 Two real-trained judges, each its own cached stage per dataset (built with downstream's models
 and training loop on the real training split, the checkpoint picked on validation, weights
@@ -55,7 +56,7 @@ from downstream.classification import TARGETS
 from downstream.classification import augmentation as encoder_augmentation
 from downstream.registry import build_model, build_task
 from downstream.training import fit
-from sweeps.workspace import Workspace
+from sweeps.workspace import FIDELITY_FORMAT, Workspace
 
 REFERENCE_SPLIT = "test"
 # benchmark.fidelity.mask_alignment's keys -> metric suffixes (downstream's structure names).
@@ -234,6 +235,7 @@ def fidelity_stage(ws: Workspace, mode: Mode, prompt: Prompt | None, fraction: f
         "quality": quality.stage.digest if quality else None,
         "k": k,
         "reference": REFERENCE_SPLIT,
+        "format": FIDELITY_FORMAT,
     }
 
     def compute(tmp: Path) -> dict:
@@ -244,7 +246,14 @@ def fidelity_stage(ws: Workspace, mode: Mode, prompt: Prompt | None, fraction: f
         floor = distribution_fidelity(
             encoder, reference, ws.real.split("val").images, k=k, reference_split=REFERENCE_SPLIT
         )
-        result["fd_floor"] = floor["fd_echo"]
+        result |= {
+            "fd_floor": floor["fd_echo"],
+            "kid_floor": floor["kid_echo_mean"],
+            "kid_floor_std": floor["kid_echo_std"],
+            "precision_floor": floor["precision"],
+            "recall_floor": floor["recall"],
+            "n_floor": floor["n_synthetic"],  # the second real sample's size
+        }
         result["cond_view_phase_acc"] = conditioning_accuracy(encoder, synthetic)
         test = ws.real.split(REFERENCE_SPLIT)
         result["cond_view_phase_acc_real"] = conditioning_accuracy(encoder, test)
@@ -273,21 +282,25 @@ def fidelity_stage(ws: Workspace, mode: Mode, prompt: Prompt | None, fraction: f
 def log_fidelity(
     ws: Workspace, stage: Stage, mode: Mode, prompt: Prompt | None, fraction: float
 ) -> None:
-    """One MLflow run per fidelity stage, logged once, carrying the full recipe."""
+    """One MLflow run per fidelity stage, logged once, carrying the full recipe. It
+    supersedes the runs of the same (mode, prompt, real fraction) from other stages (a
+    sweep of other settings into the same folder): the set the sweep now uses, measured
+    as it now measures, is the one a report shows."""
     tracker = ws.tracker
-    if tracker.logged_run("fidelity", "stage", stage.key) is not None:
-        return
-    result = json.loads((stage.path / "fidelity.json").read_text())
     shown_prompt = prompt.value if prompt is not None and mode in PROMPTED_MODES else "-"
+    tags = {"mode": mode.value, "prompt": shown_prompt, "real_fraction": str(fraction)}
+    run_id = tracker.logged_run("fidelity", "stage", stage.key)
+    if run_id is None:
+        run_id = _log_fidelity_run(ws, stage, tags)
+    if run_id is not None:
+        tracker.supersede("fidelity", tags, keep=run_id)
+
+
+def _log_fidelity_run(ws: Workspace, stage: Stage, tags: dict[str, str]) -> str | None:
+    tracker = ws.tracker
+    result = json.loads((stage.path / "fidelity.json").read_text())
     run_id = tracker.start_run(
-        f"fidelity-{stage.key}",
-        {
-            "kind": "fidelity",
-            "stage": stage.key,
-            "mode": mode.value,
-            "prompt": shown_prompt,
-            "real_fraction": fraction,
-        },
+        f"fidelity-{stage.key}", {"kind": "fidelity", "stage": stage.key, **tags}
     )
     tracker.log_params(
         run_id,
@@ -299,6 +312,7 @@ def log_fidelity(
             "recipe.n_reference": result["n_real"],
             "recipe.reference_split": result["reference_split"],
             "recipe.k": result["k"],
+            **({"recipe.n_floor": result["n_floor"]} if "n_floor" in result else {}),
             **_judge_params("segmenter", result.get("segmenter")),
             **_judge_params("quality_classifier", result.get("quality_classifier")),
             "generator": to_dict(ws.cfg.generator),
@@ -313,14 +327,17 @@ def log_fidelity(
         "recall": result["recall"],
         "cond_view_phase_acc": result["cond_view_phase_acc"],
     }
-    if "cond_view_phase_acc_real" in result:  # absent from stages written before it
-        metrics["cond_view_phase_acc_real"] = result["cond_view_phase_acc_real"]
+    # The floor's other measures and the encoder's real-image accuracy: absent from stages
+    # written before them.
+    floor = ("kid_floor", "kid_floor_std", "precision_floor", "recall_floor")
+    metrics |= {k: result[k] for k in (*floor, "cond_view_phase_acc_real") if k in result}
     # Judged metrics, where their judge exists and the set has what they need (NaN and
     # absent values are not logged).
     judged = ("mask_dice_", "cond_quality_acc")
     metrics |= {k: v for k, v in result.items() if k.startswith(judged)}
     tracker.log_metrics(run_id, metrics)
     tracker.end_run(run_id)
+    return run_id
 
 
 def _judge_params(name: str, recipe: dict | None) -> dict[str, object]:

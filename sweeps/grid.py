@@ -39,7 +39,7 @@ from generators.registry import IMPLEMENTED as IMPLEMENTED_MODES
 from generators.registry import get_generator
 from sweeps.cell import cell_stage, cell_stages_together, cell_tags, ensemble_group, log_cell
 from sweeps.plan import generator_prompt, grid_cells
-from sweeps.queue import CELL_KEY, CellQueue
+from sweeps.queue import CELL_KEY, CONFIG, CellQueue
 from sweeps.shared import SharedWorkspace
 from sweeps.storage import SweepStorage, check_urls, default_storage_url, open_storage
 from sweeps.tuning import tune_cell, tune_reference, with_train
@@ -145,20 +145,23 @@ def run_sweep(cfg: Config, out: Path, progress: bool = True) -> SweepResult:
         study = _open_study(cfg, store)
         parent_id = parent_run(ws)
     log.info("study %s in %s", cfg.name, store.masked)
+    # Of the config as given (builds the dataset once, before any worker needs it): tuned
+    # values follow from it, and every worker and machine must compute the same.
+    config_id = ws.results_config
+    study.set_user_attr(CONFIG, config_id)  # the settings swept last (sync reads it)
     if cfg.sweep.tune and cfg.sweep.tune_scope == "reference":
         ws = ws.with_config(tune_reference(ws, store, cells, parent_id))
     _write_atomic(ws.out / "config.yaml", ws.resolved)
     ws.tracker.log_text(parent_id, ws.resolved, "config.yaml")
-    queue = CellQueue(study, store)
+    queue = CellQueue(study, store, config_id)
     keys = [c.key() for c in work_order(cfg, cells)]
     with ws.lock("setup"):
         queue.requeue_stale()
         queue.enqueue_missing(keys)
-    ws.data_stage  # noqa: B018 - build the dataset once, before any worker needs it
 
     n_workers = cfg.sweep.workers
     bar = tqdm(total=len(keys), desc="cells", disable=not progress, unit="cell")
-    helpers = (ws.cfg, ws.out, parent_id, threads_per_worker(n_workers))
+    helpers = (ws.cfg, ws.out, parent_id, threads_per_worker(n_workers), config_id)
     with helper_processes(run_worker, helpers, n_workers - 1):
         if n_workers > 1:  # the helpers take the other cores
             torch.set_num_threads(threads_per_worker(n_workers))
@@ -179,7 +182,7 @@ def run_sweep(cfg: Config, out: Path, progress: bool = True) -> SweepResult:
 
 
 def run_worker(
-    cfg: Config, out: Path, parent_id: str, threads: int, parent: int, index: int
+    cfg: Config, out: Path, parent_id: str, threads: int, config_id: str, parent: int, index: int
 ) -> None:
     """Entry point of one helper worker process (``sweeps.workers``). SIGTERM (the parent's
     ``terminate``) fails its cell at once, as Ctrl-C does."""
@@ -188,7 +191,8 @@ def run_worker(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     ws = SharedWorkspace(cfg, out, progress=False)
     store = open_storage(cfg.sweep.storage, ws.out, cfg.sweep)
-    queue = CellQueue(optuna.load_study(study_name=cfg.name, storage=store.storage), store)
+    study = optuna.load_study(study_name=cfg.name, storage=store.storage)
+    queue = CellQueue(study, store, config_id)
     with contextlib.suppress(KeyboardInterrupt):
         work(ws, queue, [c.key() for c in grid_cells(cfg)], parent_id, go_on=parent_alive(parent))
 
@@ -350,16 +354,16 @@ def _log_failure(ws: SharedWorkspace, cell: GridCell, reason: str, parent_id: st
 def _backfill(
     ws: SharedWorkspace, queue: CellQueue, cells: list[GridCell], parent_id: str | None
 ) -> None:
-    """Log cells that are COMPLETE in the study but have no FINISHED MLflow run (a crash
-    between logging and telling, or a deleted tracking store). Only COMPLETE cells: one
-    still running elsewhere is logged by its worker. Their stages are reused."""
+    """Log cells that are COMPLETE in the study but whose stage has no FINISHED MLflow run
+    (a crash between logging and telling, or a deleted tracking store). Only COMPLETE
+    cells: one still running elsewhere is logged by its worker. Their stages are reused."""
     trials = queue.trials_by_cell()
-    logged = ws.tracker.finished_runs("cell", "cell_key")
+    logged = ws.tracker.finished_runs("cell", "stage")
     for cell in cells:
         done = [
             t for t in trials.get(cell.key(), []) if t.state is optuna.trial.TrialState.COMPLETE
         ]
-        if not done or cell.key() in logged:
+        if not done or done[-1].user_attrs.get("stage") in logged:
             continue
         tuned = done[-1].user_attrs.get("tuned")
         cell_ws = ws.with_config(with_train(ws.cfg, tuned)) if tuned else ws

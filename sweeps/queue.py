@@ -10,10 +10,18 @@ While a worker runs a cell a heartbeat thread keeps the trial alive. A worker th
 (SIGKILL, lost machine) stops beating; after ``grace_period`` any other worker fails the
 trial and the retry callback enqueues a WAITING copy with the same cell key, so the cell is
 run again (at most ``max_retries`` times; a later sweep re-enqueues it anyway).
+
 Database storages use Optuna's own heartbeat (``fail_stale_trials``); the journal file has
 none, so its heartbeat is a trial system attribute compared with the local clock. A trial
 whose worker died before its first heartbeat has no sign of life but its start time, which
 then stands in for it (Optuna alone would wait for it forever).
+
+A trial also records the sweep's ``config`` (``Workspace.results_config``: a hash of the
+settings that decide a cell's result), and a queue sees only the trials of its own. A sweep
+into a folder swept before with other settings therefore runs every cell again: the cells
+these settings change are recomputed, the others are found in their stage folders (seconds).
+Without it a changed ``downstream.train.epochs`` found every cell COMPLETE and recomputed
+nothing, while ``config.yaml`` named the new value.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from sweeps.storage import SweepStorage, quiet_experimental
 log = logging.getLogger(__name__)
 
 CELL_KEY = "cell_key"
+CONFIG = "config"  # user attribute: the results config a trial was enqueued under
 _HEARTBEAT = "echosynth_heartbeat"  # unix time of the last beat (journal storage only)
 _CLAIMED = "echosynth_claimed"  # set once the first native heartbeat is recorded
 # Storage hiccups (a busy SQLite file, a dropped connection) must not kill a worker that
@@ -43,18 +52,23 @@ _TRANSIENT = (optuna.exceptions.StorageInternalError, OSError)
 class CellQueue:
     """Enqueue, claim, keep alive and requeue the cell trials of one study."""
 
-    def __init__(self, study: optuna.Study, store: SweepStorage) -> None:
+    def __init__(self, study: optuna.Study, store: SweepStorage, config: str = "") -> None:
         self.study = study
         self.store = store
         self.storage = store.storage
         self.study_id = self.storage.get_study_id_from_name(study.study_name)
+        self.config = config
 
     # ------------------------------------------------------------------ queue
+    def _ours(self, trial: FrozenTrial) -> bool:
+        """A trial of this queue's config (trials of an older sweep carry none: "")."""
+        return trial.user_attrs.get(CONFIG, "") == self.config
+
     def trials_by_cell(self) -> dict[str, list[FrozenTrial]]:
         by_key: dict[str, list[FrozenTrial]] = {}
         for t in self.study.get_trials(deepcopy=False):
             key = t.user_attrs.get(CELL_KEY)
-            if key is not None:
+            if key is not None and self._ours(t):
                 by_key.setdefault(key, []).append(t)
         return by_key
 
@@ -68,7 +82,7 @@ class CellQueue:
         by_key = self.trials_by_cell()
         todo = [k for k in keys if not busy & {t.state for t in by_key.get(k, [])}]
         for key in todo:
-            self.study.enqueue_trial({}, user_attrs={CELL_KEY: key})
+            self.study.enqueue_trial({}, user_attrs={CELL_KEY: key, CONFIG: self.config})
         return len(todo)
 
     def claim(self, keys: Iterable[str]) -> optuna.trial.Trial | None:
@@ -76,7 +90,7 @@ class CellQueue:
         wanted = set(keys)
         for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             key = frozen.user_attrs.get(CELL_KEY)
-            if key not in wanted:
+            if key not in wanted or not self._ours(frozen):
                 continue
             trial_id = self.storage.get_trial_id_from_study_id_trial_number(
                 self.study_id, frozen.number
@@ -204,6 +218,7 @@ class CellQueue:
             t.user_attrs[CELL_KEY]
             for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if t.user_attrs.get(CELL_KEY) in wanted
+            and self._ours(t)
             and t.user_attrs.get("computed")
             and t.datetime_complete is not None
             and _unix(t.datetime_complete) >= started

@@ -15,6 +15,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import optuna
 from tqdm.auto import tqdm
 
 from benchmark.config import Config, load_config
@@ -24,7 +25,9 @@ from benchmark.stages import Stage
 from sweeps.cell import log_cell
 from sweeps.fidelity import log_fidelity
 from sweeps.grid import parent_run
+from sweeps.queue import CONFIG, CellQueue
 from sweeps.shared import SharedWorkspace
+from sweeps.storage import open_storage
 
 KINDS = ("generator", "fidelity", "cell")
 
@@ -83,10 +86,19 @@ def sync(out: Path, tracking_uri: str | None = None, progress: bool = True) -> d
         )
         bar.update()
 
+    swept = _swept_stages(ws)
+    # The synthetic sets the last sweep's cells use (all, where the study cannot tell),
+    # measured with its fidelity settings, are the ones shown; a later measurement of a
+    # set supersedes an earlier one.
+    swept_keys = set(swept.values())
+    in_use = {_spec(s)["synthetic"] for s in cells if s.key in swept_keys}
     by_digest = {s.digest: _spec(s) for s in synths}
-    for stage in fidelity:
-        made_from = by_digest.get(_spec(stage)["synthetic"])
-        if made_from is not None:  # its synthetic set was deleted: nothing to name it by
+    for stage in sorted(fidelity, key=lambda s: str(s.done.get("finished", ""))):
+        synthetic = _spec(stage)["synthetic"]
+        made_from = by_digest.get(synthetic)
+        # made_from is None when its synthetic set was deleted: nothing to name it by.
+        shown = (not swept or synthetic in in_use) and _measured_as_now(ws, stage)
+        if made_from is not None and shown:
             stage_ws = _stage_workspace(ws, stage)
             with ws.lock(f"mlflow-{stage.key}"):
                 if tracker.logged_run("fidelity", "stage", stage.key) is None:
@@ -103,7 +115,14 @@ def sync(out: Path, tracking_uri: str | None = None, progress: bool = True) -> d
     for stage in cells:
         cell = parse_key(json.loads((stage.path / "metrics.json").read_text())["cell_key"])
         with ws.lock(f"mlflow-{cell.key()}"):
-            if tracker.logged_run("cell", "cell_key", cell.key()) is None:
+            # A folder swept with several settings holds several stages of a cell.
+            if cell.key() in swept:  # the one the last sweep settled on, unless shown
+                missing = swept[cell.key()] == stage.key and (
+                    tracker.logged_run("cell", "stage", stage.key) is None
+                )
+            else:  # unknown to the study: any one of them, if none is shown
+                missing = tracker.logged_run("cell", "cell_key", cell.key()) is None
+            if missing:
                 counts["cell"] += 1
                 log_cell(_stage_workspace(ws, stage), cell, stage, parent_id)
         bar.update()
@@ -115,6 +134,32 @@ def sync(out: Path, tracking_uri: str | None = None, progress: bool = True) -> d
         )
     tracker.end_run(parent_id, "FINISHED")
     return counts
+
+
+def _swept_stages(ws: SharedWorkspace) -> dict[str, str]:
+    """``{cell key: stage key}`` of the cells the last sweep of ``ws`` completed, from its
+    Optuna study ({} when the study cannot be opened or predates the record)."""
+    if ws.cfg.sweep.storage is None and not (ws.out / "optuna.db").is_file():
+        return {}  # opening would create an empty one
+    try:
+        store = open_storage(ws.cfg.sweep.storage, ws.out, ws.cfg.sweep)
+        study = optuna.load_study(study_name=ws.cfg.name, storage=store.storage)
+    except (KeyError, ValueError, RuntimeError, OSError):
+        return {}
+    queue = CellQueue(study, store, study.user_attrs.get(CONFIG, ""))
+    stages = {}
+    for key, trials in queue.trials_by_cell().items():
+        done = [t for t in trials if t.state is optuna.trial.TrialState.COMPLETE]
+        if done and done[-1].user_attrs.get("stage"):
+            stages[key] = done[-1].user_attrs["stage"]
+    return stages
+
+
+def _measured_as_now(ws: SharedWorkspace, stage: Stage) -> bool:
+    """Whether a fidelity stage was made with the sweep's fidelity settings (stages
+    without their config are taken as such)."""
+    own = stage.path / "config.yaml"
+    return not own.is_file() or load_config(own).fidelity == ws.cfg.fidelity
 
 
 def _spec(stage: Stage) -> dict:

@@ -22,7 +22,7 @@ from benchmark.data.sources import load_real
 from benchmark.grid import PROMPTED_MODES, GridCell, Mode, Prompt
 from benchmark.imaging import save_grid
 from benchmark.redact import mask_config
-from benchmark.stages import Stage, StageStore
+from benchmark.stages import Stage, StageStore, spec_hash
 from benchmark.tracking import Tracker, default_artifact_location, default_tracking_uri
 from generators.base import GenerationContext
 from generators.registry import get_generator
@@ -32,6 +32,9 @@ from sweeps.plan import generator_prompt, synthetic_count
 # epicardium and vlseg's distances. A folder of an older format is recomputed rather than
 # reported without them.
 CELL_FORMAT = 2
+# What a fidelity folder holds (sweeps/fidelity.py). 2 added the floor's KID, precision
+# and recall (1 had its FD only).
+FIDELITY_FORMAT = 2
 
 # Generator settings that change sampling only; they stay out of the generator's key so a
 # new sampler reuses the trained model.
@@ -89,6 +92,30 @@ class Workspace:
         folder = self.out / ".locks"
         folder.mkdir(parents=True, exist_ok=True)
         return FileLock(str(folder / f"{name}.lock"))
+
+    @cached_property
+    def results_config(self) -> str:
+        """A hash of every setting that decides a cell's result apart from its key (the
+        sweep queue's ``config``, sweeps/queue.py): the data, generator, downstream and
+        fidelity settings, the real-fraction subset seed, the synthetic sets' sizes (the
+        grid's largest ratio sets them) and the tuning settings. Grid axes that only add
+        cells, worker counts, storage and tracking settings are not in it. Takes more than
+        the stage specs do (sampling speed options): a setting that changes no stage costs
+        a pass over cached stages, never a stale result."""
+        cfg = self.cfg
+        fractions = sorted({float(f) for f in cfg.grid.values("real_fractions")})
+        return spec_hash(
+            {
+                "data": self.data_stage.digest,
+                "generator": to_dict(cfg.generator),
+                "downstream": to_dict(cfg.downstream),
+                "fidelity": to_dict(cfg.fidelity),
+                "subset_seed": cfg.grid.subset_seed,
+                "n_synthetic": [self.n_synthetic(f) for f in fractions],
+                "tune": {k: v for k, v in to_dict(cfg.sweep).items() if k.startswith("tune")},
+                "formats": [CELL_FORMAT, FIDELITY_FORMAT],
+            }
+        )[:16]
 
     # ------------------------------------------------------------------ data
     @cached_property

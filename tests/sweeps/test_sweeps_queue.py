@@ -21,12 +21,13 @@ FAST = SweepConfig(heartbeat_interval=1, grace_period=2, max_retries=2)
 
 
 @pytest.fixture(params=["sqlite", "journal", "postgresql"])
-def storage_url(request, tmp_path, pg_url):
+def storage_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'optuna.db'}"
     if request.param == "journal":
         return f"journal:///{tmp_path / 'optuna.log'}"
-    return pg_url()  # skips without ECHOSYNTH_TEST_PG
+    # Asked for here only: as a parameter it would skip the other storages without a server.
+    return request.getfixturevalue("pg_url")()  # skips without ECHOSYNTH_TEST_PG
 
 
 def open_queue(url: str, out: Path, name: str = "q") -> CellQueue:
@@ -48,6 +49,18 @@ def test_claims_each_cell_once_and_never_invents_a_trial(storage_url, tmp_path):
     for trial in claimed:
         queue.study.tell(trial, 1.0)
     assert queue.pending(keys) == (0, 0) and queue.complete(keys) == set(keys)
+
+
+def test_a_queue_sees_the_trials_of_its_own_settings_only(storage_url, tmp_path):
+    first = open_queue(storage_url, tmp_path)
+    first.enqueue_missing(["a"])
+    first.study.tell(first.claim(["a"]), 1.0)
+    other = CellQueue(first.study, first.store, config="other-settings")
+    assert other.complete(["a"]) == set() and other.enqueue_missing(["a"]) == 1
+    assert first.claim(["a"]) is None  # the other settings' trial is not this queue's
+    trial = other.claim(["a"])
+    assert trial is not None and trial.user_attrs["config"] == "other-settings"
+    assert first.complete(["a"]) == {"a"} and other.pending(["a"]) == (0, 1)
 
 
 def test_a_cell_queued_twice_runs_once(storage_url, tmp_path):
