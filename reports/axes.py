@@ -41,13 +41,27 @@ MASK_DICE_COLUMNS = {
     "mask_dice_myo": "mask Dice MYO",
     "mask_dice_la": "mask Dice LA",
 }
-# Real-image references of the judged metrics (one value per judge, the same in every row),
-# stated in the fidelity table's caption: name -> what it is.
+# The real-image reference of each fidelity column, the fidelity table's first row (the
+# same value in every run of a dataset): for the distribution metrics the floor, a second
+# real sample (the validation split) against the same reference; for the judged ones the
+# judge's score on the real test images.
 FIDELITY_REFERENCES = {
-    "mask_dice_real": "mask Dice of real test images",
-    "cond_quality_acc_real": "quality accuracy on real test images",
-    "cond_view_phase_acc_real": "view-phase accuracy on real test images",
+    "fd": "fd_floor",
+    "kid": "kid_floor",
+    "precision": "precision_floor",
+    "recall": "recall_floor",
+    "cond_view_phase_acc": "cond_view_phase_acc_real",
+    "cond_quality_acc": "cond_quality_acc_real",
+    "mask_dice_mean": "mask_dice_real",
+    "mask_dice": "mask_dice_real",
+    "mask_dice_lv": "mask_dice_real_lv",
+    "mask_dice_myo": "mask_dice_real_myo",
+    "mask_dice_la": "mask_dice_real_la",
 }
+REFERENCE_LABEL = "real images"
+# KID is an unbiased estimate of a squared distance: values below 0 are noise about 0, and
+# rank as 0 (a tie), not as better than 0.
+RANK_FLOORS = {"kid": 0.0}
 # The real-trained judges whose recipe params the caption names: param prefix -> judge.
 JUDGES = {"recipe.segmenter": "segmenter", "recipe.quality_classifier": "quality classifier"}
 RECIPE_FIELDS = {
@@ -56,6 +70,7 @@ RECIPE_FIELDS = {
     "recipe.resolution": "resolution",
     "recipe.n": "N",
     "recipe.reference_split": "reference split",
+    "recipe.n_floor": "floor N",
 }
 
 

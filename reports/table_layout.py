@@ -51,13 +51,22 @@ class _Grid:
     higher: list[bool]  # per column
     decimals: list[int]  # per column
     marks: pd.DataFrame
+    # Leading rows that are references, not competitors: never bold, ruled off below.
+    unranked: tuple[str, ...] = ()
+    # Per column, the value that anything below ranks as (None: none), e.g. 0 for KID.
+    rank_floor: list[float | None] | None = None
 
     def best(self) -> pd.DataFrame:
         """True at the best entry of each column (ties at the printed precision all win); a
         column with fewer than two entries has nothing to win against and stays plain."""
         best = pd.DataFrame(False, index=self.mean.index, columns=self.mean.columns)
+        ranked = ~self.mean.index.isin(self.unranked)
+        floors = self.rank_floor or [None] * len(self.higher)
         for j, col in enumerate(self.mean.columns):
-            vals = self.mean[col].astype(float).where(self.n[col] > 0).round(self.decimals[j])
+            vals = self.mean[col].astype(float).where((self.n[col] > 0) & ranked)
+            if floors[j] is not None:
+                vals = vals.clip(lower=floors[j])
+            vals = vals.round(self.decimals[j])
             if vals.notna().sum() >= 2:
                 best[col] = vals == (vals.max() if self.higher[j] else vals.min())
         return best
@@ -104,13 +113,26 @@ class _Grid:
         # Styler prints the columns' name in the header row's first cell: the table's corner.
         props = np.where(self.best().to_numpy(), "textbf:--rwrap;", "")
         styler = display.style.apply(lambda _: props, axis=None)
-        return styler.to_latex(
+        tex = styler.to_latex(
             hrules=True,
             caption=caption,
             label=re.sub(r"[^A-Za-z0-9:.-]+", "-", label),
             position_float="centering",
             column_format="l" + "c" * display.shape[1],
         )
+        return _rule_after(tex, [escape_latex(r) for r in self.unranked if r in self.mean.index])
+
+
+def _rule_after(tex: str, first_rows: list[str]) -> str:
+    """A \\midrule below the body rows labelled ``first_rows`` (the table's first ones)."""
+    if not first_rows:
+        return tex
+    lines = tex.split("\n")
+    body = lines.index("\\midrule") + 1
+    at = body + len(first_rows)
+    if [ln.split(" & ", 1)[0] for ln in lines[body:at]] != first_rows:
+        raise ValueError(f"reference rows {first_rows} must come first")
+    return "\n".join([*lines[:at], "\\midrule", *lines[at:]])
 
 
 # ----------------------------------------------------------------------------- run selection
@@ -353,9 +375,14 @@ def metrics_table(
     over: str = "seeds",
     per_sample: pd.DataFrame | None = None,
     alpha: float = ALPHA,
+    unranked: Sequence[str] = (),
+    rank_floor: dict[str, float] | None = None,
 ) -> str:
     """Rows `index` (an ordered categorical), one column per metric (name -> header), each
     `mean ± std` over the runs of a row, with its own direction and decimals.
+
+    `unranked`: the labels of leading reference rows (never bold, ruled off below);
+    `rank_floor`: metric -> the value that lower entries rank as when the best is chosen.
 
     With `per_sample`, the entries of metrics that have per-sample values are marked as in
     `pivot_table_tex` (paired Wilcoxon against the real-only baseline, Holm over the whole
@@ -380,6 +407,8 @@ def metrics_table(
         higher=ups,
         decimals=[decimals_for(mean[c].to_numpy(dtype=float)) for c in mean.columns],
         marks=marks,
+        unranked=tuple(unranked),
+        rank_floor=[(rank_floor or {}).get(m) for m in metrics],
     )
     note = g.spread_note(over) + g.direction_note() + _tests_note(n_tests, alpha)
     return g.to_latex(index, caption.rstrip() + note, label)

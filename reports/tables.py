@@ -20,7 +20,9 @@ from reports.axes import (
     FIDELITY_REFERENCES,
     JUDGES,
     MASK_DICE_COLUMNS,
+    RANK_FLOORS,
     RECIPE_FIELDS,
+    REFERENCE_LABEL,
     slug,
     usable_runs,
 )
@@ -259,8 +261,9 @@ def _logged(runs: pd.DataFrame, metric: str, every: bool = False) -> bool:
 
 def fidelity_table(fid: pd.DataFrame) -> str:
     """Synthetic-set fidelity per generation mode x prompt kind (from `collect_fidelity`), with
-    the measuring recipe in the caption. Values with different recipes are not comparable, so
-    `fid` must hold one recipe (`write_tables` splits by recipe)."""
+    the measuring recipe in the caption and, first and unranked, the real images' own scores
+    (`FIDELITY_REFERENCES`). Values with different recipes are not comparable, so `fid` must
+    hold one recipe (`write_tables` splits by recipe)."""
     recipe_cols = [c for c in RECIPE_FIELDS if c in fid.columns]
     recipe = {}
     for c in recipe_cols:
@@ -268,6 +271,7 @@ def fidelity_table(fid: pd.DataFrame) -> str:
         if len(values) > 1:
             raise ValueError(f"fidelity_table: {c} varies {list(values)}; one recipe per table")
         recipe[RECIPE_FIELDS[c]] = values[0]
+    recipe = {k: v for k, v in recipe.items() if not pd.isna(v)}
     columns = FIDELITY_COLUMNS | MASK_DICE_COLUMNS
     metrics = {m: h for m, h in columns.items() if m in fid and fid[m].notna().any()}
     if not metrics:
@@ -276,9 +280,12 @@ def fidelity_table(fid: pd.DataFrame) -> str:
     if "real_fraction" not in fid:
         fid = fid.assign(real_fraction=np.nan)
     runs = fid.assign(generator=row_labels(fid, ["mode", "prompt", "real_fraction"], always=2))
-    if "recipe.weights_sha256" in recipe_cols:
+    runs, reference_note = _with_reference_row(runs, metrics)
+    if "weights SHA-256" in recipe:
         recipe["weights SHA-256"] = str(recipe["weights SHA-256"])[:12]
     described = "; ".join(f"{k} {escape_latex(v)}" for k, v in recipe.items())
+    fractions = fid["real_fraction"].dropna().unique()
+    one = len(fractions) == 1
     caption = (
         "Fidelity of the synthetic sets per generation mode and prompt kind: Fr\\'echet distance"
         " (FD) and KID to the real reference set, precision and recall, conditioning fidelity"
@@ -286,16 +293,59 @@ def fidelity_table(fid: pd.DataFrame) -> str:
         " and mask Dice (agreement of an image with its label map: Dice between a real-trained"
         " segmenter's prediction on the image and the label, per structure and mean)."
         + (f" Recipe: {described}." if described else "")
+        + (f" Generators trained on {describe(real_fraction=fractions[0])}." if one else "")
         + _judged_note(fid)
+        + reference_note
+        + (f" {_KID_NOTE}" if "kid" in metrics else "")
     )
     label = "tab:fidelity" + (f"-{slug(*recipe.values())}" if recipe else "")
     # Repeated fidelity runs of one synthetic set are replicates, not training seeds.
-    return metrics_table(runs, "generator", metrics, caption, label, over="runs")
+    return metrics_table(
+        runs,
+        "generator",
+        metrics,
+        caption,
+        label,
+        over="runs",
+        unranked=[REFERENCE_LABEL] if reference_note else [],
+        rank_floor=RANK_FLOORS,
+    )
+
+
+_KID_NOTE = "KID below 0 ranks as 0 (an unbiased estimate of a squared distance)."
+
+
+def _with_reference_row(runs: pd.DataFrame, metrics: dict[str, str]) -> tuple[pd.DataFrame, str]:
+    """`runs` with the real images' scores as rows labelled `REFERENCE_LABEL` (one per
+    distinct measurement; every fidelity run of a dataset carries the same), ordered first,
+    and the caption sentence that says what they are ("" and `runs` when none was logged)."""
+    refs = {m: r for m, r in FIDELITY_REFERENCES.items() if m in metrics and r in runs}
+    refs = {m: r for m, r in refs.items() if runs[r].notna().any()}
+    if not refs:
+        return runs, ""
+    measured = runs[list(refs.values())].drop_duplicates()
+    rows = pd.DataFrame({m: measured[r].to_numpy(dtype=float) for m, r in refs.items()})
+    labels = [REFERENCE_LABEL, *runs["generator"].cat.categories]
+    both = pd.concat([rows.assign(generator=REFERENCE_LABEL), runs], ignore_index=True)
+    both["generator"] = pd.Categorical(both["generator"], categories=labels, ordered=True)
+    floor = [metrics[m] for m in ("fd", "kid", "precision", "recall") if m in refs]
+    judged = [metrics[m] for m in refs if metrics[m] not in floor]
+    parts = []
+    if floor:
+        parts.append(
+            f"{', '.join(floor)} of a second real sample (the validation split, floor N"
+            " images) against the same reference, the floor of real images (FD and KID"
+            " depend on the sample sizes)"
+        )
+    if judged:
+        parts.append(f"{', '.join(judged)} of the real test images with their true labels")
+    note = f" First row, {REFERENCE_LABEL} (not ranked): {'; '.join(parts)}."
+    return both, note
 
 
 def _judged_note(fid: pd.DataFrame) -> str:
-    """Caption sentences naming the real-trained judges (model, weights hash, epochs) and
-    their real-image references, where the runs logged them and agree on one value."""
+    """The caption sentence naming the real-trained judges (model, weights hash, epochs),
+    where the runs logged them and agree on one value."""
 
     def single(column: str) -> object | None:
         values = pd.unique(fid[column].dropna()) if column in fid else []
@@ -310,13 +360,7 @@ def _judged_note(fid: pd.DataFrame) -> str:
             text += f" (weights {str(sha)[:12]})" if sha is not None else ""
             text += f", {epochs} epochs on the real training split" if epochs is not None else ""
             parts.append(text)
-    note = f" Judges: {'; '.join(parts)}." if parts else ""
-    refs = []
-    for column, what in FIDELITY_REFERENCES.items():
-        value = single(column)
-        if value is not None:
-            refs.append(f"{what} {float(value):.3f}")
-    return note + (f" References: {'; '.join(refs)}." if refs else "")
+    return f" Judges: {'; '.join(parts)}." if parts else ""
 
 
 def write_tables(

@@ -25,6 +25,8 @@ def test_fidelity_stage_logs_once_with_recipe(tmp_path, smoke_config):
     assert result["reference_split"] == "test" and result["extractor"] == "echo-encoder"
     assert 0 <= result["precision"] <= 1 and 0 <= result["cond_view_phase_acc"] <= 1
     assert result["fd_echo"] >= 0 and result["fd_floor"] >= 0
+    assert 0 <= result["precision_floor"] <= 1 and 0 <= result["recall_floor"] <= 1
+    assert result["n_floor"] == len(ws.real.split("val"))
 
     client = mlflow.tracking.MlflowClient(ws.tracking_uri)
     exp = client.get_experiment_by_name("smoke")
@@ -58,7 +60,15 @@ def test_fidelity_stage_logs_once_with_recipe(tmp_path, smoke_config):
     tex = fidelity_table(collect_fidelity(ws.tracking_uri, "smoke"))
     for header in ("mask Dice", "mask Dice LV", "mask Dice MYO", "mask Dice LA", "quality acc."):
         assert header in tex
-    assert "segmenter monai-unet" in tex and "mask Dice of real test images" in tex
+    assert "segmenter monai-unet" in tex and "of the real test images with their true" in tex
+    # First, unranked and ruled off: the real images' own scores, the floor among them.
+    body = tex.split("\\midrule\n", 1)[1]
+    reference, rule = body.splitlines()[:2]
+    assert reference.startswith("real images & ") and rule == "\\midrule"
+    assert "textbf" not in reference
+    assert {"fd_floor", "kid_floor", "precision_floor", "recall_floor"} <= set(run.data.metrics)
+    assert f"{result['fd_floor']:.2f}" in reference and "--" not in reference
+    assert run.data.params["recipe.n_floor"] == str(result["n_floor"]) and "floor N" in tex
 
 
 def test_judges_can_be_turned_off(tmp_path, smoke_config):

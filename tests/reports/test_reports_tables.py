@@ -269,6 +269,34 @@ def test_fidelity_table_recipe_and_directions():
         fidelity_table(_fidelity().assign(**{"recipe.resolution": ["128", "128", "256"]}))
 
 
+def test_fidelity_table_reference_row_and_kid_ties():
+    # The real images' scores ride on every run of a dataset; the table shows them once,
+    # first, ruled off and never bold, even where they beat every generator.
+    fid = _fidelity().assign(
+        kid=[-0.004, 0.02, -0.001],  # two estimates below 0: a tie at 0, not a win of -0.004
+        fd_floor=5.0,
+        kid_floor=-0.002,
+        mask_dice_real=0.95,
+        real_fraction=0.1,
+        **{"recipe.n_floor": "200"},
+    )
+    tex = fidelity_table(fid)
+    lines = tex.splitlines()
+    first = lines.index(r"\midrule") + 1
+    assert lines[first] == r"real images & 5.00 & -0.002 & 0.950 \\"
+    assert lines[first + 1] == r"\midrule"
+    assert r"\textbf{9.50}" in _row(tex, "text, P3")  # FD: the floor of 5.00 is not ranked
+    assert r"\textbf{0.900}" in _row(tex, "semantic")  # mask Dice: nor is 0.950
+    assert r"\textbf{-0.004}" in _row(tex, "text, P1")
+    assert r"\textbf{-0.001}" in _row(tex, "semantic")
+    assert "textbf" not in _row(tex, "text, P3").split(" & ")[2]
+    assert "floor N 200" in tex and "Generators trained on real fraction 0.1" in tex
+    assert "FD, KID of a second real sample" in tex and "mask Dice of the real test" in tex
+    # Runs logged before the floor: no reference row, no rule.
+    assert "real images" not in fidelity_table(_fidelity())
+    assert fidelity_table(_fidelity()).count(r"\midrule") == 1
+
+
 def test_write_tables_skips_absent_axes(tmp_path):
     runs, per_sample = _runs_and_samples()
     paths = write_tables(runs, per_sample, tmp_path)
