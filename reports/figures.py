@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from reports.axes import (
     BASELINE_LABEL,
     FIDELITY_COLUMNS,
+    FIDELITY_REFERENCES,
     RECIPE_FIELDS,
     axis_value,
     display_order,
@@ -395,6 +396,9 @@ def agreement_figures(
     return plots
 
 
+_REFERENCE_LINE = "Dashed: the real images' value (the fidelity table's first row)."
+
+
 def fidelity_figures(
     runs: pd.DataFrame, fidelity: pd.DataFrame | None, palette: dict | None = None
 ) -> list[Plot]:
@@ -429,6 +433,12 @@ def fidelity_figures(
         score = cells.groupby(["mode", "prompt", "real_fraction"])[metric].mean().reset_index()
         drawn = 0
         for _, fid in recipes:
+            # The real images' value of each metric (the fidelity table's first row).
+            refs = {
+                m: fid[r].mean()
+                for m, r in FIDELITY_REFERENCES.items()
+                if m in metrics and r in fid and fid[r].notna().any()
+            }
             fid = fid.groupby(keys, dropna=False)[metrics].mean().reset_index()
             points = _with_labels(score.merge(fid, on=keys))
             if len(points) < 2:
@@ -452,6 +462,8 @@ def fidelity_figures(
                         ax=ax,
                         legend=ax is axes[0, 0],
                     )
+                    if m in refs:
+                        ax.axvline(refs[m], color="0.5", linestyle="--", linewidth=0.8)
                     ax.set_xlabel(f"{FIDELITY_COLUMNS[m]} ({_direction(m)})")
                     ax.set_ylabel(f"test {metric}")
                 for ax in axes.ravel()[len(shown) :]:
@@ -464,8 +476,9 @@ def fidelity_figures(
             caption = (
                 f"Test {escape_latex(metric)} ({_where(**where)}) against the"
                 " fidelity of the synthetic set used: one point per generation mode, prompt"
-                " kind and real fraction, its score averaged over seeds and ratios. The"
-                " fidelity recipe is in the fidelity table's caption."
+                " kind and real fraction, its score averaged over seeds and ratios."
+                + (f" {_REFERENCE_LINE}" if refs else "")
+                + " The fidelity recipe is in the fidelity table's caption."
             )
             # Numbered in the order drawn: a recipe without two points leaves no gap.
             name = f"fidelity-{slug(task, model)}" + (f"-{drawn + 1}" if drawn else "")

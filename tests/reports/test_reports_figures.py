@@ -163,6 +163,13 @@ def test_fidelity_figure_joins_on_mode_and_prompt():
     points = sorted(map(tuple, np.round(ax.collections[0].get_offsets(), 3).tolist()))
     assert points == [(1.0, 0.73), (10.0, 0.465)]
     assert fidelity_figures(runs, fid.iloc[:1]) == []  # one point: nothing to relate
+    before = [tuple(line.get_xdata()) for line in ax.lines]
+    assert "Dashed" not in plot.caption
+    # With the floor logged, a dashed vertical line marks the real images' FD.
+    (plot,) = fidelity_figures(runs, fid.assign(fd_floor=2.5))
+    (line,) = [ln for ln in plot.figure.axes[0].lines if tuple(ln.get_xdata()) not in before]
+    assert list(line.get_xdata()) == [2.5, 2.5] and line.get_linestyle() == "--"
+    assert "Dashed: the real images' value" in plot.caption
 
 
 def test_sample_figures_real_row_then_modes(tmp_path, fake_run_dir):
