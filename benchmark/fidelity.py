@@ -155,8 +155,10 @@ def distribution_fidelity(
     kid_subsets: int = 10,
     kid_subset_size: int = 1000,
     reference_split: str = "train",
+    seed: int = 0,
 ) -> dict[str, float | int | str]:
-    """``fd_echo``, ``kid_echo_mean``/``_std``, ``precision``, ``recall`` and the recipe.
+    """``fd_echo``, ``kid_echo_mean``/``_std``, ``precision``, ``recall`` and the recipe
+    (``seed``: of KID's random subsets).
 
     ``real_images`` ``(N, H, W)`` (the reference, from ``reference_split``) and
     ``synthetic_images`` ``(M, H, W)``, both in [0, 1] at the same resolution.
@@ -176,7 +178,11 @@ def distribution_fidelity(
             x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[:, None]
             for i in range(0, len(x), 256):
                 metric.update(x[i : i + 256], real=real)
-    kid_mean, kid_std = kid.compute()
+    # KID draws its subsets with torch's global RNG: seeded here, so that one set measured
+    # twice (or in another process) gets one value, and the caller's stream is untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        kid_mean, kid_std = kid.compute()
     precision, recall = precision_recall(
         features(model, real_images), features(model, synthetic_images), k
     )

@@ -316,15 +316,19 @@ _KID_NOTE = "KID below 0 ranks as 0 (an unbiased estimate of a squared distance)
 
 
 def _with_reference_row(runs: pd.DataFrame, metrics: dict[str, str]) -> tuple[pd.DataFrame, str]:
-    """`runs` with the real images' scores as rows labelled `REFERENCE_LABEL` (one per
-    distinct measurement; every fidelity run of a dataset carries the same), ordered first,
-    and the caption sentence that says what they are ("" and `runs` when none was logged)."""
+    """`runs` with the real images' scores as rows labelled `REFERENCE_LABEL` (each column's
+    distinct values; every fidelity run of a dataset carries the same), ordered first, and
+    the caption sentence that says what they are ("" and `runs` when none was logged)."""
     refs = {m: r for m, r in FIDELITY_REFERENCES.items() if m in metrics and r in runs}
     refs = {m: r for m, r in refs.items() if runs[r].notna().any()}
     if not refs:
         return runs, ""
-    measured = runs[list(refs.values())].drop_duplicates()
-    rows = pd.DataFrame({m: measured[r].to_numpy(dtype=float) for m, r in refs.items()})
+    # Per column, its distinct values: a measurement repeated in every run counts once.
+    values = {m: pd.unique(runs[r].dropna()).astype(float) for m, r in refs.items()}
+    n = max(len(v) for v in values.values())
+    rows = pd.DataFrame(
+        {m: np.pad(v, (0, n - len(v)), constant_values=np.nan) for m, v in values.items()}
+    )
     labels = [REFERENCE_LABEL, *runs["generator"].cat.categories]
     both = pd.concat([rows.assign(generator=REFERENCE_LABEL), runs], ignore_index=True)
     both["generator"] = pd.Categorical(both["generator"], categories=labels, ordered=True)

@@ -65,6 +65,23 @@ def test_distribution_fidelity_recipe_and_sanity(data, encoder):
     assert (same["resolution"], same["n_real"], same["reference_split"]) == (32, len(real), "train")
 
 
+def test_kid_subsets_are_seeded(data, encoder):
+    # Subsets of half the real and the noise images: another draw gives another value.
+    real = data.split("train").images
+    noise = np.random.default_rng(0).random(real.shape).astype(np.float32)
+    kid = {"kid_subsets": 3, "kid_subset_size": len(real) // 2}
+    torch.manual_seed(123)
+    first = distribution_fidelity(encoder, real, noise, **kid)
+    after = torch.rand(1)
+    torch.manual_seed(456)
+    again = distribution_fidelity(encoder, real, noise, **kid)
+    other = distribution_fidelity(encoder, real, noise, seed=1, **kid)
+    assert first["kid_echo_mean"] == again["kid_echo_mean"] != other["kid_echo_mean"]
+    torch.manual_seed(123)
+    distribution_fidelity(encoder, real, noise, **kid)
+    assert torch.equal(torch.rand(1), after)  # the caller's random stream is untouched
+
+
 def test_encoder_training_jitters_every_batch_with_its_own_draws(data, encoder):
     seen = []
 
