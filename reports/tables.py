@@ -293,7 +293,7 @@ def fidelity_table(fid: pd.DataFrame) -> str:
         " and mask Dice (agreement of an image with its label map: Dice between a real-trained"
         " segmenter's prediction on the image and the label, per structure and mean)."
         + (f" Recipe: {described}." if described else "")
-        + (f" Generators trained on {describe(real_fraction=fractions[0])}." if one else "")
+        + (f" Synthetic sets for {describe(real_fraction=fractions[0])}." if one else "")
         + _judged_note(fid)
         + reference_note
         + (f" {_KID_NOTE}" if "kid" in metrics else "")

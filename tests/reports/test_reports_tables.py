@@ -290,7 +290,7 @@ def test_fidelity_table_reference_row_and_kid_ties():
     assert r"\textbf{-0.004}" in _row(tex, "text, P1")
     assert r"\textbf{-0.001}" in _row(tex, "semantic")
     assert "textbf" not in _row(tex, "text, P3").split(" & ")[2]
-    assert "floor N 200" in tex and "Generators trained on real fraction 0.1" in tex
+    assert "floor N 200" in tex and "Synthetic sets for real fraction 0.1" in tex
     assert "FD, KID of a second real sample" in tex and "mask Dice of the real test" in tex
     # Runs logged before the floor: no reference row, no rule.
     assert "real images" not in fidelity_table(_fidelity())
