@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -191,6 +192,9 @@ class ClsModelConfig:
     channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])  # classifier only
     num_res_units: int = 1
     dropout: float = 0.0
+    # What early stopping and the best checkpoint follow: the validation cross-entropy, or
+    # accuracy (which moves in steps of 1/n on a small validation set; docs/DOWNSTREAM.md).
+    select_on: Literal["loss", "accuracy"] = "loss"
 
     def __post_init__(self) -> None:
         if not self.channels or any(c <= 0 for c in self.channels):
@@ -411,6 +415,9 @@ class Config:
             raise ValueError(f"name must be letters, digits, '-' or '_', got {self.name!r}")
 
 
+_DECIMAL = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
+
+
 def _positive(obj: Any, prefix: str, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
@@ -484,6 +491,9 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        # YAML 1.1 (PyYAML) reads 3e-4, without a dot, as a string; it is a number here.
+        if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
+            return float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)

@@ -30,6 +30,8 @@ TARGETS = {
     "view": ("2CH", "4CH"),
     "quality": ("Good", "Medium", "Poor"),
 }
+# What early stopping follows (downstream.cls.select_on): validation loss or accuracy.
+SELECT_ON = ("loss", "accuracy")
 
 
 def build_model(cfg: ClsModelConfig, size: int) -> torch.nn.Module:
@@ -69,11 +71,16 @@ def augmentation(size: int) -> BatchAugment:
 class ClassificationTask:
     primary_metric = "accuracy"
 
-    def __init__(self, target: str = "phase", augment: bool = True) -> None:
+    def __init__(
+        self, target: str = "phase", augment: bool = True, select_on: str = "loss"
+    ) -> None:
         if target not in TARGETS:
             raise ValueError(f"classification target must be one of {list(TARGETS)}")
+        if select_on not in SELECT_ON:
+            raise ValueError(f"classification select_on must be one of {list(SELECT_ON)}")
         self.target = target
         self.augment = augment
+        self.select_on = select_on
         self.n_classes = len(TARGETS[target])
 
     def loader(
@@ -112,6 +119,20 @@ class ClassificationTask:
         probs = self.probabilities(model, data.images, device)
         labels = torch.from_numpy(class_indices(data, self.target))
         return float((probs.argmax(1) == labels).float().mean())
+
+    def selection(
+        self, model: torch.nn.Module, data: EchoData, device: torch.device
+    ) -> float | None:
+        """With ``select_on`` "loss": minus the mean cross-entropy on ``data`` (early
+        stopping's score; the curve stays accuracy). On a small validation set accuracy moves
+        in steps of 1/n and ties, and early stopping then keeps an early epoch
+        (docs/DOWNSTREAM.md). None ("accuracy"): follow ``validate``."""
+        if self.select_on != "loss":
+            return None
+        probs = self.probabilities(model, data.images, device)
+        labels = torch.from_numpy(class_indices(data, self.target))
+        true = probs[torch.arange(len(labels)), labels].clamp_min(1e-12)
+        return float(true.log().mean())
 
     def evaluate(self, model: torch.nn.Module, test: EchoData, device: torch.device) -> Evaluation:
         probs = self.probabilities(model, test.images, device)

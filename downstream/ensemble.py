@@ -42,6 +42,7 @@ from downstream.training import (
     Task,
     check_epoch_loss,
     check_score,
+    selection_score,
 )
 
 
@@ -269,11 +270,12 @@ def fit_ensemble(
                 score = check_score(
                     member, task.primary_metric, task.validate(models[k], vals[k], device)
                 )
+                key = selection_score(task, models[k], vals[k], device, score, member)
                 scores.append(score)
                 result.train_loss.append(epoch_losses[k])
                 result.val_score.append(score)
-                if score > best[k]:
-                    best[k], since_best[k], result.best_epoch = score, 0, epoch
+                if key > best[k]:
+                    best[k], since_best[k], result.best_epoch = key, 0, epoch
                     best_states[k] = copy.deepcopy(models[k].state_dict())
                 else:
                     since_best[k] += 1

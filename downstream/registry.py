@@ -27,7 +27,9 @@ def build_task(
     if task is Task.SEG:
         return segmentation.SegmentationTask(augment=cfg.augment), "monai-unet"
     if task is Task.CLS:
-        task_obj = classification.ClassificationTask(cfg.cls.target, augment=cfg.augment)
+        task_obj = classification.ClassificationTask(
+            cfg.cls.target, augment=cfg.augment, select_on=cfg.cls.select_on
+        )
         return task_obj, f"monai-{cfg.cls.network}-{cfg.cls.target}"
     if task is Task.VLSEG:
         if prompt_level is None:

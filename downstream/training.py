@@ -51,6 +51,20 @@ class Task(Protocol):
 
     def validate(self, model: torch.nn.Module, data: EchoData, device: torch.device) -> float: ...
 
+    # Optional: ``selection(model, val, device) -> float | None``, the score early stopping
+    # and the best checkpoint follow (higher is better) where it differs from ``validate``'s
+    # (the validation curve); see ``selection_score``.
+
+
+def selection_score(
+    task: Task, model: torch.nn.Module, val: EchoData, device: torch.device, score: float, desc: str
+) -> float:
+    """What early stopping and the best checkpoint follow: the task's ``selection`` where it
+    has one that answers, else ``score`` (its validation score, the curve)."""
+    select = getattr(task, "selection", None)
+    chosen = select(model, val, device) if select is not None else None
+    return score if chosen is None else check_score(desc, "selection score", chosen)
+
 
 class BatchStream:
     """A training loader's batches, one epoch at a time.
@@ -204,14 +218,15 @@ def fit(
         epoch_loss = total.item() / max(count, 1)
         check_epoch_loss(desc, epoch, epoch_loss, initial_loss, cfg.divergence_factor)
         score = check_score(desc, task.primary_metric, task.validate(model, val, device))
+        key = selection_score(task, model, val, device, score, desc)
         result.train_loss.append(epoch_loss)
         result.val_score.append(score)
         result.epoch_seconds.append(time.time() - started)
         bar.set_postfix(loss=f"{result.train_loss[-1]:.3f}", val=f"{score:.3f}")
         if on_epoch is not None:
             on_epoch(epoch, score)
-        if score > best:
-            best, since_best, result.best_epoch = score, 0, epoch
+        if key > best:
+            best, since_best, result.best_epoch = key, 0, epoch
             best_state = copy.deepcopy(model.state_dict())
         else:
             since_best += 1

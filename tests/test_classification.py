@@ -30,6 +30,28 @@ def test_metrics_by_hand():
     assert np.isnan(classification_metrics(probs, torch.tensor([0, 0, 0, 0]), 2)["auroc"])
 
 
+class ConstantLogits(torch.nn.Module):
+    """Every image -> logits (0, ln 3): p(ED) = 0.25, p(ES) = 0.75."""
+
+    def forward(self, x):
+        return torch.tensor([0.0, float(np.log(3.0))]).expand(len(x), 2)
+
+
+def test_selection_is_minus_the_validation_cross_entropy_by_hand():
+    data = make_phantom(3, 32, seed=0)
+    val = data.split("val")
+    n_es = int((val.meta["phase"] == "ES").sum())
+    expected = (n_es * np.log(0.75) + (len(val) - n_es) * np.log(0.25)) / len(val)
+    cpu = torch.device("cpu")
+    task = ClassificationTask("phase", augment=False)  # select_on "loss", the default
+    assert task.selection(ConstantLogits(), val, cpu) == pytest.approx(expected)
+    assert task.validate(ConstantLogits(), val, cpu) == pytest.approx(n_es / len(val))
+    by_accuracy = ClassificationTask("phase", augment=False, select_on="accuracy")
+    assert by_accuracy.selection(ConstantLogits(), val, cpu) is None
+    with pytest.raises(ValueError, match="select_on must be one of"):
+        ClassificationTask("phase", select_on="auroc")
+
+
 def test_missing_labels_are_a_clear_error():
     data = make_phantom(3, 32, seed=0)
     data.meta.loc[0, "phase"] = None

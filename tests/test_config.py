@@ -39,9 +39,23 @@ def test_overrides_parse_yaml_values_and_lists():
     assert cfg.data.size == 48
 
 
+def test_exponents_without_a_dot_are_numbers(tmp_path):
+    # PyYAML (YAML 1.1) reads 3e-4 as the string "3e-4"; users write it so, in files and
+    # on the command line.
+    path = tmp_path / "c.yaml"
+    path.write_text("name: c\ndownstream:\n  train:\n    lr: 3e-4\n")
+    assert load_config(path).downstream.train.lr == 3e-4
+    cfg = load_config(
+        CONFIGS / "smoke.yaml", ["downstream.train.lr=1E-3", "sweep.tune_lr=[1e-5,2e-2]"]
+    )
+    assert cfg.downstream.train.lr == 1e-3 and cfg.sweep.tune_lr == [1e-5, 2e-2]
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
+        ("downstream.train.lr=nan", r"downstream.train.lr: expected a number, got 'nan'"),
+        ("downstream.train.lr=3e", r"downstream.train.lr: expected a number, got '3e'"),
         ("grid.bogus=1", r"unknown key\(s\) grid.bogus"),
         ("bogus.x=1", r"unknown key\(s\) bogus"),
         ("data.size=abc", r"data.size: expected an integer, got 'abc'"),

@@ -89,3 +89,36 @@ def test_any_sized_iterable_of_batches_is_a_loader():
     stream = BatchStream(batches, steps=2)
     got = [b[0].item() for _ in range(2) for b in stream.epoch()]
     assert got == [0, 1, 2, 0]
+
+
+class ScriptedTask(SegmentationTask):
+    """Segmentation whose validation curve and selection score follow a script per epoch."""
+
+    def __init__(self, curve: list[float], selection: list[float] | None):
+        super().__init__(augment=False)
+        self.curve, self.scripted, self.epoch = curve, selection, 0
+
+    def validate(self, model, data, device):
+        self.epoch += 1
+        return self.curve[self.epoch - 1]
+
+    def selection(self, model, data, device):
+        return None if self.scripted is None else self.scripted[self.epoch - 1]
+
+
+@pytest.mark.parametrize(
+    ("selection", "best", "epochs"),
+    [
+        (None, 1, 3),  # the curve: saturated at epoch 1, stopped after 2 epochs without gain
+        ([-0.9, -0.5, -0.4, -0.6, -0.3, -0.7, -0.8], 5, 7),  # a smooth score: later epochs win
+    ],
+)
+def test_early_stopping_follows_the_selection_score(smoke_config, selection, best, epochs):
+    data = make_phantom(4, 32, seed=0)
+    cfg = dataclasses.replace(smoke_config.downstream.train, epochs=7, patience=2, batch_size=8)
+    task = ScriptedTask([1.0] * 7, selection)
+    model = build_model(smoke_config.downstream.seg)
+    device = torch.device("cpu")
+    result = fit(model, task, data.split("train"), data.split("val"), cfg, device, 0, False)
+    assert result.best_epoch == best and len(result.val_score) == epochs
+    assert result.val_score == [1.0] * epochs  # the curve stays the task's metric
