@@ -116,23 +116,22 @@ class ClassificationTask:
         return torch.cat(out) if out else torch.zeros((0, self.n_classes))
 
     def validate(self, model: torch.nn.Module, data: EchoData, device: torch.device) -> float:
-        probs = self.probabilities(model, data.images, device)
-        labels = torch.from_numpy(class_indices(data, self.target))
-        return float((probs.argmax(1) == labels).float().mean())
+        return self.validation(model, data, device)[0]
 
-    def selection(
+    def validation(
         self, model: torch.nn.Module, data: EchoData, device: torch.device
-    ) -> float | None:
-        """With ``select_on`` "loss": minus the mean cross-entropy on ``data`` (early
-        stopping's score; the curve stays accuracy). On a small validation set accuracy moves
-        in steps of 1/n and ties, and early stopping then keeps an early epoch
-        (docs/DOWNSTREAM.md). None ("accuracy"): follow ``validate``."""
-        if self.select_on != "loss":
-            return None
+    ) -> tuple[float, float]:
+        """(accuracy, selection score) from one pass over ``data``. The selection score,
+        which early stopping follows, is minus the mean cross-entropy with ``select_on``
+        "loss" (on a small validation set accuracy moves in steps of 1/n and ties, and early
+        stopping then keeps an early epoch: docs/DOWNSTREAM.md), else the accuracy."""
         probs = self.probabilities(model, data.images, device)
         labels = torch.from_numpy(class_indices(data, self.target))
+        accuracy = float((probs.argmax(1) == labels).float().mean())
+        if self.select_on != "loss":
+            return accuracy, accuracy
         true = probs[torch.arange(len(labels)), labels].clamp_min(1e-12)
-        return float(true.log().mean())
+        return accuracy, float(true.log().mean())
 
     def evaluate(self, model: torch.nn.Module, test: EchoData, device: torch.device) -> Evaluation:
         probs = self.probabilities(model, test.images, device)

@@ -41,8 +41,7 @@ from downstream.training import (
     FitResult,
     Task,
     check_epoch_loss,
-    check_score,
-    selection_score,
+    validation_scores,
 )
 
 
@@ -267,10 +266,7 @@ def fit_ensemble(
                 with torch.no_grad():  # the member's current weights into its own module
                     for name, p in models[k].named_parameters():
                         p.copy_(params[name][k])
-                score = check_score(
-                    member, task.primary_metric, task.validate(models[k], vals[k], device)
-                )
-                key = selection_score(task, models[k], vals[k], device, score, member)
+                score, key = validation_scores(task, models[k], vals[k], device, member)
                 scores.append(score)
                 result.train_loss.append(epoch_losses[k])
                 result.val_score.append(score)

@@ -51,19 +51,23 @@ class Task(Protocol):
 
     def validate(self, model: torch.nn.Module, data: EchoData, device: torch.device) -> float: ...
 
-    # Optional: ``selection(model, val, device) -> float | None``, the score early stopping
-    # and the best checkpoint follow (higher is better) where it differs from ``validate``'s
-    # (the validation curve); see ``selection_score``.
+    # Optional: ``validation(model, val, device) -> (score, selection)``, the validation
+    # score (the curve) and the score early stopping and the best checkpoint follow (higher
+    # is better), from one pass; see ``validation_scores``.
 
 
-def selection_score(
-    task: Task, model: torch.nn.Module, val: EchoData, device: torch.device, score: float, desc: str
-) -> float:
-    """What early stopping and the best checkpoint follow: the task's ``selection`` where it
-    has one that answers, else ``score`` (its validation score, the curve)."""
-    select = getattr(task, "selection", None)
-    chosen = select(model, val, device) if select is not None else None
-    return score if chosen is None else check_score(desc, "selection score", chosen)
+def validation_scores(
+    task: Task, model: torch.nn.Module, val: EchoData, device: torch.device, desc: str
+) -> tuple[float, float]:
+    """``(score, selection)``: the task's ``validation`` where it has one, else its
+    ``validate`` score twice; both checked finite."""
+    both = getattr(task, "validation", None)
+    if both is not None:
+        score, chosen = both(model, val, device)
+    else:
+        score = chosen = task.validate(model, val, device)
+    score = check_score(desc, task.primary_metric, score)
+    return score, check_score(desc, "selection score", chosen)
 
 
 class BatchStream:
@@ -217,8 +221,7 @@ def fit(
         schedule.step()
         epoch_loss = total.item() / max(count, 1)
         check_epoch_loss(desc, epoch, epoch_loss, initial_loss, cfg.divergence_factor)
-        score = check_score(desc, task.primary_metric, task.validate(model, val, device))
-        key = selection_score(task, model, val, device, score, desc)
+        score, key = validation_scores(task, model, val, device, desc)
         result.train_loss.append(epoch_loss)
         result.val_score.append(score)
         result.epoch_seconds.append(time.time() - started)

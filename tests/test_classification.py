@@ -37,17 +37,18 @@ class ConstantLogits(torch.nn.Module):
         return torch.tensor([0.0, float(np.log(3.0))]).expand(len(x), 2)
 
 
-def test_selection_is_minus_the_validation_cross_entropy_by_hand():
+def test_selection_score_is_minus_the_validation_cross_entropy_by_hand():
     data = make_phantom(3, 32, seed=0)
     val = data.split("val")
     n_es = int((val.meta["phase"] == "ES").sum())
     expected = (n_es * np.log(0.75) + (len(val) - n_es) * np.log(0.25)) / len(val)
     cpu = torch.device("cpu")
     task = ClassificationTask("phase", augment=False)  # select_on "loss", the default
-    assert task.selection(ConstantLogits(), val, cpu) == pytest.approx(expected)
-    assert task.validate(ConstantLogits(), val, cpu) == pytest.approx(n_es / len(val))
+    accuracy, selection = task.validation(ConstantLogits(), val, cpu)
+    assert accuracy == pytest.approx(n_es / len(val)) and selection == pytest.approx(expected)
+    assert task.validate(ConstantLogits(), val, cpu) == accuracy  # the curve
     by_accuracy = ClassificationTask("phase", augment=False, select_on="accuracy")
-    assert by_accuracy.selection(ConstantLogits(), val, cpu) is None
+    assert by_accuracy.validation(ConstantLogits(), val, cpu) == (accuracy, accuracy)
     with pytest.raises(ValueError, match="select_on must be one of"):
         ClassificationTask("phase", select_on="auroc")
 

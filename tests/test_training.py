@@ -92,7 +92,7 @@ def test_any_sized_iterable_of_batches_is_a_loader():
 
 
 class ScriptedTask(SegmentationTask):
-    """Segmentation whose validation curve and selection score follow a script per epoch."""
+    """Segmentation whose validation curve follows a script per epoch."""
 
     def __init__(self, curve: list[float], selection: list[float] | None):
         super().__init__(augment=False)
@@ -102,8 +102,13 @@ class ScriptedTask(SegmentationTask):
         self.epoch += 1
         return self.curve[self.epoch - 1]
 
-    def selection(self, model, data, device):
-        return None if self.scripted is None else self.scripted[self.epoch - 1]
+
+class ScriptedSelectionTask(ScriptedTask):
+    """A scripted task with a selection score of its own (``validation``)."""
+
+    def validation(self, model, data, device):
+        score = self.validate(model, data, device)
+        return score, self.scripted[self.epoch - 1]
 
 
 @pytest.mark.parametrize(
@@ -116,7 +121,11 @@ class ScriptedTask(SegmentationTask):
 def test_early_stopping_follows_the_selection_score(smoke_config, selection, best, epochs):
     data = make_phantom(4, 32, seed=0)
     cfg = dataclasses.replace(smoke_config.downstream.train, epochs=7, patience=2, batch_size=8)
-    task = ScriptedTask([1.0] * 7, selection)
+    task = (
+        ScriptedTask([1.0] * 7, None)
+        if selection is None
+        else ScriptedSelectionTask([1.0] * 7, selection)
+    )
     model = build_model(smoke_config.downstream.seg)
     device = torch.device("cpu")
     result = fit(model, task, data.split("train"), data.split("val"), cfg, device, 0, False)
