@@ -357,15 +357,13 @@ def _backfill(
     """Log cells that are COMPLETE in the study but whose stage has no FINISHED MLflow run
     (a crash between logging and telling, or a deleted tracking store). Only COMPLETE
     cells: one still running elsewhere is logged by its worker. Their stages are reused."""
-    trials = queue.trials_by_cell()
+    done = queue.last_complete()
     logged = ws.tracker.finished_runs("cell", "stage")
     for cell in cells:
-        done = [
-            t for t in trials.get(cell.key(), []) if t.state is optuna.trial.TrialState.COMPLETE
-        ]
-        if not done or done[-1].user_attrs.get("stage") in logged:
+        trial = done.get(cell.key())
+        if trial is None or trial.user_attrs.get("stage") in logged:
             continue
-        tuned = done[-1].user_attrs.get("tuned")
+        tuned = trial.user_attrs.get("tuned")
         cell_ws = ws.with_config(with_train(ws.cfg, tuned)) if tuned else ws
         with ws.lock(f"mlflow-{cell.key()}"):
             log_cell(cell_ws, cell, cell_stage(cell_ws, cell), parent_id)

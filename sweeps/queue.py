@@ -224,6 +224,16 @@ class CellQueue:
             and _unix(t.datetime_complete) >= started
         )
 
+    def last_complete(self) -> dict[str, FrozenTrial]:
+        """The latest COMPLETE trial of each cell that has one (its ``stage`` attribute
+        names the stage folder it settled on)."""
+        last = {}
+        for key, trials in self.trials_by_cell().items():
+            done = [t for t in trials if t.state is TrialState.COMPLETE]
+            if done:
+                last[key] = max(done, key=lambda t: t.number)
+        return last
+
     def complete(self, keys: Iterable[str]) -> set[str]:
         by_key = self.trials_by_cell()
         return {k for k in keys if any(t.state is TrialState.COMPLETE for t in by_key.get(k, []))}

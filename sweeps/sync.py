@@ -147,12 +147,8 @@ def _swept_stages(ws: SharedWorkspace) -> dict[str, str]:
     except (KeyError, ValueError, RuntimeError, OSError):
         return {}
     queue = CellQueue(study, store, study.user_attrs.get(CONFIG, ""))
-    stages = {}
-    for key, trials in queue.trials_by_cell().items():
-        done = [t for t in trials if t.state is optuna.trial.TrialState.COMPLETE]
-        if done and done[-1].user_attrs.get("stage"):
-            stages[key] = done[-1].user_attrs["stage"]
-    return stages
+    done = queue.last_complete().items()
+    return {key: t.user_attrs["stage"] for key, t in done if t.user_attrs.get("stage")}
 
 
 def _measured_as_now(ws: SharedWorkspace, stage: Stage) -> bool:
