@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tune",
         action="store_true",
-        help="tune downstream.train with Optuna first (sweep.tune=true)",
+        help="tune each task's training settings with Optuna first (sweep.tune=true)",
     )
     p.add_argument("--dry-run", action="store_true", help="list the canonical cells, run nothing")
     p.add_argument("--json", action="store_true", help="machine-readable output")

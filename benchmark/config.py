@@ -168,10 +168,33 @@ class TrainConfig:
         return self.steps_per_epoch * min(self.batch_size, n_images)
 
 
+def _all_optional(cls: type, name: str, doc: str) -> type:
+    """A dataclass with ``cls``'s fields, each optional and ``None`` by default: a partial
+    override of a ``cls`` that the loader checks key by key like any other section."""
+    hints = typing.get_type_hints(cls)
+    fields = [(f.name, hints[f.name] | None, field(default=None)) for f in dataclasses.fields(cls)]
+    # Its module is this one, where ``name`` is bound: pickle finds the class there (a
+    # config goes to every worker process).
+    namespace = {"__doc__": doc, "__module__": __name__}
+    return dataclasses.make_dataclass(name, fields, namespace=namespace)
+
+
+# downstream.<task>.train: what one task trains with differently from downstream.train.
+# The tasks differ in what suits them (on the controls phantom cls wants a tenth of seg's
+# learning rate, docs/DOWNSTREAM.md; SB trained CLIPSeg at 2e-3 and CRIS at 2e-5), so a
+# grid of several tasks needs a setting per task, not one for all.
+TrainOverrides = _all_optional(
+    TrainConfig,
+    "TrainOverrides",
+    "Values of downstream.train that one task replaces; null keeps downstream.train's.",
+)
+
+
 @dataclass
 class SegModelConfig:
-    """MONAI U-Net for 4-class segmentation."""
+    """The seg task: a MONAI U-Net for 4-class segmentation, and its training settings."""
 
+    train: TrainOverrides = field(default_factory=TrainOverrides)
     channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
     num_res_units: int = 1
     dropout: float = 0.0
@@ -185,8 +208,10 @@ class SegModelConfig:
 
 @dataclass
 class ClsModelConfig:
-    """MONAI classifier for ED vs ES (DE's task), or view / image quality."""
+    """The cls task: a MONAI classifier for ED vs ES (DE's task), or view / image quality,
+    and its training settings."""
 
+    train: TrainOverrides = field(default_factory=TrainOverrides)
     target: Literal["phase", "view", "quality"] = "phase"
     network: Literal["classifier", "resnet18"] = "classifier"
     channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])  # classifier only
@@ -208,8 +233,10 @@ class VLSegModelConfig:
     """Prompted binary segmentation. ``film`` (the offline default): a FiLM-conditioned
     encoder-decoder on frozen prompt embeddings (``text_encoder``: ``minilm``, the packaged
     model, or a local folder). ``clipseg``: transformers' CLIPSeg from ``clipseg_path``.
-    ``cris``: a CRIS-style decoder on the CLIP encoders in ``clip_path``."""
+    ``cris``: a CRIS-style decoder on the CLIP encoders in ``clip_path``. ``train``: the
+    task's training settings."""
 
+    train: TrainOverrides = field(default_factory=TrainOverrides)
     model: Literal["film", "clipseg", "cris"] = "film"
     text_encoder: str = "minilm"
     channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])  # film only
@@ -231,13 +258,51 @@ class VLSegModelConfig:
             raise ValueError("downstream.vlseg.text_encoder must not be empty")
 
 
+DOWNSTREAM_TASKS = ("seg", "cls", "vlseg")
+
+
 @dataclass
 class DownstreamConfig:
+    """The downstream tasks. ``train`` is every task's training; ``<task>.train`` replaces
+    any of its values for that task alone (:meth:`train_for`)."""
+
     train: TrainConfig = field(default_factory=TrainConfig)
     seg: SegModelConfig = field(default_factory=SegModelConfig)
     cls: ClsModelConfig = field(default_factory=ClsModelConfig)
     vlseg: VLSegModelConfig = field(default_factory=VLSegModelConfig)
     augment: bool = True
+
+    def __post_init__(self) -> None:
+        for task in DOWNSTREAM_TASKS:
+            self.train_for(task)  # a bad value is refused at load, named by its task
+
+    def train_for(self, task: Any) -> TrainConfig:
+        """What ``task`` (a name or a ``benchmark.grid.Task``) trains with: ``train`` with
+        the task's non-null ``<task>.train`` values over it."""
+        name = getattr(task, "value", task)
+        own = getattr(self, name).train
+        changes = {
+            f.name: getattr(own, f.name)
+            for f in dataclasses.fields(own)
+            if getattr(own, f.name) is not None
+        }
+        if not changes:
+            return self.train
+        try:
+            return dataclasses.replace(self.train, **changes)
+        except ValueError as exc:  # TrainConfig names its section downstream.train
+            raise ValueError(
+                str(exc).replace("downstream.train.", f"downstream.{name}.train.")
+            ) from None
+
+    def task_settings(self, task: Any) -> dict:
+        """Every setting that decides how ``task`` trains and what it trains, as plain data
+        (a stage key's part): its model section without ``train``, the resolved training
+        settings and ``augment``. Other tasks' settings are not in it, so changing them
+        recomputes none of this task's results."""
+        name = getattr(task, "value", task)
+        model = {k: v for k, v in to_dict(getattr(self, name)).items() if k != "train"}
+        return {"model": model, "train": to_dict(self.train_for(name)), "augment": self.augment}
 
 
 @dataclass
@@ -256,10 +321,10 @@ class SweepConfig:
     heartbeat_interval: int = 10
     grace_period: int = 60
     max_retries: int = 3
-    # Nuisance tuning of downstream.train (lr, weight_decay, batch_size, epochs) with TPE
-    # and a median pruner: "reference" tunes once per (task, model) on the real-only
-    # reference cell and every cell uses the winners; "cell" gives every cell its own
-    # study with the same budget of tune_trials.
+    # Nuisance tuning of each task's training (lr, weight_decay, batch_size, epochs) with
+    # TPE and a median pruner: "reference" tunes once per task on its real-only reference
+    # cell and every cell of the task uses the winners (downstream.<task>.train); "cell"
+    # gives every cell its own study with the same budget of tune_trials.
     tune: bool = False
     tune_scope: Literal["reference", "cell"] = "reference"
     tune_trials: int = 20

@@ -119,9 +119,9 @@ def bench_downstream(
     train, val = data.split("train"), data.split("val")
     task, model_name = build_task(TASK, cfg.downstream)
     # Every epoch runs (no early stop) and is one pass over the data, so both sides do the
-    # same work. The default bf16 path on CUDA, whatever downstream.train.precision says.
+    # same work. The default bf16 path on CUDA, whatever the task's precision says.
     train_cfg = dataclasses.replace(
-        cfg.downstream.train,
+        cfg.downstream.train_for(TASK),
         epochs=bench.downstream_epochs,
         patience=bench.downstream_epochs + 1,
         steps_per_epoch=0,
@@ -208,7 +208,7 @@ def bench_tracking(cfg: Config, data: EchoData, result: FitResult, device: torch
     The logged folder holds what a cell stage holds (metrics, curves, per-sample and
     per-patient tables, resolved config) from the downstream bench's trained model; each
     repeat logs another cell key (logging is idempotent per key). The share is of a cell that
-    trains the config's ``downstream.train.epochs`` at the measured seconds per epoch: early
+    trains the seg task's configured epochs at the measured seconds per epoch: early
     stopping makes cells shorter, the share larger.
     """
     bench = cfg.bench
@@ -248,14 +248,15 @@ def bench_tracking(cfg: Config, data: EchoData, result: FitResult, device: torch
                 raise RuntimeError(f"tracking bench: could not log to {ws.tracking_uri}")
             seconds.append(elapsed)
     per_epoch = float(np.mean(result.epoch_seconds))
-    cell_seconds = per_epoch * cfg.downstream.train.epochs
+    cell_epochs = cfg.downstream.train_for(TASK).epochs
+    cell_seconds = per_epoch * cell_epochs
     mean = float(np.mean(seconds))
     return {
         "store": "sqlite",
         "cells_logged": len(seconds),
         "seconds_per_cell_log": mean,
         "max_seconds_per_cell_log": max(seconds),
-        "cell_epochs": cfg.downstream.train.epochs,
+        "cell_epochs": cell_epochs,
         "cell_seconds": cell_seconds,
         "percent_of_cell": 100 * mean / cell_seconds,
         "percent_of_bench_cell": 100 * mean / sum(result.epoch_seconds),

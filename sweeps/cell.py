@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from benchmark.config import TrainConfig, to_dict
+from benchmark.config import DownstreamConfig, to_dict
 from benchmark.data.assembly import take_synthetic
 from benchmark.data.records import EchoData
 from benchmark.grid import GridCell
@@ -78,7 +78,7 @@ def _write(
 ) -> dict:
     """Test the trained model on the real test split and write the cell's files."""
     device = resolve_device(ws.cfg.device)
-    task, train_cfg = run.task, ws.cfg.downstream.train
+    task, train_cfg = run.task, ws.cfg.downstream.train_for(run.cell.task)
     final = result.final
     tested = task.evaluate(final.model, ws.real.split("test"), device)
     metrics = tested.metrics
@@ -128,7 +128,7 @@ def cell_stage(ws: Workspace, cell: GridCell) -> Stage:
             run.real_train,
             run.synth,
             ws.real.split("val"),
-            ws.cfg.downstream.train,
+            ws.cfg.downstream.train_for(cell.task),
             resolve_device(ws.cfg.device),
             cell.seed,
             ws.progress,
@@ -144,14 +144,18 @@ def cell_stage(ws: Workspace, cell: GridCell) -> Stage:
     )
 
 
-def ensemble_group(train: TrainConfig) -> Callable[[GridCell], GridCell]:
-    """What the cells of one ensemble share: all but the seed, and, with a step budget
-    (``downstream.train.steps_per_epoch``), all but the seed and the ratio. Under a budget
-    every member takes the same steps of full batches whatever its set's size, and the
-    ratios of a mode draw from one synthetic set."""
-    if train.steps_per_epoch:
-        return lambda cell: replace(cell, seed=0, ratio=0.0)
-    return lambda cell: replace(cell, seed=0)
+def ensemble_group(downstream: DownstreamConfig) -> Callable[[GridCell], GridCell]:
+    """What the cells of one ensemble share: all but the seed, and, where the cell's task
+    trains on a step budget (``steps_per_epoch`` of ``downstream.train_for(task)``), all but
+    the seed and the ratio. Under a budget every member takes the same steps of full batches
+    whatever its set's size, and the ratios of a mode draw from one synthetic set."""
+
+    def group(cell: GridCell) -> GridCell:
+        if downstream.train_for(cell.task).steps_per_epoch:
+            return replace(cell, seed=0, ratio=0.0)
+        return replace(cell, seed=0)
+
+    return group
 
 
 def cell_stages_together(ws: Workspace, cells: list[GridCell]) -> dict[str, Stage]:
@@ -164,7 +168,7 @@ def cell_stages_together(ws: Workspace, cells: list[GridCell]) -> dict[str, Stag
     the stages' seconds still add up to the time spent. Raises if the ensemble cannot train
     them (the caller then runs them one at a time, each failing on its own).
     """
-    if len(set(map(ensemble_group(ws.cfg.downstream.train), cells))) != 1:
+    if len(set(map(ensemble_group(ws.cfg.downstream), cells))) != 1:
         raise ValueError(
             "an ensemble of cells holds the seeds of one cell (and its ratios under a step "
             f"budget), not {sorted(c.key() for c in cells)}"
@@ -192,7 +196,7 @@ def cell_stages_together(ws: Workspace, cells: list[GridCell]) -> dict[str, Stag
         [r.real_train for r in runs],
         [r.synth for r in runs],
         ws.real.split("val"),
-        ws.cfg.downstream.train,
+        ws.cfg.downstream.train_for(cells[0].task),
         resolve_device(ws.cfg.device),
         [r.cell.seed for r in runs],
         ws.progress,
@@ -251,6 +255,9 @@ def _log_cell_run(ws: Workspace, cell: GridCell, stage: Stage, parent_id: str | 
     }
     run_id = tracker.start_run(cell.key(), tags, parent_id)
     params = {k: v for k, v in to_dict(ws.cfg).items() if k in ("data", "downstream")}
+    # What this cell trained with (downstream.train under its task's own values): one name
+    # for every task, to compare and filter cells by in the MLflow UI.
+    params["train"] = to_dict(ws.cfg.downstream.train_for(cell.task))
     if cell.uses_generator:
         params["generator"] = to_dict(ws.cfg.generator)
     tracker.log_params(run_id, params)

@@ -118,7 +118,8 @@ def _judge_stage(
     usable: Callable[[EchoData], np.ndarray],
 ) -> Judge | None:
     """Train (or reuse) a ``task`` model on the real training split for ``epochs`` passes
-    (downstream.train otherwise, early stopping on validation), on the images ``usable``
+    (the task's training settings otherwise, ``downstream.train_for(task)``, early stopping
+    on validation), on the images ``usable``
     marks ``(N,)`` bool (those with the labels it learns). None when ``epochs`` is 0 or the
     dataset lacks the labels (a folder dataset without quality, say): the metric is skipped."""
     if epochs == 0:
@@ -127,17 +128,15 @@ def _judge_stage(
     train, val = train.subset(usable(train)), val.subset(usable(val))
     if len(train) < 2 or len(val) == 0:
         return None
-    # By passes whatever downstream.train.steps_per_epoch says: that budget makes the cells
+    # By passes whatever the task's steps_per_epoch says: that budget makes the cells
     # comparable, while a judge is one instrument for every synthetic set and must be
     # trained in full (3 steps per epoch would leave it guessing).
-    train_cfg = dataclasses.replace(downstream.train, epochs=epochs, steps_per_epoch=0)
-    model_cfg = downstream.seg if task is Task.SEG else downstream.cls
+    train_cfg = dataclasses.replace(downstream.train_for(task), epochs=epochs, steps_per_epoch=0)
     spec = {
         "data": ws.data_stage.digest,
         "task": task.value,
-        "model": to_dict(model_cfg),
+        **downstream.task_settings(task),  # model, train and augment
         "train": to_dict(train_cfg),
-        "augment": downstream.augment,
         "seed": 0,
     }
     task_obj, name = build_task(task, downstream)

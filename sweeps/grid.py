@@ -243,7 +243,7 @@ def _claim_siblings(
     sweep = ws.cfg.sweep
     if sweep.ensemble < 2 or (sweep.tune and sweep.tune_scope == "cell"):
         return []
-    group = ensemble_group(ws.cfg.downstream.train)
+    group = ensemble_group(ws.cfg.downstream)
     own = group(parse_key(key))
     siblings = {k for k in keys if k != key and group(parse_key(k)) == own}
     claimed: list[tuple[optuna.trial.Trial, str]] = []
@@ -309,7 +309,7 @@ def _run_trial(
             cell_ws = ws
             if ws.cfg.sweep.tune and ws.cfg.sweep.tune_scope == "cell":
                 attrs["tuned"] = tune_cell(ws, queue.store, cell, parent_id)
-                cell_ws = ws.with_config(with_train(ws.cfg, attrs["tuned"]))
+                cell_ws = ws.with_config(with_train(ws.cfg, attrs["tuned"], cell.task))
             if stage is None:
                 stage = cell_stage(cell_ws, cell)
             with ws.lock(f"mlflow-{key}"):
@@ -364,7 +364,7 @@ def _backfill(
         if trial is None or trial.user_attrs.get("stage") in logged:
             continue
         tuned = trial.user_attrs.get("tuned")
-        cell_ws = ws.with_config(with_train(ws.cfg, tuned)) if tuned else ws
+        cell_ws = ws.with_config(with_train(ws.cfg, tuned, cell.task)) if tuned else ws
         with ws.lock(f"mlflow-{cell.key()}"):
             log_cell(cell_ws, cell, cell_stage(cell_ws, cell), parent_id)
 

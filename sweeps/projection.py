@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from benchmark.config import Config, load_config, to_dict
+from benchmark.config import Config, TrainConfig, load_config, to_dict
 from benchmark.data.camus import sb_split
 from benchmark.data.phantom import patient_splits
 from benchmark.grid import PROMPTED_MODES, TRAINED_MODES, GridCell, Mode, Protocol, parse_key
@@ -175,15 +175,16 @@ def measure_rates(run: Path) -> Rates:
 
     seconds, units = defaultdict(float), defaultdict(float)
     shares: dict[str, list[float]] = defaultdict(list)
-    per_epoch = cfg.downstream.train.images_per_epoch
+    trains: dict[str, TrainConfig] = {}  # task -> what its cells trained with
     for folder in _stages(run, "cells"):
         metrics = json.loads((folder / "metrics.json").read_text())
         cell = parse_key(metrics["cell_key"])
         task = cell.task.value
+        train = trains.setdefault(task, cfg.downstream.train_for(task))
         fits = _fits(folder, cell.protocol, metrics)
         seconds[task] += record(folder)
-        units[task] += sum(per_epoch(images) * epochs for images, epochs in fits)
-        shares[task] += [epochs / cfg.downstream.train.epochs for _, epochs in fits]
+        units[task] += sum(train.images_per_epoch(images) * epochs for images, epochs in fits)
+        shares[task] += [epochs / train.epochs for _, epochs in fits]
     rates.cell_per_image_epoch = _ratio(seconds, units)
     rates.epochs_share = {t: sum(v) / len(v) for t, v in shares.items()}
 
@@ -260,12 +261,14 @@ def project(rates: Rates, cfg: Config, patients: int) -> dict:
         if (mode, prompt, fraction) not in seen_set:
             seen_set.add((mode, prompt, fraction))
             sets[mode.value] += synthetic_count(cfg, n_real)
+    # Task -> training images times epochs, were every cell to run all its epochs.
     image_epochs: dict[str, float] = defaultdict(float)
-    per_epoch = cfg.downstream.train.images_per_epoch
+    trains: dict[str, TrainConfig] = {}  # task -> what its cells train with
     for cell in cells:
-        n_real = _n_real(patients, cell.real_fraction)
-        image_epochs[cell.task.value] += sum(per_epoch(n) for n in _cell_fits(cell, n_real))
-    epochs = cfg.downstream.train.epochs
+        task = cell.task.value
+        train = trains.setdefault(task, cfg.downstream.train_for(task))
+        fits = _cell_fits(cell, _n_real(patients, cell.real_fraction))
+        image_epochs[task] += train.epochs * sum(train.images_per_epoch(n) for n in fits)
 
     missing: list[str] = []
 
@@ -290,7 +293,7 @@ def project(rates: Rates, cfg: Config, patients: int) -> dict:
         ),
         "cells": cost(
             rates.cell_per_image_epoch,
-            {t: v * epochs * rates.epochs_share.get(t, 1.0) for t, v in image_epochs.items()},
+            {t: v * rates.epochs_share.get(t, 1.0) for t, v in image_epochs.items()},
             "cells of task",
         ),
     }
@@ -303,7 +306,7 @@ def project(rates: Rates, cfg: Config, patients: int) -> dict:
         stages["fidelity"]["judges"] = {"work": patients * IMAGES_PER_PATIENT, "seconds": judges}
     busy = sum(v["seconds"] for stage in stages.values() for v in stage.values())
     bound = busy + sum(
-        v * epochs * rates.cell_per_image_epoch[t] * (1 - rates.epochs_share.get(t, 1.0))
+        v * rates.cell_per_image_epoch[t] * (1 - rates.epochs_share.get(t, 1.0))
         for t, v in image_epochs.items()
     )
     concurrency = rates.concurrency

@@ -270,7 +270,8 @@ class Workspace:
             "cell": cell.key(),
             "data": self.data_stage.digest,
             "synthetic": synth.digest if synth else None,
-            "downstream": to_dict(self.cfg.downstream),
+            # The cell's task's settings only: another task's do not change its result.
+            "downstream": self.cfg.downstream.task_settings(cell.task),
             "subset_seed": self.cfg.grid.subset_seed,
             "format": CELL_FORMAT,
         }

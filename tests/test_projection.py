@@ -186,3 +186,22 @@ def test_a_step_budget_projects_the_same_work_at_every_ratio(run):
     assert project(measure_rates(run), ratio_2, patients=10)["stages"]["cells"]["seg"][
         "seconds"
     ] == pytest.approx(16)
+
+
+def test_each_task_projects_with_its_own_epochs(run):
+    # Twice seg's epochs doubles its cells (80 s); another task's epochs change nothing.
+    seg = load_config(CONFIGS / "smoke.yaml", [*GRID, "downstream.seg.train.epochs=20"])
+    cls = load_config(CONFIGS / "smoke.yaml", [*GRID, "downstream.cls.train.epochs=20"])
+    assert project(measure_rates(run), seg, 10)["stages"]["cells"]["seg"]["seconds"] == (
+        pytest.approx(80)
+    )
+    assert project(measure_rates(run), cls, 10)["stages"]["cells"]["seg"]["seconds"] == (
+        pytest.approx(40)
+    )
+
+
+def test_the_share_of_epochs_run_is_of_the_tasks_own_epochs(run):
+    # The source's seg cells ran 5, 5 and 10 epochs of their task's 20: a share of 1/3.
+    source = load_config(CONFIGS / "smoke.yaml", [*GRID, "downstream.seg.train.epochs=20"])
+    (run / "config.yaml").write_text(dump_config(source))
+    assert measure_rates(run).epochs_share == {"seg": pytest.approx(1 / 3)}

@@ -1,5 +1,6 @@
-"""``sweep --tune``: a TPE study with a median pruner on the real-only reference cell, whose
-winners are frozen into the resolved config that the grid's cells then train with."""
+"""``sweep --tune``: per task, a TPE study with a median pruner on the task's real-only
+reference cell, whose winners are frozen into that task's ``downstream.<task>.train`` of the
+resolved config that the task's cells then train with."""
 
 from __future__ import annotations
 
@@ -11,12 +12,17 @@ import yaml
 from mlflow.tracking import MlflowClient
 from sweeps_support import finish, start_sweep
 
-from sweeps.tuning import TUNED
+from benchmark.config import load_config
+from sweeps.plan import grid_cells
+from sweeps.tuning import TUNED, reference_cells
+from tests.conftest import CONFIGS
 
 # Five trials, pruning allowed from the third; a learning-rate range wide enough that some
 # trials are clearly worse than the median after their first epoch.
 TUNE = [
     "--tune",
+    "--set",
+    "grid.tasks=[seg,cls]",
     "--set",
     "grid.modes=[none]",
     "--set",
@@ -32,33 +38,63 @@ TUNE = [
 ]
 
 
-def test_tuning_study_prunes_completes_and_freezes_winners(tmp_path):
+def test_tuning_each_task_prunes_completes_and_freezes_its_winners(tmp_path):
     out = tmp_path / "smoke"
     summary = finish(start_sweep(out, *TUNE))
-    assert summary["failed"] == {} and summary["cells"] == 1
+    assert summary["failed"] == {} and summary["cells"] == 2
 
-    study = optuna.load_study(study_name="smoke-tune-seg", storage=f"sqlite:///{out}/optuna.db")
-    states = Counter(t.state for t in study.get_trials())
-    assert states[optuna.trial.TrialState.COMPLETE] >= 1
-    assert states[optuna.trial.TrialState.PRUNED] >= 1
-    assert sum(states.values()) == 5
-    best = study.best_trial.params
+    best, states = {}, {}
+    for task in ("seg", "cls"):
+        study = optuna.load_study(
+            study_name=f"smoke-tune-{task}", storage=f"sqlite:///{out}/optuna.db"
+        )
+        states[task] = Counter(t.state for t in study.get_trials())
+        assert states[task][optuna.trial.TrialState.COMPLETE] >= 1
+        assert sum(states[task].values()) == 5
+        best[task] = study.best_trial.params
+    # The first epoch of lr 1e-5 against 1e-1 is far below the median for seg's Dice.
+    assert states["seg"][optuna.trial.TrialState.PRUNED] >= 1
 
     resolved = yaml.safe_load((out / "config.yaml").read_text())
-    assert {k: resolved["downstream"]["train"][k] for k in TUNED} == pytest.approx(best)
-    cell = next(p for p in (out / "cells").iterdir() if p.is_dir())
-    used = yaml.safe_load((cell / "config.yaml").read_text())["downstream"]["train"]
-    assert {k: used[k] for k in TUNED} == pytest.approx(best)
-    assert yaml.safe_load((out / "config.yaml").read_text())["sweep"]["tune"] is True
+    for task in ("seg", "cls"):
+        own = resolved["downstream"][task]["train"]
+        assert {k: own[k] for k in TUNED} == pytest.approx(best[task])
+        # Each task's cell trained with its own winners, not the other task's.
+        key = f"{task}-none-P_-r0-mix-f1-s0"
+        cell = next(p for p in (out / "cells").iterdir() if p.name.startswith(key))
+        used = yaml.safe_load((cell / "config.yaml").read_text())["downstream"][task]["train"]
+        assert {k: used[k] for k in TUNED} == pytest.approx(best[task])
+    # The shared section is as given: the winners belong to their tasks.
+    assert resolved["downstream"]["train"]["lr"] == 3.0e-3
+    assert resolved["sweep"]["tune"] is True
 
     client = MlflowClient(f"sqlite:///{out}/mlflow.db")
     exp = client.get_experiment_by_name("smoke")
     runs = client.search_runs([exp.experiment_id], "tags.kind = 'tuning'")
     parent = client.search_runs([exp.experiment_id], "tags.kind = 'sweep'")[0].info.run_id
-    assert len(runs) == 5 and all(r.data.tags["mlflow.parentRunId"] == parent for r in runs)
-    assert (
-        Counter(r.data.tags["state"] for r in runs)["pruned"]
-        == states[optuna.trial.TrialState.PRUNED]
+    assert len(runs) == 10 and all(r.data.tags["mlflow.parentRunId"] == parent for r in runs)
+    pruned = sum(s[optuna.trial.TrialState.PRUNED] for s in states.values())
+    assert Counter(r.data.tags["state"] for r in runs)["pruned"] == pruned
+    for cell_run in client.search_runs([exp.experiment_id], "tags.kind = 'cell'"):
+        task = cell_run.data.tags["task"]
+        # ``train.*``: what the cell trained with, whatever section the values came from.
+        assert float(cell_run.data.params["train.lr"]) == best[task]["lr"]
+        assert int(cell_run.data.params["train.batch_size"]) == best[task]["batch_size"]
+
+
+def test_each_task_is_tuned_on_its_real_only_cell_and_vlseg_on_a_named_structure():
+    # quick.yaml: seg and cls at a quarter of the patients, vlseg at every kind P0-P7. P0
+    # names no structure (vlseg then learns their union): P1 is tuned, not the first listed.
+    refs = reference_cells(grid_cells(load_config(CONFIGS / "quick.yaml")))
+    assert {t: c.key() for t, c in refs.items()} == {
+        "seg": "seg-none-P_-r0-mix-f0.25-s0",
+        "cls": "cls-none-P_-r0-mix-f0.25-s0",
+        "vlseg": "vlseg-none-P1-r0-mix-f0.25-s0",
+    }
+    only_p0_p3 = load_config(
+        CONFIGS / "quick.yaml", ["grid.also=[{tasks: [vlseg], modes: [none], prompts: [P0, P3]}]"]
     )
-    (cell_run,) = client.search_runs([exp.experiment_id], "tags.kind = 'cell'")
-    assert float(cell_run.data.params["downstream.train.lr"]) == best["lr"]
+    assert reference_cells(grid_cells(only_p0_p3))["vlseg"].prompt.value == "P3"
+    # The largest real fraction and the first seed come before the prompt kind.
+    paper = load_config(CONFIGS / "paper.yaml", ["data.root=/x"])
+    assert reference_cells(grid_cells(paper))["seg"].key() == "seg-none-P_-r0-mix-f1-s0"
