@@ -141,7 +141,17 @@ class TrainConfig:
     # and differ only in their data (docs/RESULTS.md shows the confound this removes).
     steps_per_epoch: int = 0
     patience: int = 10  # early stopping on the validation metric
-    scheduler: Literal["cosine", "constant"] = "cosine"
+    # AdamW (decoupled weight decay; DE's segmentation, SB), or SGD with momentum and L2
+    # weight decay (DE's classification; nnU-Net: lr 1e-2, momentum 0.99, nesterov, poly).
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = False  # sgd only
+    # The learning rate per epoch: cosine to 0 over epochs, constant, poly (nnU-Net's
+    # (1 - epoch / epochs) ** 0.9), or plateau: multiplied by plateau_factor whenever the
+    # validation selection score has not improved for plateau_patience epochs (SB: 0.1, 5).
+    scheduler: Literal["cosine", "constant", "poly", "plateau"] = "cosine"
+    plateau_factor: float = 0.1
+    plateau_patience: int = 5
     # Mixed precision on CUDA, as generator.precision (CPU runs are float32).
     precision: Literal["bf16", "fp16", "fp32"] = "bf16"
     # An epoch whose mean loss exceeds this multiple of the first epoch's has diverged: the
@@ -159,6 +169,18 @@ class TrainConfig:
             raise ValueError("downstream.train.divergence_factor must be > 1")
         if self.weight_decay < 0:
             raise ValueError("downstream.train.weight_decay must be >= 0")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"downstream.train.momentum must be in [0, 1), got {self.momentum}")
+        if self.nesterov and not (self.optimizer == "sgd" and self.momentum > 0):
+            raise ValueError("downstream.train.nesterov needs optimizer sgd with momentum > 0")
+        if not 0 < self.plateau_factor < 1:
+            raise ValueError(
+                f"downstream.train.plateau_factor must be in (0, 1), got {self.plateau_factor}"
+            )
+        if self.plateau_patience < 0:
+            raise ValueError(
+                f"downstream.train.plateau_patience must be >= 0, got {self.plateau_patience}"
+            )
         _check_precision("downstream.train", self.precision)
 
     def images_per_epoch(self, n_images: int) -> int:

@@ -7,9 +7,10 @@ forward passes run as one ``vmap``-ed ``functional_call``: a GPU that a single s
 leaves mostly idle runs K of them in the same kernels.
 
 Each member gets what :func:`downstream.training.fit` gives it, up to the float rounding of
-the batched kernels: its own seeded loader (order and augmentation), a fresh AdamW (one
-optimiser over the stacked tensors is exactly K optimisers, AdamW being elementwise), the
-same learning-rate schedule, its own validation, early stopping and best weights. The loss of
+the batched kernels: its own seeded loader (order and augmentation), a fresh optimiser (one
+AdamW or SGD over the stacked tensors is exactly K of them, both being elementwise), the
+same learning-rate schedule (any but plateau, which follows each member's own validation
+score), its own validation, early stopping and best weights. The loss of
 the ensemble is the sum of the members' losses, so each member's gradient is its own.
 
 The task's own ``loss`` is reused unchanged: it is called once per member with a stand-in
@@ -40,6 +41,8 @@ from downstream.training import (
     BatchStream,
     FitResult,
     Task,
+    build_optimizer,
+    build_schedule,
     check_epoch_loss,
     validation_scores,
 )
@@ -138,6 +141,13 @@ def _check_members(
                     f"{type(module).__name__} with running statistics cannot be trained in an "
                     "ensemble; train these cells one at a time"
                 )
+    if cfg.scheduler == "plateau":
+        # One optimiser steps every member at one learning rate, which a plateau schedule
+        # would lower for all when one member stalls.
+        raise ValueError(
+            "a plateau schedule follows each member's own validation score; train these "
+            "cells one at a time"
+        )
     sizes = {len(t) for t in trains}
     if 0 in sizes:
         raise ValueError("ensemble: no training images")
@@ -172,7 +182,7 @@ def fit_ensemble(
     holding its best-validation weights.
 
     Autocast and loss scaling on CUDA follow ``cfg.precision`` (as ``fit`` does); ``fused``:
-    torch's fused AdamW;
+    torch's fused optimiser kernel;
     ``prefetch``: prepare the next batches in threads. ``epoch_seconds`` of every member is
     the wall time of the shared epoch. A non-finite loss is detected once per epoch (one
     device sync per epoch, not per step). ``on_epoch(epoch, scores)`` gets the scores of the
@@ -186,14 +196,8 @@ def fit_ensemble(
     # The architecture without storage: functional_call runs it with each member's tensors.
     base = copy.deepcopy(models[0]).to("meta")
     params, buffers = stack_module_state(list(models))
-    optimizer = torch.optim.AdamW(
-        list(params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None
-    )
-    schedule = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-        if cfg.scheduler == "cosine"
-        else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    )
+    optimizer = build_optimizer(list(params.values()), cfg, fused)
+    schedule = build_schedule(optimizer, cfg)  # one for all: never plateau (_check_members)
 
     def member_forward(p: dict, b: dict, args: tuple, kwargs: dict) -> Any:
         return functional_call(base, (p, b), args, kwargs)
@@ -220,6 +224,7 @@ def fit_ensemble(
     try:
         for epoch in bar:
             started = time.time()
+            lr = optimizer.param_groups[0]["lr"]  # every member's: one schedule
             base.train()
             totals = torch.zeros(n_members, device=device)
             count = epoch_steps = 0
@@ -252,7 +257,7 @@ def fit_ensemble(
                 n = len(next(iter(batches[0].values())))
                 totals += losses.detach() * n
                 count += n
-            schedule.step()
+            schedule.step()  # every member's epoch ends together
             epoch_losses = (totals / max(count, 1)).tolist()  # the epoch's one sync
             scores = []
             for k in range(n_members):
@@ -270,6 +275,7 @@ def fit_ensemble(
                 scores.append(score)
                 result.train_loss.append(epoch_losses[k])
                 result.val_score.append(score)
+                result.lr.append(lr)
                 if key > best[k]:
                     best[k], since_best[k], result.best_epoch = key, 0, epoch
                     best_states[k] = copy.deepcopy(models[k].state_dict())

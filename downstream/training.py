@@ -1,6 +1,7 @@
 """The one training loop shared by every downstream task and protocol.
 
-AdamW, a cosine (or constant) learning-rate schedule, autocast on GPU, per-epoch
+AdamW (or SGD with momentum), a cosine, constant, poly or plateau learning-rate schedule
+(``downstream.train``; each task may have its own), autocast on GPU, per-epoch
 validation on the task's primary metric (higher is better), early stopping, and the
 best-validation weights kept. An epoch is one pass over the training set, or, with
 ``downstream.train.steps_per_epoch``, that many optimiser steps whatever the set's size, so
@@ -15,9 +16,9 @@ import copy
 import itertools
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from tqdm.auto import tqdm
@@ -107,12 +108,63 @@ def _full_batches(loader: torch.utils.data.DataLoader) -> int:
     return max(len(dataset) // size, 1)
 
 
+def build_optimizer(
+    params: Iterable[torch.Tensor], cfg: TrainConfig, fused: bool = False
+) -> torch.optim.Optimizer:
+    """``cfg.optimizer`` over ``params``: AdamW (decoupled weight decay), or SGD with
+    ``cfg.momentum`` (optionally Nesterov) and L2 weight decay. ``fused``: torch's fused
+    kernel (CUDA). Both update every element on its own, which the ensemble relies on."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov,
+            weight_decay=cfg.weight_decay,
+            fused=fused or None,
+        )
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> Any:
+    """The learning-rate schedule of ``cfg.scheduler``, stepped once per epoch by
+    :func:`step_schedule`."""
+    sched = torch.optim.lr_scheduler
+    if cfg.scheduler == "cosine":
+        return sched.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    if cfg.scheduler == "poly":  # nnU-Net's: reaches 0 after the last epoch
+        return sched.LambdaLR(optimizer, lambda epoch: max(1 - epoch / cfg.epochs, 0.0) ** 0.9)
+    if cfg.scheduler == "plateau":
+        # On the selection score (higher is better), improved when above the best, as early
+        # stopping judges it: torch's default relative threshold counts an equal negative
+        # score (cls selects on minus the loss) as better, and would never lower the rate.
+        return sched.ReduceLROnPlateau(
+            optimizer,
+            mode="max",
+            factor=cfg.plateau_factor,
+            patience=cfg.plateau_patience,
+            threshold=0.0,
+            threshold_mode="abs",
+        )
+    return sched.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def step_schedule(schedule: Any, selection: float) -> None:
+    """End an epoch of ``schedule``; ``selection`` is the epoch's validation selection
+    score, which only the plateau schedule reads."""
+    if isinstance(schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        schedule.step(selection)
+    else:
+        schedule.step()
+
+
 @dataclass
 class FitResult:
     model: torch.nn.Module  # holds the best-validation weights
     train_loss: list[float] = field(default_factory=list)  # mean loss per epoch
     val_score: list[float] = field(default_factory=list)  # primary metric per epoch
     epoch_seconds: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)  # learning rate of each epoch's steps
     best_epoch: int = 0
     steps: int = 0  # optimiser steps taken, all epochs together
     optimizer_id: int = 0  # serial of this fit's optimiser; tests check pretrain makes a new one
@@ -164,7 +216,7 @@ def fit(
     (a tuning trial's ``optuna.TrialPruned``) stops training and propagates.
     Speed options (``None``: on for CUDA, off elsewhere): ``channels_last`` stores the
     model's 4-D weights as NHWC, which convolutions then run in (tensor-core friendly on
-    GPU); ``fused`` uses torch's fused AdamW kernel.
+    GPU); ``fused`` uses torch's fused optimiser kernel.
     """
     if len(train) == 0:
         raise ValueError(f"{desc}: no training images")
@@ -174,14 +226,8 @@ def fit(
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None
-    )
-    schedule = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-        if cfg.scheduler == "cosine"
-        else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    )
+    optimizer = build_optimizer(model.parameters(), cfg, fused)
+    schedule = build_schedule(optimizer, cfg)
     dtype = autocast_dtype(cfg.precision, device)
     scaler = grad_scaler(dtype, device)
     result = FitResult(model=model, optimizer_id=next(OPTIMISER_SERIAL))
@@ -194,6 +240,7 @@ def fit(
     bar = tqdm(range(1, cfg.epochs + 1), desc=desc, disable=not progress, leave=False)
     for epoch in bar:
         started = time.time()
+        result.lr.append(optimizer.param_groups[0]["lr"])
         model.train()
         # The epoch's loss is summed on the device and read once per epoch: reading it every
         # step would wait for the device each step. A non-finite step loss makes the sum
@@ -218,10 +265,10 @@ def fit(
                     raise FloatingPointError(f"{desc}: loss became {initial_loss} in epoch 1")
             total += loss.detach().double() * n
             count += n
-        schedule.step()
         epoch_loss = total.item() / max(count, 1)
         check_epoch_loss(desc, epoch, epoch_loss, initial_loss, cfg.divergence_factor)
         score, key = validation_scores(task, model, val, device, desc)
+        step_schedule(schedule, key)
         result.train_loss.append(epoch_loss)
         result.val_score.append(score)
         result.epoch_seconds.append(time.time() - started)

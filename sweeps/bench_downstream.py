@@ -118,14 +118,18 @@ def bench_downstream(
     bench = cfg.bench
     train, val = data.split("train"), data.split("val")
     task, model_name = build_task(TASK, cfg.downstream)
-    # Every epoch runs (no early stop) and is one pass over the data, so both sides do the
-    # same work. The default bf16 path on CUDA, whatever the task's precision says.
+    # Every epoch runs (no early stop) and is one pass over the data, with the reference's
+    # AdamW and cosine schedule, so both sides do the same work. The default bf16 path on
+    # CUDA, whatever the task's precision says.
     train_cfg = dataclasses.replace(
         cfg.downstream.train_for(TASK),
         epochs=bench.downstream_epochs,
         patience=bench.downstream_epochs + 1,
         steps_per_epoch=0,
         precision="bf16",
+        optimizer="adamw",
+        nesterov=False,
+        scheduler="cosine",
     )
     warm_cfg = dataclasses.replace(train_cfg, epochs=1, patience=2)
     warm_train = train.subset(np.arange(min(len(train), 2 * train_cfg.batch_size)))

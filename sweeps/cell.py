@@ -83,9 +83,14 @@ def _write(
     tested = task.evaluate(final.model, ws.real.split("test"), device)
     metrics = tested.metrics
     conv = convergence(final.val_score, final.epoch_seconds, train_cfg.epochs)
-    curves = {"train/loss": final.train_loss, f"val/{task.primary_metric}": final.val_score}
+    curves = {
+        "train/loss": final.train_loss,
+        "train/lr": final.lr,
+        f"val/{task.primary_metric}": final.val_score,
+    }
     if result.pretrain is not None:
         curves["pretrain/train/loss"] = result.pretrain.train_loss
+        curves["pretrain/train/lr"] = result.pretrain.lr
         curves[f"pretrain/val/{task.primary_metric}"] = result.pretrain.val_score
     summary = {
         "cell_key": run.cell.key(),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.config import load_config
+from benchmark.config import load_config, to_dict
 from benchmark.grid import Mode
 from generators.registry import IMPLEMENTED as IMPLEMENTED_MODES
 from sweeps.grid import check_runnable
@@ -53,6 +53,15 @@ def test_gpu_preset_covers_every_generator_and_every_task_real_only():
     }
     assert {c.mode for c in cells} - {Mode.NONE} == set(IMPLEMENTED_MODES)
     assert len(cells) == 24
+
+
+def test_gpu_preset_trains_downstream_as_the_paper_preset():
+    # Its cells are the paper's at 128 px, so that `project --from runs/gpu --config paper`
+    # measures the paper's models and each task's recipe (cls: DE's SGD).
+    gpu = load_config(CONFIGS / "gpu.yaml")
+    paper = load_config(CONFIGS / "paper.yaml", ["data.root=/x"])
+    assert to_dict(gpu.downstream) == to_dict(paper.downstream)
+    assert gpu.downstream.train_for("cls").optimizer == "sgd"
 
 
 def test_run_sh_refuses_unknown_parts_and_a_fresh_machine(tmp_path):

@@ -28,17 +28,24 @@ GRID = [
 ]
 
 
+# nnU-Net's recipe: SGD with Nesterov momentum and a poly schedule (downstream.train).
+SGD_POLY = {"optimizer": "sgd", "momentum": 0.99, "nesterov": True, "scheduler": "poly"}
+
+
 @pytest.mark.parametrize(
-    ("task_kind", "protocol", "steps_per_epoch"),
+    ("task_kind", "protocol", "steps_per_epoch", "recipe"),
     [
-        (Task.SEG, Protocol.MIX, 0),
-        (Task.SEG, Protocol.PRETRAIN, 0),
-        (Task.SEG, Protocol.MIX, 3),  # 3 steps per epoch: the 8-batch pass spans epochs
-        (Task.CLS, Protocol.MIX, 0),
-        (Task.VLSEG, Protocol.SYNTHETIC_ONLY, 0),
+        (Task.SEG, Protocol.MIX, 0, {}),
+        (Task.SEG, Protocol.PRETRAIN, 0, {}),
+        (Task.SEG, Protocol.MIX, 3, {}),  # 3 steps per epoch: the 8-batch pass spans epochs
+        (Task.SEG, Protocol.MIX, 0, SGD_POLY),
+        (Task.CLS, Protocol.MIX, 0, {}),
+        (Task.VLSEG, Protocol.SYNTHETIC_ONLY, 0, {}),
     ],
 )
-def test_protocols_together_train_what_they_train_alone(task_kind, protocol, steps_per_epoch):
+def test_protocols_together_train_what_they_train_alone(
+    task_kind, protocol, steps_per_epoch, recipe
+):
     cfg = load_config(
         CONFIGS / "smoke.yaml",
         ["downstream.seg.channels=[4,8]", "downstream.cls.channels=[4,8]"]
@@ -49,7 +56,7 @@ def test_protocols_together_train_what_they_train_alone(task_kind, protocol, ste
     synth = make_phantom(6, 32, seed=1).split("train").subset(list(range(len(real))))
     task, _ = build_task(task_kind, cfg.downstream, prompt_level=3)
     train_cfg = dataclasses.replace(
-        cfg.downstream.train, epochs=2, batch_size=4, steps_per_epoch=steps_per_epoch
+        cfg.downstream.train, epochs=2, batch_size=4, steps_per_epoch=steps_per_epoch, **recipe
     )
     models = []
     for seed in (0, 1):
@@ -68,6 +75,7 @@ def test_protocols_together_train_what_they_train_alone(task_kind, protocol, ste
     for a, t in zip(alone, together):
         assert t.final.val_score == pytest.approx(a.final.val_score, abs=1e-4)
         assert t.final.steps == a.final.steps > 0
+        assert t.final.lr == a.final.lr and len(t.final.lr) == len(t.final.val_score)
         if steps_per_epoch:
             assert t.final.steps == 2 * steps_per_epoch
         assert (t.pretrain is None) == (a.pretrain is None)

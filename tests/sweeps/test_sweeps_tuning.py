@@ -61,7 +61,7 @@ def test_tuning_each_task_prunes_completes_and_freezes_its_winners(tmp_path):
         assert {k: own[k] for k in TUNED} == pytest.approx(best[task])
         # Each task's cell trained with its own winners, not the other task's.
         key = f"{task}-none-P_-r0-mix-f1-s0"
-        cell = next(p for p in (out / "cells").iterdir() if p.name.startswith(key))
+        cell = next(p for p in (out / "cells").glob(f"{key}-*") if p.is_dir())
         used = yaml.safe_load((cell / "config.yaml").read_text())["downstream"][task]["train"]
         assert {k: used[k] for k in TUNED} == pytest.approx(best[task])
     # The shared section is as given: the winners belong to their tasks.
