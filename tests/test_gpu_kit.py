@@ -62,6 +62,7 @@ def test_gpu_preset_trains_downstream_as_the_paper_preset():
     paper = load_config(CONFIGS / "paper.yaml", ["data.root=/x"])
     assert to_dict(gpu.downstream) == to_dict(paper.downstream)
     assert gpu.downstream.train_for("cls").optimizer == "sgd"
+    assert gpu.downstream.train_for("vlseg").scheduler == "plateau"
 
 
 def test_run_sh_refuses_unknown_parts_and_a_fresh_machine(tmp_path):
