@@ -127,3 +127,22 @@ def test_a_cell_logs_its_learning_rate_per_epoch(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     curves = json.loads((Path(out["stage"]) / "curves.json").read_text())
     assert curves["train/lr"] == pytest.approx([1e-2, 1e-2 * (2 / 3) ** 0.9, 1e-2 * (1 / 3) ** 0.9])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_sgd_trains_fused_under_autocast_on_a_gpu(smoke_config, precision):
+    # fit's CUDA path: torch's fused SGD kernel, autocast, and for fp16 the loss scaler
+    # whose scale the fused kernel takes.
+    from downstream.segmentation import SegmentationTask
+
+    data = make_phantom(4, 32, seed=0)
+    cfg = train_cfg(
+        epochs=3, patience=5, optimizer="sgd", nesterov=True, scheduler="poly", precision=precision
+    )
+    model = build_model(smoke_config.downstream.seg)
+    task = SegmentationTask(augment=False)
+    cuda = torch.device("cuda")
+    result = fit(model, task, data.split("train"), data.split("val"), cfg, cuda, 0, "gpu", False)
+    assert len(result.lr) == 3 and result.lr[1] < result.lr[0]
+    assert all(torch.isfinite(torch.tensor(result.train_loss)))
