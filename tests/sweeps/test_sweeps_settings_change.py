@@ -77,3 +77,31 @@ def test_changed_settings_recompute_what_they_change_and_mlflow_shows_the_last(t
     counts = sync(out, fresh, progress=False)
     assert counts["cell"] == 2 and counts["fidelity"] == 1
     assert _shown(out, fresh) == (stages_a, {"unconditional": 2.0})
+
+
+def _cell_stages(out) -> dict[str, str]:
+    """{cell key: stage} of the cell runs a report reads (one per cell)."""
+    runs = collect_runs(default_tracking_uri(out), "smoke")
+    assert runs["cell_key"].is_unique
+    return dict(zip(runs["cell_key"], runs["stage"]))
+
+
+def test_one_tasks_settings_recompute_that_tasks_cells_only(tmp_path):
+    out = tmp_path / "run"
+    grid = [*SMALL, "grid.tasks=[seg,cls]", "grid.modes=[none]", "downstream.cls.channels=[4,8]"]
+    first = load_config(CONFIGS / "smoke.yaml", grid)
+    cls_lr = load_config(CONFIGS / "smoke.yaml", [*grid, "downstream.cls.train.lr=3e-4"])
+    seg_cell, cls_cell = "seg-none-P_-r0-mix-f1-s0", "cls-none-P_-r0-mix-f1-s0"
+
+    a = run_sweep(first, out, progress=False)
+    assert set(a.computed) == {seg_cell, cls_cell} and not a.failed
+    stages_a = _cell_stages(out)
+    # cls's learning rate: the cls cell is trained again, the seg cell is found as it was,
+    # and the report shows both at the new settings (seg's result being the same).
+    b = run_sweep(cls_lr, out, progress=False)
+    assert b.computed == [cls_cell] and not b.failed
+    stages_b = _cell_stages(out)
+    assert stages_b[seg_cell] == stages_a[seg_cell]
+    assert stages_b[cls_cell] != stages_a[cls_cell]
+    used = json.loads((out / "cells" / stages_b[cls_cell] / "spec.json").read_text())["spec"]
+    assert used["downstream"]["train"]["lr"] == 3e-4
