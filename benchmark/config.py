@@ -20,17 +20,14 @@ from typing import Any, Literal
 
 import yaml
 
+from benchmark.config_checks import check_precision, positive
 from benchmark.data.config import DataConfig
+from benchmark.downstream_config import DownstreamConfig
 from benchmark.grid import GridConfig
 
 
 class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names where and what."""
-
-
-def _check_precision(section: str, value: str) -> None:
-    if value not in ("bf16", "fp16", "fp32"):
-        raise ValueError(f"{section}.precision must be bf16, fp16 or fp32, got {value!r}")
 
 
 @dataclass
@@ -82,7 +79,7 @@ class GeneratorConfig:
     preload: bool = True  # training tensors held on the device
 
     def __post_init__(self) -> None:
-        _positive(
+        positive(
             self,
             "generator",
             "layers_per_block",
@@ -124,207 +121,7 @@ class GeneratorConfig:
                 "generator.hybrid_variant must be concat or controlnet, "
                 f"got {self.hybrid_variant!r}"
             )
-        _check_precision("generator", self.precision)
-
-
-@dataclass
-class TrainConfig:
-    """Nuisance hyperparameters of every downstream training run."""
-
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 16
-    epochs: int = 30
-    # 0: an epoch is one pass over the training set, so a cell with more images (a higher
-    # ratio, a larger real fraction) also takes more optimiser steps. N: every epoch is N
-    # steps whatever the set's size, so that the cells of one comparison get equal updates
-    # and differ only in their data (docs/RESULTS.md shows the confound this removes).
-    steps_per_epoch: int = 0
-    patience: int = 10  # early stopping on the validation metric
-    # AdamW (decoupled weight decay; DE's segmentation, SB), or SGD with momentum and L2
-    # weight decay (DE's classification; nnU-Net: lr 1e-2, momentum 0.99, nesterov, poly).
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    momentum: float = 0.9  # sgd only
-    nesterov: bool = False  # sgd only
-    # The learning rate per epoch: cosine to 0 over epochs, constant, poly (nnU-Net's
-    # (1 - epoch / epochs) ** 0.9), or plateau: multiplied by plateau_factor whenever the
-    # validation selection score has not improved for plateau_patience epochs (SB: 0.1, 5).
-    scheduler: Literal["cosine", "constant", "poly", "plateau"] = "cosine"
-    plateau_factor: float = 0.1
-    plateau_patience: int = 5
-    # Mixed precision on CUDA, as generator.precision (CPU runs are float32).
-    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
-    # An epoch whose mean loss exceeds this multiple of the first epoch's has diverged: the
-    # cell fails with that reason instead of reporting a broken model's score.
-    divergence_factor: float = 100.0
-
-    def __post_init__(self) -> None:
-        _positive(self, "downstream.train", "lr", "batch_size", "epochs", "patience")
-        if self.steps_per_epoch < 0:
-            raise ValueError(
-                "downstream.train.steps_per_epoch must be >= 0 (0: one pass over the data), "
-                f"got {self.steps_per_epoch}"
-            )
-        if not self.divergence_factor > 1:
-            raise ValueError("downstream.train.divergence_factor must be > 1")
-        if self.weight_decay < 0:
-            raise ValueError("downstream.train.weight_decay must be >= 0")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"downstream.train.momentum must be in [0, 1), got {self.momentum}")
-        if self.nesterov and not (self.optimizer == "sgd" and self.momentum > 0):
-            raise ValueError("downstream.train.nesterov needs optimizer sgd with momentum > 0")
-        if not 0 < self.plateau_factor < 1:
-            raise ValueError(
-                f"downstream.train.plateau_factor must be in (0, 1), got {self.plateau_factor}"
-            )
-        if self.plateau_patience < 0:
-            raise ValueError(
-                f"downstream.train.plateau_patience must be >= 0, got {self.plateau_patience}"
-            )
-        _check_precision("downstream.train", self.precision)
-
-    def images_per_epoch(self, n_images: int) -> int:
-        """Training images one epoch presents from a set of ``n_images``."""
-        if not self.steps_per_epoch:
-            return n_images
-        return self.steps_per_epoch * min(self.batch_size, n_images)
-
-
-def _all_optional(cls: type, name: str, doc: str) -> type:
-    """A dataclass with ``cls``'s fields, each optional and ``None`` by default: a partial
-    override of a ``cls`` that the loader checks key by key like any other section."""
-    hints = typing.get_type_hints(cls)
-    fields = [(f.name, hints[f.name] | None, field(default=None)) for f in dataclasses.fields(cls)]
-    # Its module is this one, where ``name`` is bound: pickle finds the class there (a
-    # config goes to every worker process).
-    namespace = {"__doc__": doc, "__module__": __name__}
-    return dataclasses.make_dataclass(name, fields, namespace=namespace)
-
-
-# downstream.<task>.train: what one task trains with differently from downstream.train.
-# The tasks differ in what suits them (on the controls phantom cls wants a tenth of seg's
-# learning rate, docs/DOWNSTREAM.md; SB trained CLIPSeg at 2e-3 and CRIS at 2e-5), so a
-# grid of several tasks needs a setting per task, not one for all.
-TrainOverrides = _all_optional(
-    TrainConfig,
-    "TrainOverrides",
-    "Values of downstream.train that one task replaces; null keeps downstream.train's.",
-)
-
-
-@dataclass
-class SegModelConfig:
-    """The seg task: a MONAI U-Net for 4-class segmentation, and its training settings."""
-
-    train: TrainOverrides = field(default_factory=TrainOverrides)
-    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
-    num_res_units: int = 1
-    dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        if len(self.channels) < 2 or any(c <= 0 for c in self.channels):
-            raise ValueError("downstream.seg.channels needs >= 2 positive integers")
-        if not 0 <= self.dropout < 1:
-            raise ValueError("downstream.seg.dropout must be in [0, 1)")
-
-
-@dataclass
-class ClsModelConfig:
-    """The cls task: a MONAI classifier for ED vs ES (DE's task), or view / image quality,
-    and its training settings."""
-
-    train: TrainOverrides = field(default_factory=TrainOverrides)
-    target: Literal["phase", "view", "quality"] = "phase"
-    network: Literal["classifier", "resnet18"] = "classifier"
-    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])  # classifier only
-    num_res_units: int = 1
-    dropout: float = 0.0
-    # What early stopping and the best checkpoint follow: the validation cross-entropy, or
-    # accuracy (which moves in steps of 1/n on a small validation set; docs/DOWNSTREAM.md).
-    select_on: Literal["loss", "accuracy"] = "loss"
-
-    def __post_init__(self) -> None:
-        if not self.channels or any(c <= 0 for c in self.channels):
-            raise ValueError("downstream.cls.channels needs positive integers")
-        if not 0 <= self.dropout < 1:
-            raise ValueError("downstream.cls.dropout must be in [0, 1)")
-
-
-@dataclass
-class VLSegModelConfig:
-    """Prompted binary segmentation. ``film`` (the offline default): a FiLM-conditioned
-    encoder-decoder on frozen prompt embeddings (``text_encoder``: ``minilm``, the packaged
-    model, or a local folder). ``clipseg``: transformers' CLIPSeg from ``clipseg_path``.
-    ``cris``: a CRIS-style decoder on the CLIP encoders in ``clip_path``. ``train``: the
-    task's training settings."""
-
-    train: TrainOverrides = field(default_factory=TrainOverrides)
-    model: Literal["film", "clipseg", "cris"] = "film"
-    text_encoder: str = "minilm"
-    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])  # film only
-    clipseg_path: str | None = None
-    clip_path: str | None = None
-    cris_dim: int = 256  # cris: width of the vision-language decoder
-    freeze_backbone: bool = True  # clipseg, cris: train the decoder only
-
-    def __post_init__(self) -> None:
-        if self.model == "clipseg" and not self.clipseg_path:
-            raise ValueError("downstream.vlseg.clipseg_path is required when model is clipseg")
-        if self.model == "cris" and not self.clip_path:
-            raise ValueError("downstream.vlseg.clip_path is required when model is cris")
-        if self.cris_dim < 8 or self.cris_dim % 4:
-            raise ValueError("downstream.vlseg.cris_dim must be a multiple of 4 and >= 8")
-        if len(self.channels) < 2 or any(c <= 0 for c in self.channels):
-            raise ValueError("downstream.vlseg.channels needs >= 2 positive integers")
-        if not self.text_encoder:
-            raise ValueError("downstream.vlseg.text_encoder must not be empty")
-
-
-DOWNSTREAM_TASKS = ("seg", "cls", "vlseg")
-
-
-@dataclass
-class DownstreamConfig:
-    """The downstream tasks. ``train`` is every task's training; ``<task>.train`` replaces
-    any of its values for that task alone (:meth:`train_for`)."""
-
-    train: TrainConfig = field(default_factory=TrainConfig)
-    seg: SegModelConfig = field(default_factory=SegModelConfig)
-    cls: ClsModelConfig = field(default_factory=ClsModelConfig)
-    vlseg: VLSegModelConfig = field(default_factory=VLSegModelConfig)
-    augment: bool = True
-
-    def __post_init__(self) -> None:
-        for task in DOWNSTREAM_TASKS:
-            self.train_for(task)  # a bad value is refused at load, named by its task
-
-    def train_for(self, task: Any) -> TrainConfig:
-        """What ``task`` (a name or a ``benchmark.grid.Task``) trains with: ``train`` with
-        the task's non-null ``<task>.train`` values over it."""
-        name = getattr(task, "value", task)
-        own = getattr(self, name).train
-        changes = {
-            f.name: getattr(own, f.name)
-            for f in dataclasses.fields(own)
-            if getattr(own, f.name) is not None
-        }
-        if not changes:
-            return self.train
-        try:
-            return dataclasses.replace(self.train, **changes)
-        except ValueError as exc:  # TrainConfig names its section downstream.train
-            raise ValueError(
-                str(exc).replace("downstream.train.", f"downstream.{name}.train.")
-            ) from None
-
-    def task_settings(self, task: Any) -> dict:
-        """Every setting that decides how ``task`` trains and what it trains, as plain data
-        (a stage key's part): its model section without ``train``, the resolved training
-        settings and ``augment``. Other tasks' settings are not in it, so changing them
-        recomputes none of this task's results."""
-        name = getattr(task, "value", task)
-        model = {k: v for k, v in to_dict(getattr(self, name)).items() if k != "train"}
-        return {"model": model, "train": to_dict(self.train_for(name)), "augment": self.augment}
+        check_precision("generator", self.precision)
 
 
 @dataclass
@@ -359,7 +156,7 @@ class SweepConfig:
 
     def __post_init__(self) -> None:
         names = ("workers", "ensemble", "heartbeat_interval", "grace_period", "tune_trials")
-        _positive(self, "sweep", *names)
+        positive(self, "sweep", *names)
         if self.grace_period <= self.heartbeat_interval:
             raise ValueError(
                 f"sweep.grace_period ({self.grace_period}) must exceed "
@@ -396,7 +193,7 @@ class FidelityConfig:
     quality_epochs: int = 20  # conditioning fidelity of image quality (Good/Medium/Poor)
 
     def __post_init__(self) -> None:
-        _positive(self, "fidelity", "encoder_steps", "k")
+        positive(self, "fidelity", "encoder_steps", "k")
         for name in ("segmenter_epochs", "quality_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"fidelity.{name} must be >= 0, got {getattr(self, name)}")
@@ -455,7 +252,7 @@ class BenchConfig:
     peak_tflops: float | None = None  # bf16 dense peak for MFU; None: known-GPU table
 
     def __post_init__(self) -> None:
-        _positive(
+        positive(
             self,
             "bench",
             "patients",
@@ -503,13 +300,6 @@ class Config:
 
 
 _DECIMAL = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
-
-
-def _positive(obj: Any, prefix: str, *names: str) -> None:
-    for name in names:
-        value = getattr(obj, name)
-        if value <= 0:
-            raise ValueError(f"{prefix}.{name} must be > 0, got {value}")
 
 
 # ----------------------------------------------------------------------------- conversion

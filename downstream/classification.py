@@ -18,8 +18,8 @@ from torchmetrics.functional.classification import (
     multiclass_f1_score,
 )
 
-from benchmark.config import ClsModelConfig
 from benchmark.data.records import EchoData
+from benchmark.downstream_config import ClsModelConfig
 from downstream.augment import BatchAugment
 from downstream.evaluation import Evaluation
 from downstream.loading import seeded_loader

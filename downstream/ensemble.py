@@ -33,8 +33,8 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
-from benchmark.config import TrainConfig
 from benchmark.data.records import EchoData
+from benchmark.downstream_config import TrainConfig
 from benchmark.runtime import autocast, autocast_dtype, grad_scaler
 from downstream.training import (
     OPTIMISER_SERIAL,

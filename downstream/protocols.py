@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from benchmark.config import TrainConfig
 from benchmark.data.records import EchoData
+from benchmark.downstream_config import TrainConfig
 from benchmark.grid import Protocol
 from downstream.ensemble import fit_ensemble
 from downstream.training import FitResult, Task, fit

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmark.config import DownstreamConfig
+from benchmark.downstream_config import DownstreamConfig
 from benchmark.grid import Task
 from benchmark.text_encoder import load_text_encoder
 from downstream import classification, clipseg, cris, segmentation, vlseg

@@ -20,8 +20,8 @@ from monai.metrics import DiceMetric, MeanIoU
 from monai.metrics.utils import get_edge_surface_distance
 from monai.networks.nets import UNet
 
-from benchmark.config import SegModelConfig
 from benchmark.data.records import EchoData
+from benchmark.downstream_config import SegModelConfig
 from downstream.augment import BatchAugment
 from downstream.evaluation import Evaluation
 from downstream.loading import seeded_loader

@@ -24,8 +24,8 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmark import faults
-from benchmark.config import TrainConfig
 from benchmark.data.records import EchoData
+from benchmark.downstream_config import TrainConfig
 from benchmark.runtime import autocast, autocast_dtype, grad_scaler
 
 # Numbers every optimiser a fit creates, so that tests can tell two apart: id() cannot,

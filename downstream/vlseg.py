@@ -17,8 +17,8 @@ from monai.metrics import DiceMetric, MeanIoU
 from torch import nn
 from torch.utils.data import DataLoader
 
-from benchmark.config import VLSegModelConfig
 from benchmark.data.records import EchoData
+from benchmark.downstream_config import VLSegModelConfig
 from benchmark.prompts import prompts_for
 from benchmark.text_encoder import TextEncoder
 from downstream.evaluation import Evaluation

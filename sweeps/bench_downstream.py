@@ -24,8 +24,9 @@ import torch
 from monai.data import Dataset
 from monai.transforms import Compose, RandAdjustContrastd, RandAffined, RandScaleIntensityd
 
-from benchmark.config import Config, TrackingConfig, TrainConfig, dump_config
+from benchmark.config import Config, TrackingConfig, dump_config
 from benchmark.data.records import EchoData
+from benchmark.downstream_config import TrainConfig
 from benchmark.grid import GridCell, Mode, Protocol, Task
 from benchmark.metrics import convergence
 from benchmark.stages import Stage

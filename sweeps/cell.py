@@ -16,9 +16,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from benchmark.config import DownstreamConfig, to_dict
+from benchmark.config import to_dict
 from benchmark.data.assembly import take_synthetic
 from benchmark.data.records import EchoData
+from benchmark.downstream_config import DownstreamConfig
 from benchmark.grid import GridCell
 from benchmark.metrics import convergence
 from benchmark.runtime import resolve_device, seed_everything

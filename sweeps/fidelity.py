@@ -38,8 +38,9 @@ import torch
 from safetensors.torch import save_file
 
 from benchmark.checkpoints import load_state
-from benchmark.config import DownstreamConfig, to_dict
+from benchmark.config import to_dict
 from benchmark.data.records import EchoData
+from benchmark.downstream_config import DownstreamConfig
 from benchmark.fidelity import (
     EXTRACTOR,
     EchoEncoder,

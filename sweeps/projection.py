@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from benchmark.config import Config, TrainConfig, load_config, to_dict
+from benchmark.config import Config, load_config, to_dict
 from benchmark.data.camus import sb_split
 from benchmark.data.phantom import patient_splits
+from benchmark.downstream_config import TrainConfig
 from benchmark.grid import PROMPTED_MODES, TRAINED_MODES, GridCell, Mode, Protocol, parse_key
 from sweeps.plan import generator_prompt, grid_cells, synthetic_count
 

@@ -29,9 +29,10 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from benchmark.config import Config, TrainConfig
+from benchmark.config import Config
 from benchmark.data.assembly import take_synthetic
 from benchmark.data.records import EchoData
+from benchmark.downstream_config import TrainConfig
 from benchmark.grid import GridCell, Mode, Protocol
 from benchmark.grid import Task as GridTask
 from benchmark.runtime import resolve_device, seed_everything

@@ -11,8 +11,9 @@ import torch
 from fault_support import Child, stage_problems, sweep_argv
 from sweeps_support import SMOKE_KEYS
 
-from benchmark.config import TrainConfig, load_config
+from benchmark.config import load_config
 from benchmark.data.phantom import make_phantom
+from benchmark.downstream_config import TrainConfig
 from downstream.training import fit
 from sweeps.grid import work_order
 from sweeps.plan import grid_cells

@@ -201,7 +201,7 @@ def test_presets_keep_tuning_off():
 def test_fit_reports_every_epoch_and_stops_when_told():
     import torch
 
-    from benchmark.config import TrainConfig
+    from benchmark.downstream_config import TrainConfig
     from downstream.training import fit
 
     class Toy:
