@@ -187,12 +187,7 @@ class DownstreamConfig:
         """What ``task`` (a name or a ``benchmark.grid.Task``) trains with: ``train`` with
         the task's non-null ``<task>.train`` values over it."""
         name = getattr(task, "value", task)
-        own = getattr(self, name).train
-        changes = {
-            f.name: getattr(own, f.name)
-            for f in dataclasses.fields(own)
-            if getattr(own, f.name) is not None
-        }
+        changes = {k: v for k, v in asdict(getattr(self, name).train).items() if v is not None}
         if not changes:
             return self.train
         try:

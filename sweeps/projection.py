@@ -33,7 +33,7 @@ from pathlib import Path
 from benchmark.config import Config, load_config, to_dict
 from benchmark.data.camus import sb_split
 from benchmark.data.phantom import patient_splits
-from benchmark.downstream_config import TrainConfig
+from benchmark.downstream_config import DOWNSTREAM_TASKS, TrainConfig
 from benchmark.grid import PROMPTED_MODES, TRAINED_MODES, GridCell, Mode, Protocol, parse_key
 from sweeps.plan import generator_prompt, grid_cells, synthetic_count
 
@@ -176,12 +176,12 @@ def measure_rates(run: Path) -> Rates:
 
     seconds, units = defaultdict(float), defaultdict(float)
     shares: dict[str, list[float]] = defaultdict(list)
-    trains: dict[str, TrainConfig] = {}  # task -> what its cells trained with
+    trains = _task_training(cfg)
     for folder in _stages(run, "cells"):
         metrics = json.loads((folder / "metrics.json").read_text())
         cell = parse_key(metrics["cell_key"])
         task = cell.task.value
-        train = trains.setdefault(task, cfg.downstream.train_for(task))
+        train = trains[task]
         fits = _fits(folder, cell.protocol, metrics)
         seconds[task] += record(folder)
         units[task] += sum(train.images_per_epoch(images) * epochs for images, epochs in fits)
@@ -194,6 +194,11 @@ def measure_rates(run: Path) -> Rates:
     rates.busy_seconds = sum(end - start for start, end in spans)
     rates.wall_seconds = max(end for _, end in spans) - min(start for start, _ in spans)
     return rates
+
+
+def _task_training(cfg: Config) -> dict[str, TrainConfig]:
+    """Task -> what its cells train with (``downstream.train`` under the task's own)."""
+    return {task: cfg.downstream.train_for(task) for task in DOWNSTREAM_TASKS}
 
 
 def _fits(folder: Path, protocol: Protocol, metrics: dict) -> list[tuple[int, int]]:
@@ -264,10 +269,10 @@ def project(rates: Rates, cfg: Config, patients: int) -> dict:
             sets[mode.value] += synthetic_count(cfg, n_real)
     # Task -> training images times epochs, were every cell to run all its epochs.
     image_epochs: dict[str, float] = defaultdict(float)
-    trains: dict[str, TrainConfig] = {}  # task -> what its cells train with
+    trains = _task_training(cfg)
     for cell in cells:
         task = cell.task.value
-        train = trains.setdefault(task, cfg.downstream.train_for(task))
+        train = trains[task]
         fits = _cell_fits(cell, _n_real(patients, cell.real_fraction))
         image_epochs[task] += train.epochs * sum(train.images_per_epoch(n) for n in fits)
 
