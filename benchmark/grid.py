@@ -226,6 +226,10 @@ class GridConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     # Further cross products whose cells are added to this one's (GridBlock).
     also: list[GridBlock] = field(default_factory=list)
+    # false: only the ``also`` blocks are crossed (they still inherit this grid's axes), so
+    # that a grid can be run block by block, e.g. on machines lent for a few minutes each;
+    # cells keep their keys, so the blocks' folders merge into the whole grid's.
+    main: bool = True
     # Which patients form a real fraction is fixed across seeds, so seeds vary training only
     # and a generator trained on that fraction is shared by every seed.
     subset_seed: int = 0
@@ -235,12 +239,14 @@ class GridConfig:
         _check_axes(self, "grid")
         for i, block in enumerate(self.also):
             _check_axes(block, f"grid.also[{i}]")
+        if not self.main and not self.also:
+            raise ValueError("grid.main is false but grid.also is empty: no cells to run")
 
     def blocks(self) -> list[dict[str, list]]:
-        """The axes of every cross product: this grid's, then each ``also`` block's with
-        the axes it leaves out taken from this grid."""
+        """The axes of every cross product: this grid's (unless ``main`` is false), then
+        each ``also`` block's with the axes it leaves out taken from this grid."""
         main = {name: list(getattr(self, name)) for name in AXES}
-        out = [main]
+        out = [main] if self.main else []
         for block in self.also:
             own = {n: list(getattr(block, n)) for n in AXES if getattr(block, n) is not None}
             out.append(main | own)

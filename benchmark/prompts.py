@@ -9,11 +9,13 @@ attributes with "Apical" + view as the subject.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 
 from benchmark.data.records import EchoData
-from benchmark.data.shapes import shape_word
+from benchmark.data.shapes import SHAPE_WORDS, shape_word
 
 STRUCTURES = {"LV": "Left ventricular cavity", "MYO": "Myocardium", "LA": "Left atrium cavity"}
 STRUCTURE_LABELS = {"LV": 1, "MYO": 2, "LA": 3}
@@ -140,6 +142,32 @@ def image_prompt(kind: int, meta, variant: int = 0) -> str:
             parts.append(f"{name.lower()} of {shape} shape")
         text = text[:-1] + f", with {parts[0]}, {parts[1]} and {parts[2]}."
     return text
+
+
+def coverage_prompts() -> list[str]:
+    """Distinct prompts that together hold every word a prompt of this module can hold:
+    every kind, variant and target with every attribute value, and every age (0-999).
+
+    A BERT-style tokenizer splits text into words at spaces and punctuation and each word
+    into tokens alone, so these prompts' tokens are every token a prompt can use (the GPU
+    kit carries only those rows of the encoder's word embeddings).
+    """
+    prompts = set()
+    targets = (None, *STRUCTURES)
+    attributes = itertools.product(_CHAMBERS, _CYCLE, _SEX, _QUALITY, SHAPE_WORDS)
+    for (view, phase, sex, quality, shape), kind, variant, target in itertools.product(
+        attributes, KINDS[1:], (0, 1), targets
+    ):
+        meta = {"view": view, "phase": phase, "sex": sex, "quality": quality, "age": 56}
+        meta.update({f"shape_{s}": shape for s in STRUCTURES})
+        if target is None:
+            prompts.add(image_prompt(kind, meta, variant))
+        else:
+            prompts.add(structure_prompt(kind, meta, target, variant))
+    for age in range(1000):
+        meta = {"view": "2CH", "phase": "ED", "sex": "F", "quality": "Good", "age": age}
+        prompts.add(image_prompt(6, meta))
+    return sorted(prompts)
 
 
 def add_shape_columns(data: EchoData) -> EchoData:

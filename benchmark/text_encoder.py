@@ -45,6 +45,18 @@ class TextEncoder:
         self._cache: dict[str, torch.Tensor] = {}
         self._token_cache: dict[str, torch.Tensor] = {}
 
+    def _check_finite(self, prompts: list[str], hidden: torch.Tensor, mask: torch.Tensor) -> None:
+        """Refuse NaN or infinite states ``(N, L, dim)`` at the tokens of ``mask`` ``(N, L)``:
+        a damaged encoder, or a packed one (benchmark.text_encoder_pack) asked for a token
+        it does not carry."""
+        finite = torch.isfinite(hidden).all(-1) | (mask == 0)
+        bad = [p for p, ok in zip(prompts, finite.all(-1)) if not ok]
+        if bad:
+            raise ValueError(
+                f"text encoder {self.source}: non-finite states for {len(bad)} prompt(s), "
+                f"e.g. {bad[0]!r} (a word the encoder does not carry?)"
+            )
+
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> torch.Tensor:
         missing = sorted(set(prompts) - self._cache.keys())
@@ -52,6 +64,7 @@ class TextEncoder:
             chunk = missing[start : start + 256]
             batch = self.tokenizer(chunk, padding=True, truncation=True, return_tensors="pt")
             hidden = self.model(**batch).last_hidden_state
+            self._check_finite(chunk, hidden, batch["attention_mask"])
             mask = batch["attention_mask"].unsqueeze(-1).float()
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
             for text, vec in zip(chunk, torch.nn.functional.normalize(pooled, dim=-1)):
@@ -73,6 +86,7 @@ class TextEncoder:
             chunk = missing[start : start + 256]
             batch = self.tokenizer(chunk, padding=True, truncation=True, return_tensors="pt")
             hidden = self.model(**batch).last_hidden_state
+            self._check_finite(chunk, hidden, batch["attention_mask"])
             for text, states, keep in zip(chunk, hidden, batch["attention_mask"]):
                 self._token_cache[text] = states[: int(keep.sum())].clone()
         length = max((len(self._token_cache[p]) for p in prompts), default=0)

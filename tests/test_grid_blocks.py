@@ -31,6 +31,20 @@ def test_a_block_adds_its_cells_and_inherits_the_axes_it_leaves_out():
     assert cfg.grid.values("tasks") == [Task.SEG, Task.VLSEG]
 
 
+def test_main_false_runs_the_blocks_only_and_the_parts_make_the_whole():
+    whole = {c.key() for c in grid_cells(load_config(CONFIGS / "smoke.yaml", [VLSEG_BLOCK]))}
+    blocks = load_config(CONFIGS / "smoke.yaml", [VLSEG_BLOCK, "grid.main=false"])
+    main = load_config(CONFIGS / "smoke.yaml", [VLSEG_BLOCK, "grid.also=[]"])
+    block_keys = {c.key() for c in grid_cells(blocks)}
+    assert all(k.startswith("vlseg-") for k in block_keys) and len(block_keys) == 4
+    assert block_keys | {c.key() for c in grid_cells(main)} == whole
+    # Axes the blocks leave out are still the main grid's; values() counts used blocks only.
+    assert blocks.grid.values("tasks") == [Task.VLSEG]
+    assert blocks.grid.values("ratios") == [2.0]
+    with pytest.raises(ConfigError, match="grid.main is false but grid.also is empty"):
+        load_config(CONFIGS / "smoke.yaml", ["grid.main=false"])
+
+
 def test_cells_shared_by_blocks_are_listed_once():
     cfg = load_config(CONFIGS / "smoke.yaml", ["grid.also=[{ratios: [1, 2]}]"])
     keys = [c.key() for c in grid_cells(cfg)]

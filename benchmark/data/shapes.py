@@ -57,8 +57,12 @@ def hull_geometry(mask: np.ndarray) -> tuple[float, float, float] | None:
     return float(hull.volume), max(best), min(best)
 
 
+SHAPE_WORDS = ("rectangle", "square", "oval", "circle", "triangle")  # what shape_word names
+
+
 def shape_word(mask: np.ndarray) -> str:
-    """SB's shape vocabulary for a ``(H, W)`` bool mask by the module's rule (or ``"none"``)."""
+    """SB's shape vocabulary (:data:`SHAPE_WORDS`) for a ``(H, W)`` bool mask by the
+    module's rule (or ``"none"``)."""
     geometry = hull_geometry(mask)
     if geometry is None:
         return "none"
