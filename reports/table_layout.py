@@ -120,7 +120,21 @@ class _Grid:
             position_float="centering",
             column_format="l" + "c" * display.shape[1],
         )
-        return _rule_after(tex, [escape_latex(r) for r in self.unranked if r in self.mean.index])
+        tex = _rule_after(tex, [escape_latex(r) for r in self.unranked if r in self.mean.index])
+        return fit_to_width(tex)
+
+
+# graphicx's \resizebox with the original width (\width) compared to the line's: a table
+# wider than the text (the fidelity table's 11 columns, mean +- std entries) is scaled down
+# to fit instead of running into the margin; a narrower one keeps its natural size.
+_FIT = r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%"
+
+
+def fit_to_width(tex: str) -> str:
+    """``tex`` with its tabular shrunk to the line width where it is wider (graphicx)."""
+    begin = tex.index(r"\begin{tabular}")
+    end = tex.index(r"\end{tabular}") + len(r"\end{tabular}")
+    return f"{tex[:begin]}{_FIT}\n{tex[begin:end]}}}{tex[end:]}"
 
 
 def _rule_after(tex: str, first_rows: list[str]) -> str:

@@ -376,3 +376,52 @@ def test_per_phase_tables_test_dice_on_that_phases_images():
     assert _row(es_tex, "semantic, ratio 1").split("&")[2].strip().endswith(r"$^{\dagger}$")
     # 5 cells x 1 metric with per-sample values, one Holm family per table.
     assert "over the 5 tests in this table" in ed_tex and "over the 5 tests" in es_tex
+
+
+def _overfull_boxes(tmp_path, table: str) -> list[str]:
+    """pdflatex's Overfull \\hbox warnings for ``table`` on an A4 page with report.tex's
+    margins and font."""
+    import subprocess
+
+    from reports.document import latex_command
+
+    if latex_command() is None:
+        pytest.skip("needs pdflatex (CI installs TeX Live)")
+    doc = "\n".join(
+        [
+            r"\documentclass[10pt,a4paper]{article}",
+            r"\usepackage[margin=2cm]{geometry}",
+            r"\usepackage{booktabs}",
+            r"\usepackage{graphicx}",
+            r"\begin{document}",
+            table,
+            r"\end{document}",
+        ]
+    )
+    (tmp_path / "t.tex").write_text(doc)
+    subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "t.tex"],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    log = (tmp_path / "t.log").read_text(errors="replace")
+    return re.findall(r"Overfull \\hbox \(([\d.]+)pt too wide\)", log)
+
+
+def test_a_table_wider_than_the_page_is_shrunk_to_fit(tmp_path):
+    # Ten ratio columns of mean +- std: wider than the text at 10 pt (the fidelity table of
+    # a quick sweep ran 92 pt into the margin before the fit).
+    ratios = [0.25 * k for k in range(1, 11)]
+    dice = {("none", 0.0): [0.80, 0.82]} | {("text", r): [0.84, 0.86] for r in ratios}
+    runs, _ = _runs_and_samples(dice=dice)
+    tex = pivot_table_tex(runs, None, "mode", "ratio", "dice_mean", "Dice.", "tab:dice")
+    assert tex.count(r"\resizebox") == 1 and tex.count("{") == tex.count("}")
+    assert _overfull_boxes(tmp_path, tex) == []
+    # The same table without the fit runs into the margin: the check above can fail.
+    bare = re.sub(r"\\resizebox\{.*?\}\{!\}\{%\n", "", tex).replace(
+        "\\end{tabular}}", "\\end{tabular}"
+    )
+    assert r"\resizebox" not in bare
+    assert float(_overfull_boxes(tmp_path, bare)[0]) > 20
