@@ -157,9 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--from",
         dest="source",
         type=Path,
+        action="append",
         required=True,
         metavar="RUN_DIR",
-        help="a sweep folder run on this machine (its stages give the unit costs)",
+        help="a sweep folder run on this machine (its stages give the unit costs); "
+        "repeatable: the parts of one grid run apart are pooled",
     )
     _add_config_args(p)
     p.add_argument(

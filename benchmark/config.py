@@ -22,7 +22,7 @@ import yaml
 
 from benchmark.config_checks import check_precision, positive
 from benchmark.data.config import DataConfig
-from benchmark.downstream_config import DownstreamConfig
+from benchmark.downstream_config import DownstreamConfig, Optimizer, Scheduler
 from benchmark.grid import GridConfig
 
 
@@ -140,10 +140,11 @@ class SweepConfig:
     heartbeat_interval: int = 10
     grace_period: int = 60
     max_retries: int = 3
-    # Nuisance tuning of each task's training (lr, weight_decay, batch_size, epochs) with
-    # TPE and a median pruner: "reference" tunes once per task on its real-only reference
-    # cell and every cell of the task uses the winners (downstream.<task>.train); "cell"
-    # gives every cell its own study with the same budget of tune_trials.
+    # Nuisance tuning of each task's training (lr, weight_decay, batch_size, epochs; the
+    # optimizer and scheduler where listed below) with TPE and a median pruner:
+    # "reference" tunes once per task on its real-only reference cell and every cell of the
+    # task uses the winners (downstream.<task>.train); "cell" gives every cell its own study
+    # with the same budget of tune_trials.
     tune: bool = False
     tune_scope: Literal["reference", "cell"] = "reference"
     tune_trials: int = 20
@@ -153,6 +154,10 @@ class SweepConfig:
     tune_weight_decay: list[float] = field(default_factory=lambda: [1e-6, 1e-2])  # log
     tune_batch_sizes: list[int] = field(default_factory=lambda: [8, 16, 32])
     tune_epochs: list[int] = field(default_factory=lambda: [10, 30])  # [low, high]
+    # The recipe, searched too when listed (e.g. [adamw, sgd], [cosine, poly, plateau]);
+    # empty: each task keeps its own optimizer and scheduler.
+    tune_optimizers: list[Optimizer] = field(default_factory=list)
+    tune_schedulers: list[Scheduler] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         names = ("workers", "ensemble", "heartbeat_interval", "grace_period", "tune_trials")

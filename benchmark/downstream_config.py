@@ -11,6 +11,9 @@ from typing import Any, Literal
 
 from benchmark.config_checks import check_precision, positive
 
+Optimizer = Literal["adamw", "sgd"]
+Scheduler = Literal["cosine", "constant", "poly", "plateau"]
+
 
 @dataclass
 class TrainConfig:
@@ -28,13 +31,13 @@ class TrainConfig:
     patience: int = 10  # early stopping on the validation metric
     # AdamW (decoupled weight decay; DE's segmentation, SB), or SGD with momentum and L2
     # weight decay (DE's classification; nnU-Net: lr 1e-2, momentum 0.99, nesterov, poly).
-    optimizer: Literal["adamw", "sgd"] = "adamw"
+    optimizer: Optimizer = "adamw"
     momentum: float = 0.9  # sgd only
     nesterov: bool = False  # sgd only
     # The learning rate per epoch: cosine to 0 over epochs, constant, poly (nnU-Net's
     # (1 - epoch / epochs) ** 0.9), or plateau: multiplied by plateau_factor whenever the
     # validation selection score has not improved for plateau_patience epochs (SB: 0.1, 5).
-    scheduler: Literal["cosine", "constant", "poly", "plateau"] = "cosine"
+    scheduler: Scheduler = "cosine"
     plateau_factor: float = 0.1
     plateau_patience: int = 5
     # Mixed precision on CUDA, as generator.precision (CPU runs are float32).

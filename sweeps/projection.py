@@ -1,8 +1,9 @@
 """How long a grid would take, projected from a finished sweep on the same machine.
 
-``python -m benchmark project --from RUN --config C`` reads the measured seconds of every
-stage in the sweep folder ``RUN`` (``done.json``), turns them into unit costs, counts the
-work of ``C``'s grid in the same units, and multiplies:
+``python -m benchmark project --from RUN [--from RUN2 ...] --config C`` reads the measured
+seconds of every stage in the sweep folder ``RUN`` (``done.json``; several folders: the parts
+of one grid, pooled), turns them into unit costs, counts the work of ``C``'s grid in the same
+units, and multiplies:
 
 - generators: seconds per training image (``train_steps`` x batch; twice for the ControlNet
   hybrid, which trains a base and a control branch), per mode;
@@ -86,7 +87,7 @@ class ProjectionError(ValueError):
 
 @dataclass
 class Rates:
-    """Unit costs measured in one finished sweep folder (seconds)."""
+    """Unit costs measured in finished sweep folders (seconds)."""
 
     source: str
     generator_per_image: dict[str, float] = field(default_factory=dict)  # mode
@@ -123,76 +124,96 @@ def _ratio(total: dict[str, float], units: dict[str, float]) -> dict[str, float]
     return {k: total[k] / units[k] for k in total if units[k] > 0}
 
 
-def measure_rates(run: Path) -> Rates:
-    """The unit costs of the sweep folder ``run`` (its ``config.yaml`` and stage folders)."""
-    run = Path(run)
-    if not (run / "config.yaml").is_file():
-        raise ProjectionError(f"{run}: not a sweep folder (no config.yaml)")
-    cfg = load_config(run / "config.yaml")
-    rates = Rates(source=str(run), settings=cost_settings(cfg))
-    spans: list[tuple[float, float]] = []
-
-    def record(folder: Path) -> float:
-        done = _done(folder)
-        end = datetime.strptime(done["finished"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
-        spans.append((end - done["seconds"], end))
-        return float(done["seconds"])
-
-    data = _stages(run, "data")
-    for folder in data:
-        record(folder)
-    n_train = max((_done(f)["summary"]["splits"]["train"] for f in data), default=0)
-
-    seconds: dict[str, float] = defaultdict(float)
-    units: dict[str, float] = defaultdict(float)
-    for folder in _stages(run, "gen"):
-        spec, done = _spec(folder), _done(folder)
-        gen = spec["generator"]
-        phases = 2 if spec["mode"] == "hybrid" and gen["hybrid_variant"] == "controlnet" else 1
-        batch = min(gen["batch_size"], done["summary"].get("n_train", gen["batch_size"]))
-        seconds[spec["mode"]] += record(folder)
-        units[spec["mode"]] += gen["train_steps"] * batch * phases
-    rates.generator_per_image = _ratio(seconds, units)
-
-    seconds, units = defaultdict(float), defaultdict(float)
-    for folder in _stages(run, "synth"):
-        spec, done = _spec(folder), _done(folder)
-        seconds[spec["mode"]] += record(folder)
-        units[spec["mode"]] += done["summary"]["n_images"] * spec["sampling"]["sample_steps"]
-    rates.sampling_per_image_step = _ratio(seconds, units)
-
-    seconds, units = defaultdict(float), defaultdict(float)
-    judges = 0.0
-    for folder in _stages(run, "fidelity"):
-        label = folder.name.rsplit("-", 1)[0]
-        took = record(folder)
-        if label in JUDGES:
-            judges += took
-        else:
-            seconds[label] += took
-            units[label] += json.loads((folder / "fidelity.json").read_text())["n_synthetic"]
-    rates.fidelity_per_image = _ratio(seconds, units)
-    rates.judges_per_train_image = judges / n_train if n_train else 0.0
-
-    seconds, units = defaultdict(float), defaultdict(float)
+def measure_rates(runs: Path | str | list[Path]) -> Rates:
+    """The unit costs of the sweep folders ``runs`` (each its ``config.yaml`` and stage
+    folders), pooled. Several folders are the parts of one grid run on separate machines
+    or days (e.g. scripts/gpu/run.sh's ``downstream`` and ``generators`` calls): their
+    stages add up, and the concurrency is their busy seconds over the sum of each folder's
+    own wall time, so the days between them do not count. They must agree on every setting
+    a unit cost depends on (COST_KEYS)."""
+    runs = [Path(runs)] if isinstance(runs, str | Path) else [Path(r) for r in runs]
+    runs = list(dict.fromkeys(runs))  # one folder named twice is measured once
+    if not runs:
+        raise ProjectionError("no sweep folder to measure")
+    rates = Rates(source=", ".join(str(r) for r in runs))
+    totals = {kind: (defaultdict(float), defaultdict(float)) for kind in ("gen", "synth", "fid")}
+    cell_seconds: dict[str, float] = defaultdict(float)
+    cell_units: dict[str, float] = defaultdict(float)
     shares: dict[str, list[float]] = defaultdict(list)
-    trains = _task_training(cfg)
-    for folder in _stages(run, "cells"):
-        metrics = json.loads((folder / "metrics.json").read_text())
-        cell = parse_key(metrics["cell_key"])
-        task = cell.task.value
-        train = trains[task]
-        fits = _fits(folder, cell.protocol, metrics)
-        seconds[task] += record(folder)
-        units[task] += sum(train.images_per_epoch(images) * epochs for images, epochs in fits)
-        shares[task] += [epochs / train.epochs for _, epochs in fits]
-    rates.cell_per_image_epoch = _ratio(seconds, units)
-    rates.epochs_share = {t: sum(v) / len(v) for t, v in shares.items()}
+    judges, n_train = 0.0, 0
+    for i, run in enumerate(runs):
+        if not (run / "config.yaml").is_file():
+            raise ProjectionError(f"{run}: not a sweep folder (no config.yaml)")
+        cfg = load_config(run / "config.yaml")
+        settings = cost_settings(cfg)
+        if i == 0:
+            rates.settings = settings
+        elif settings != rates.settings:
+            differ = [k for k in COST_KEYS if settings.get(k) != rates.settings.get(k)]
+            raise ProjectionError(
+                f"{run} and {runs[0]} differ in {', '.join(differ)}: their unit costs do not pool"
+            )
+        spans: list[tuple[float, float]] = []
 
-    if not spans:
-        raise ProjectionError(f"{run}: no finished stages to measure")
-    rates.busy_seconds = sum(end - start for start, end in spans)
-    rates.wall_seconds = max(end for _, end in spans) - min(start for start, _ in spans)
+        def record(folder: Path, spans: list = spans) -> float:
+            done = _done(folder)
+            end = datetime.strptime(done["finished"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
+            spans.append((end - done["seconds"], end))
+            return float(done["seconds"])
+
+        data = _stages(run, "data")
+        for folder in data:
+            record(folder)
+        n_train = max([n_train, *(_done(f)["summary"]["splits"]["train"] for f in data)])
+
+        seconds, units = totals["gen"]
+        for folder in _stages(run, "gen"):
+            spec, done = _spec(folder), _done(folder)
+            gen = spec["generator"]
+            controlnet = spec["mode"] == "hybrid" and gen["hybrid_variant"] == "controlnet"
+            batch = min(gen["batch_size"], done["summary"].get("n_train", gen["batch_size"]))
+            seconds[spec["mode"]] += record(folder)
+            units[spec["mode"]] += gen["train_steps"] * batch * (2 if controlnet else 1)
+
+        seconds, units = totals["synth"]
+        for folder in _stages(run, "synth"):
+            spec, done = _spec(folder), _done(folder)
+            seconds[spec["mode"]] += record(folder)
+            units[spec["mode"]] += done["summary"]["n_images"] * spec["sampling"]["sample_steps"]
+
+        seconds, units = totals["fid"]
+        for folder in _stages(run, "fidelity"):
+            label = folder.name.rsplit("-", 1)[0]
+            took = record(folder)
+            if label in JUDGES:
+                judges += took
+            else:
+                seconds[label] += took
+                fidelity = json.loads((folder / "fidelity.json").read_text())
+                units[label] += fidelity["n_synthetic"]
+
+        trains = _task_training(cfg)
+        for folder in _stages(run, "cells"):
+            metrics = json.loads((folder / "metrics.json").read_text())
+            cell = parse_key(metrics["cell_key"])
+            task = cell.task.value
+            train = trains[task]
+            fits = _fits(folder, cell.protocol, metrics)
+            cell_seconds[task] += record(folder)
+            cell_units[task] += sum(train.images_per_epoch(n) * epochs for n, epochs in fits)
+            shares[task] += [epochs / train.epochs for _, epochs in fits]
+
+        if not spans:
+            raise ProjectionError(f"{run}: no finished stages to measure")
+        rates.busy_seconds += sum(end - start for start, end in spans)
+        rates.wall_seconds += max(end for _, end in spans) - min(start for start, _ in spans)
+
+    rates.generator_per_image = _ratio(*totals["gen"])
+    rates.sampling_per_image_step = _ratio(*totals["synth"])
+    rates.fidelity_per_image = _ratio(*totals["fid"])
+    rates.judges_per_train_image = judges / n_train if n_train else 0.0
+    rates.cell_per_image_epoch = _ratio(cell_seconds, cell_units)
+    rates.epochs_share = {t: sum(v) / len(v) for t, v in shares.items()}
     return rates
 
 

@@ -1,8 +1,9 @@
 """Nuisance tuning of downstream training: one Optuna study per (task, model) or per cell.
 
 The scientific axes are crossed by the grid; the nuisance hyperparameters of training
-(learning rate, weight decay, batch size, epochs) are tuned here so that no arm of the
-comparison is judged with settings that suit another (Google's tuning playbook).
+(learning rate, weight decay, batch size, epochs, and the optimizer and schedule where
+``sweep.tune_optimizers`` / ``sweep.tune_schedulers`` list candidates) are tuned here so that
+no arm of the comparison is judged with settings that suit another (Google's tuning playbook).
 
 - ``sweep.tune_scope: reference`` (default): per task a study named ``<sweep>-tune-<task>``
   trains the task's real-only reference cell (largest real fraction, first seed)
@@ -44,7 +45,7 @@ from sweeps.storage import SweepStorage
 
 log = logging.getLogger(__name__)
 
-TUNED = ("lr", "weight_decay", "batch_size", "epochs")  # the training settings tuned
+TUNED = ("lr", "weight_decay", "batch_size", "epochs")  # the training settings always tuned
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -97,6 +98,14 @@ def with_train(cfg: Config, values: dict, task: GridTask | str) -> Config:
     return dataclasses.replace(cfg, downstream=downstream)
 
 
+def tuned_keys(cfg: Config) -> tuple[str, ...]:
+    """The training settings a trial suggests: TUNED, and the recipe where it is searched."""
+    s = cfg.sweep
+    return (
+        TUNED + ("optimizer",) * bool(s.tune_optimizers) + ("scheduler",) * bool(s.tune_schedulers)
+    )
+
+
 def study_name(cfg: Config, suffix: str) -> str:
     return f"{cfg.name}-tune-{suffix}"
 
@@ -108,7 +117,9 @@ def tune_cell(
     parent_id: str | None,
     suffix: str | None = None,
 ) -> dict:
-    """Run (or finish) the tuning study of ``cell``; returns the winning values of TUNED."""
+    """Run (or finish) the tuning study of ``cell``; returns the winning values of
+    :func:`tuned_keys` (those of them its best trial holds: a study resumed after the search
+    grew keeps its earlier trials, which did not suggest the new settings)."""
     sweep = ws.cfg.sweep
     name = study_name(ws.cfg, suffix or cell.key())
     with ws.lock(name):
@@ -133,7 +144,15 @@ def tune_cell(
         except ValueError:
             raise RuntimeError(f"tuning study {name}: no trial completed") from None
     log.info("tuned %s: %s (val %.4f)", name, best.params, best.value)
-    return {k: best.params[k] for k in TUNED}
+    return consistent({k: best.params[k] for k in tuned_keys(ws.cfg) if k in best.params})
+
+
+def consistent(values: dict) -> dict:
+    """``values`` with ``nesterov`` off where they choose an optimizer other than SGD: the
+    task's own settings may turn it on, and it is an SGD setting only."""
+    if values.get("optimizer", "sgd") != "sgd":
+        return {**values, "nesterov": False}
+    return values
 
 
 def _orphan(trial: optuna.trial.FrozenTrial) -> bool:
@@ -155,13 +174,17 @@ def _fail_orphans(study: optuna.Study, store: SweepStorage) -> None:
 def suggest(trial: optuna.Trial, cfg: Config, task: GridTask | str) -> TrainConfig:
     """The trial's training settings: ``task``'s, with the tuned values suggested."""
     s = cfg.sweep
-    return dataclasses.replace(
-        cfg.downstream.train_for(task),
-        lr=trial.suggest_float("lr", *s.tune_lr, log=True),
-        weight_decay=trial.suggest_float("weight_decay", *s.tune_weight_decay, log=True),
-        batch_size=trial.suggest_categorical("batch_size", list(s.tune_batch_sizes)),
-        epochs=trial.suggest_int("epochs", *s.tune_epochs),
-    )
+    values = {
+        "lr": trial.suggest_float("lr", *s.tune_lr, log=True),
+        "weight_decay": trial.suggest_float("weight_decay", *s.tune_weight_decay, log=True),
+        "batch_size": trial.suggest_categorical("batch_size", list(s.tune_batch_sizes)),
+        "epochs": trial.suggest_int("epochs", *s.tune_epochs),
+    }
+    if s.tune_optimizers:
+        values["optimizer"] = trial.suggest_categorical("optimizer", list(s.tune_optimizers))
+    if s.tune_schedulers:
+        values["scheduler"] = trial.suggest_categorical("scheduler", list(s.tune_schedulers))
+    return dataclasses.replace(cfg.downstream.train_for(task), **consistent(values))
 
 
 class _Objective:
@@ -189,7 +212,7 @@ class _Objective:
             )
         task, model = build(self.ws, self.cell)
         run_id = tracker.start_run(f"{self.name}-{trial.number}", tags, self.parent_id)
-        tracker.log_params(run_id, {k: getattr(train_cfg, k) for k in TUNED})
+        tracker.log_params(run_id, {k: getattr(train_cfg, k) for k in tuned_keys(self.ws.cfg)})
         curve: list[float] = []
 
         def on_epoch(epoch: int, score: float) -> None:

@@ -205,3 +205,34 @@ def test_the_share_of_epochs_run_is_of_the_tasks_own_epochs(run):
     source = load_config(CONFIGS / "smoke.yaml", [*GRID, "downstream.seg.train.epochs=20"])
     (run / "config.yaml").write_text(dump_config(source))
     assert measure_rates(run).epochs_share == {"seg": pytest.approx(1 / 3)}
+
+
+def test_parts_of_a_grid_run_apart_pool_their_stages_but_not_the_days_between(run, tmp_path):
+    # The fixture's cells move to a second folder, a day later (another machine's lease):
+    # the unit costs are those of one folder, and the wall time is each part's own.
+    part = tmp_path / "cells-part"
+    (part / "cells").mkdir(parents=True)
+    (part / "config.yaml").write_text((run / "config.yaml").read_text())
+    day = 86400
+    for folder in sorted((run / "cells").iterdir()):
+        done = json.loads((folder / "done.json").read_text())
+        end = datetime.strptime(done["finished"], "%Y-%m-%dT%H:%M:%S%z").timestamp() + day
+        done["finished"] = datetime.fromtimestamp(end, UTC).strftime("%Y-%m-%dT%H:%M:%S%z")
+        (folder / "done.json").write_text(json.dumps(done))
+        folder.rename(part / "cells" / folder.name)
+    whole = {
+        "generator_per_image": {"unconditional": pytest.approx(0.1)},
+        "cell_per_image_epoch": {"seg": pytest.approx(0.05)},
+        "epochs_share": {"seg": pytest.approx(2 / 3)},
+    }
+    pooled = measure_rates([run, part, run])  # a folder named twice counts once
+    assert {k: getattr(pooled, k) for k in whole} == whole
+    assert pooled.busy_seconds == pytest.approx(153)
+    # Generators part: 0 to 113 s; cells part: 113 to 143 s a day later (30 s).
+    assert pooled.wall_seconds == pytest.approx(113 + 30)
+    assert measure_rates(run).cell_per_image_epoch == {}  # alone, the first part lacks cells
+
+    wider = load_config(CONFIGS / "smoke.yaml", [*GRID, "downstream.seg.channels=[8,16]"])
+    (part / "config.yaml").write_text(dump_config(wider))
+    with pytest.raises(ProjectionError, match="differ in downstream.seg: their unit costs"):
+        measure_rates([run, part])

@@ -4,7 +4,7 @@
 # Every call carries [".whl", ".minilm"] (made here by scripts/gpu/prepare.sh; 50 MiB with
 # the tree, under the tool's 64 MiB a call), so every part runs on a fresh machine. PART,
 # in the order given, each with a time limit in seconds (PART_LIMIT_<part> overrides it):
-#   tests       (90)  the tests marked gpu: CUDA graphs, the generators' fast path, device
+#   tests       (120) the tests marked gpu: CUDA graphs, the generators' fast path, device
 #                     augmentation, the sweep's ensembles
 #   bench       (420) python -m benchmark bench --config paper --json          (issue 8)
 #   downstream  (300) sweep --config gpu, its main grid only: seg, cls and vlseg real-only
@@ -31,7 +31,7 @@ PYTHON=${PYTHON:-python3}
 limit() {  # the part's time limit in seconds; a call's parts end within the tool's 600 s
   local var="PART_LIMIT_$1"
   case $1 in
-    tests) echo "${!var:-90}" ;;
+    tests) echo "${!var:-120}" ;;
     bench) echo "${!var:-420}" ;;
     downstream) echo "${!var:-300}" ;;
     *) echo "${!var:-540}" ;;

@@ -12,9 +12,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 from sweeps_support import finish, start_sweep
 
-from benchmark.config import load_config
+from benchmark.config import ConfigError, load_config
 from sweeps.plan import grid_cells
-from sweeps.tuning import TUNED, reference_cells
+from sweeps.tuning import TUNED, consistent, reference_cells, suggest, tuned_keys
 from tests.conftest import CONFIGS
 
 # Five trials, pruning allowed from the third; a learning-rate range wide enough that some
@@ -35,7 +35,12 @@ TUNE = [
     "sweep.tune_epochs=[1,2]",
     "--set",
     "sweep.tune_batch_sizes=[4,8]",
+    "--set",
+    "sweep.tune_optimizers=[adamw,sgd]",
+    "--set",
+    "sweep.tune_schedulers=[cosine,plateau]",
 ]
+SEARCHED = (*TUNED, "optimizer", "scheduler")
 
 
 def test_tuning_each_task_prunes_completes_and_freezes_its_winners(tmp_path):
@@ -58,12 +63,12 @@ def test_tuning_each_task_prunes_completes_and_freezes_its_winners(tmp_path):
     resolved = yaml.safe_load((out / "config.yaml").read_text())
     for task in ("seg", "cls"):
         own = resolved["downstream"][task]["train"]
-        assert {k: own[k] for k in TUNED} == pytest.approx(best[task])
+        assert {k: own[k] for k in SEARCHED} == pytest.approx(best[task])
         # Each task's cell trained with its own winners, not the other task's.
         key = f"{task}-none-P_-r0-mix-f1-s0"
         cell = next(p for p in (out / "cells").glob(f"{key}-*") if p.is_dir())
         used = yaml.safe_load((cell / "config.yaml").read_text())["downstream"][task]["train"]
-        assert {k: used[k] for k in TUNED} == pytest.approx(best[task])
+        assert {k: used[k] for k in SEARCHED} == pytest.approx(best[task])
     # The shared section is as given: the winners belong to their tasks.
     assert resolved["downstream"]["train"]["lr"] == 3.0e-3
     assert resolved["sweep"]["tune"] is True
@@ -80,6 +85,11 @@ def test_tuning_each_task_prunes_completes_and_freezes_its_winners(tmp_path):
         # ``train.*``: what the cell trained with, whatever section the values came from.
         assert float(cell_run.data.params["train.lr"]) == best[task]["lr"]
         assert int(cell_run.data.params["train.batch_size"]) == best[task]["batch_size"]
+        assert cell_run.data.params["train.optimizer"] == best[task]["optimizer"]
+        assert cell_run.data.params["train.scheduler"] == best[task]["scheduler"]
+    # Every trial searched the recipe too, and logged what it trained with.
+    assert {r.data.params["optimizer"] for r in runs} <= {"adamw", "sgd"}
+    assert {r.data.params["scheduler"] for r in runs} <= {"cosine", "plateau"}
 
 
 def test_each_task_is_tuned_on_its_real_only_cell_and_vlseg_on_a_named_structure():
@@ -98,3 +108,35 @@ def test_each_task_is_tuned_on_its_real_only_cell_and_vlseg_on_a_named_structure
     # The largest real fraction and the first seed come before the prompt kind.
     paper = load_config(CONFIGS / "paper.yaml", ["data.root=/x"])
     assert reference_cells(grid_cells(paper))["seg"].key() == "seg-none-P_-r0-mix-f1-s0"
+
+
+def test_the_recipe_is_searched_only_where_listed():
+    fixed = {"lr": 2e-3, "weight_decay": 1e-5, "batch_size": 8, "epochs": 2}
+    # nnU-Net's SGD for cls, as a task may set it: a suggested AdamW must not keep nesterov.
+    sgd = ["downstream.cls.train.optimizer=sgd", "downstream.cls.train.nesterov=true"]
+    plain = load_config(CONFIGS / "smoke.yaml", sgd)
+    assert tuned_keys(plain) == TUNED
+    # FixedTrial raises for a parameter it was not given: nothing else is suggested.
+    got = suggest(optuna.trial.FixedTrial(fixed), plain, "cls")
+    assert (got.lr, got.epochs, got.optimizer, got.nesterov) == (2e-3, 2, "sgd", True)
+
+    search = load_config(
+        CONFIGS / "smoke.yaml",
+        [*sgd, "sweep.tune_optimizers=[adamw,sgd]", "sweep.tune_schedulers=[cosine,plateau]"],
+    )
+    assert tuned_keys(search) == (*TUNED, "optimizer", "scheduler")
+    trial = optuna.trial.FixedTrial({**fixed, "optimizer": "adamw", "scheduler": "plateau"})
+    got = suggest(trial, search, "cls")
+    assert (got.optimizer, got.nesterov, got.scheduler) == ("adamw", False, "plateau")
+    trial = optuna.trial.FixedTrial({**fixed, "optimizer": "sgd", "scheduler": "cosine"})
+    got = suggest(trial, search, "cls")
+    assert (got.optimizer, got.nesterov, got.scheduler) == ("sgd", True, "cosine")
+    assert consistent({"optimizer": "adamw"}) == {"optimizer": "adamw", "nesterov": False}
+    assert consistent({"lr": 1e-3}) == {"lr": 1e-3}
+
+
+def test_an_unknown_recipe_in_the_search_is_refused_by_name():
+    with pytest.raises(ConfigError, match=r"sweep.tune_optimizers\[1\].*'adam'.*'adamw'"):
+        load_config(CONFIGS / "smoke.yaml", ["sweep.tune_optimizers=[sgd,adam]"])
+    with pytest.raises(ConfigError, match=r"sweep.tune_schedulers\[0\].*'step'"):
+        load_config(CONFIGS / "smoke.yaml", ["sweep.tune_schedulers=[step]"])
