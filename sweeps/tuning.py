@@ -117,9 +117,7 @@ def tune_cell(
     parent_id: str | None,
     suffix: str | None = None,
 ) -> dict:
-    """Run (or finish) the tuning study of ``cell``; returns the winning values of
-    :func:`tuned_keys` (those of them its best trial holds: a study resumed after the search
-    grew keeps its earlier trials, which did not suggest the new settings)."""
+    """Run (or finish) the tuning study of ``cell``; returns its :func:`winners`."""
     sweep = ws.cfg.sweep
     name = study_name(ws.cfg, suffix or cell.key())
     with ws.lock(name):
@@ -144,7 +142,14 @@ def tune_cell(
         except ValueError:
             raise RuntimeError(f"tuning study {name}: no trial completed") from None
     log.info("tuned %s: %s (val %.4f)", name, best.params, best.value)
-    return consistent({k: best.params[k] for k in tuned_keys(ws.cfg) if k in best.params})
+    return winners(best.params, ws.cfg)
+
+
+def winners(params: dict, cfg: Config) -> dict:
+    """The training settings to freeze from a best trial's ``params``: those of
+    :func:`tuned_keys` it holds (a study resumed after its search grew keeps its earlier
+    trials, which did not suggest the new settings; the task keeps its own for those)."""
+    return consistent({k: params[k] for k in tuned_keys(cfg) if k in params})
 
 
 def consistent(values: dict) -> dict:

@@ -14,7 +14,7 @@ from sweeps_support import finish, start_sweep
 
 from benchmark.config import ConfigError, load_config
 from sweeps.plan import grid_cells
-from sweeps.tuning import TUNED, consistent, reference_cells, suggest, tuned_keys
+from sweeps.tuning import TUNED, consistent, reference_cells, suggest, tuned_keys, winners
 from tests.conftest import CONFIGS
 
 # Five trials, pruning allowed from the third; a learning-rate range wide enough that some
@@ -133,6 +133,12 @@ def test_the_recipe_is_searched_only_where_listed():
     assert (got.optimizer, got.nesterov, got.scheduler) == ("sgd", True, "cosine")
     assert consistent({"optimizer": "adamw"}) == {"optimizer": "adamw", "nesterov": False}
     assert consistent({"lr": 1e-3}) == {"lr": 1e-3}
+    # A best trial from before the search grew holds no recipe: the task keeps its own.
+    assert winners(fixed, search) == fixed
+    best = {**fixed, "optimizer": "adamw", "scheduler": "poly", "momentum": 0.5}
+    assert winners(best, plain) == fixed  # only what this config searches is frozen
+    recipe = {"optimizer": "adamw", "scheduler": "poly", "nesterov": False}
+    assert winners(best, search) == {**fixed, **recipe}  # momentum is not searched
 
 
 def test_an_unknown_recipe_in_the_search_is_refused_by_name():
