@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks of issues 4, 5 and 8, run on the device machine from the repository root:
 #   bash scripts/gpu/run.sh PART... [-- ARG...]
-# Every call carries [".whl", ".minilm"] (made here by scripts/gpu/prepare.sh; 50 MiB with
+# Every call carries [".whl", ".minilm"] (made here by scripts/gpu/prepare.sh; 51 MiB with
 # the tree, under the tool's 64 MiB a call), so every part runs on a fresh machine. PART,
 # in the order given, each with a time limit in seconds (PART_LIMIT_<part> overrides it):
 #   tests       (120) the tests marked gpu: CUDA graphs, the generators' fast path, device
@@ -14,9 +14,10 @@
 #   studies     (540) both grids in one sweep (a longer lease)
 # A session is lent 15 minutes of device time, a machine start included, so one call of
 # at most 600 s fits: `generators`, or `tests bench`, or `downstream` (docs/PERFORMANCE.md).
-# The sweep parts share runs/gpu (their cells keep their keys: folders of separate calls
-# merge), then project the paper grid from its stage times (issue 8; it says what it lacks
-# when the folder holds one part only) and archive it without weights or images.
+# The sweep parts share runs/gpu, then project the paper grid from its stage times (issue 8;
+# it says what it lacks when the folder holds one part only; parts run in separate leases
+# are projected here with `project --from A --from B`) and archive it without weights or
+# images.
 # Output in $OUT (gpu-out/ when OUT is unset): <part>.log, bench-paper.json,
 # <part>.tar.gz, projection-paper.json.
 # ARGs after -- go to the bench and sweep commands (e.g. --set generator.train_steps=4000;
