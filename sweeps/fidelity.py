@@ -44,6 +44,7 @@ from benchmark.downstream_config import DownstreamConfig
 from benchmark.fidelity import (
     EXTRACTOR,
     EchoEncoder,
+    conditioning_accuracies,
     conditioning_accuracy,
     distribution_fidelity,
     mask_alignment,
@@ -254,9 +255,10 @@ def fidelity_stage(ws: Workspace, mode: Mode, prompt: Prompt | None, fraction: f
             "recall_floor": floor["recall"],
             "n_floor": floor["n_synthetic"],  # the second real sample's size
         }
-        result["cond_view_phase_acc"] = conditioning_accuracy(encoder, synthetic)
         test = ws.real.split(REFERENCE_SPLIT)
-        result["cond_view_phase_acc_real"] = conditioning_accuracy(encoder, test)
+        for images, suffix in ((synthetic, ""), (test, "_real")):
+            for what, acc in conditioning_accuracies(encoder, images).items():
+                result[f"cond_{what}_acc{suffix}"] = acc
         if segmenter is not None:
             result["segmenter"] = segmenter.recipe()
             real = mask_dice(segmenter, test, "mask_dice_real")
@@ -330,7 +332,10 @@ def _log_fidelity_run(ws: Workspace, stage: Stage, tags: dict[str, str]) -> str 
     # The floor's other measures and the encoder's real-image accuracy: absent from stages
     # written before them.
     floor = ("kid_floor", "kid_floor_std", "precision_floor", "recall_floor")
-    metrics |= {k: result[k] for k in (*floor, "cond_view_phase_acc_real") if k in result}
+    conditioning = [
+        f"cond_{w}_acc{s}" for w in ("view_phase", "view", "phase") for s in ("", "_real")
+    ]
+    metrics |= {k: result[k] for k in (*floor, *conditioning) if k in result}
     # Judged metrics, where their judge exists and the set has what they need (NaN and
     # absent values are not logged).
     judged = ("mask_dice_", "cond_quality_acc")

@@ -34,8 +34,9 @@ from sweeps.plan import generator_prompt, synthetic_count
 CELL_FORMAT = 2
 # What a fidelity folder holds (sweeps/fidelity.py). 2 added the floor's KID, precision
 # and recall (1 had its FD only); 3 seeds KID's random subsets (before, a set measured
-# twice got two KIDs: 1.26 and 1.11 for one set of the controls preset).
-FIDELITY_FORMAT = 3
+# twice got two KIDs: 1.26 and 1.11 for one set of the controls preset); 4 added the view
+# and the phase accuracies beside view x phase (issue 4's target is the view's).
+FIDELITY_FORMAT = 4
 
 # Generator settings that change sampling only; they stay out of the generator's key so a
 # new sampler reuses the trained model.

@@ -27,6 +27,16 @@ KIT = ROOT / "scripts" / "gpu"
 RUN_SH = KIT / "run.sh"
 
 
+def summarise_module():
+    """scripts/gpu/summarise.py (a script, not a package module)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("summarise", KIT / "summarise.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def kit_tree(tmp_path: Path) -> Path:
     """A checkout holding run.sh only (no .site, .whl or .minilm: a fresh machine)."""
     (tmp_path / "scripts" / "gpu").mkdir(parents=True)
@@ -94,6 +104,39 @@ def test_run_sh_refuses_unknown_parts_and_a_fresh_machine(tmp_path):
     fresh = run_sh(tree, "studies")
     assert fresh.returncode == 2 and 'no .whl: carry [".whl", ".minilm"]' in fresh.stderr
     assert not (tree / ".site").exists()
+
+
+def test_summary_checks_the_issues_targets_by_hand():
+    summarise = summarise_module()
+    bench = {
+        "generator_train": {"ratio": 3.2, "project": {"mfu": 0.31}},
+        "sampling": {
+            "samplers": [
+                {"sampler": "ddim", "steps": 50, "ratio": 2.0, "fd_ratio": 1.0},
+                {"sampler": "dpmsolver++", "steps": 10, "ratio": 12.0, "fd_ratio": 1.05},
+                {"sampler": "dpmsolver++", "steps": 5, "ratio": 24.0, "fd_ratio": 1.3},
+            ]
+        },
+        "downstream": {"grid": {"ratio": 2.9}},
+        "tracking": {"percent_of_cell": 1.5},
+    }
+    verdicts = [c["pass"] for c in summarise.bench_criteria(bench)]
+    # 3.2x training; 12x sampling at FD ratio 1.05 passes, 24x at 1.3 does not; 2.9x grid.
+    assert verdicts == [True, False, True, False, False, True]
+    row = {"prompt": "P3", "mask_dice": 0.81, "view_phase_acc": 0.70, "view_acc": 0.95}
+    targets = summarise.generator_targets([{**row, "mode": "hybrid"}])
+    assert [(t["target"], t["pass"]) for t in targets] == [
+        ("mask Dice >= 0.80", True),
+        ("view accuracy >= 0.90", True),
+    ]
+    # Before the view accuracy was measured, view x phase bounds it from below only.
+    old = {**row, "mode": "text", "view_acc": None}
+    assert [t["pass"] for t in summarise.generator_targets([old])] == [None]
+    assert [t["pass"] for t in summarise.generator_targets([{**old, "view_phase_acc": 0.93}])] == [
+        True
+    ]
+    semantic = {**row, "mode": "semantic", "mask_dice": 0.79}
+    assert [t["pass"] for t in summarise.generator_targets([semantic])] == [False]
 
 
 def test_coverage_prompts_hold_every_word_of_the_phantoms_prompts():
@@ -333,3 +376,19 @@ def test_parts_rehearsed_on_cpu_with_the_gpu_machines_packages(tmp_path):
     # The generators part found the downstream part's cells in runs/gpu: the whole grid.
     projection = json.loads((tree / "out" / "projection-paper.json").read_text())
     assert projection["config"] == "paper" and projection["cells"] == 951
+    # What the call returned, summarised as the issues' tables.
+    summary = subprocess.run(
+        [sys.executable, str(KIT / "summarise.py"), str(tree / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert summary.returncode == 0, summary.stderr[-2000:]
+    for section in (
+        "## Generators (issue 4), generators.tar.gz",
+        "## Real-only downstream (issue 5), downstream.tar.gz",
+        "## Bench (issue 8)",
+        "## Projection (issue 8)",
+    ):
+        assert section in summary.stdout
+    assert "| hybrid, P3 |" in summary.stdout and "| vlseg | P3 | 0.1 |" in summary.stdout

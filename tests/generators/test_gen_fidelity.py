@@ -8,6 +8,8 @@ import torch
 
 from benchmark.data.phantom import make_phantom
 from benchmark.fidelity import (
+    CLASSES,
+    conditioning_accuracies,
     conditioning_accuracy,
     distribution_fidelity,
     mask_alignment,
@@ -104,3 +106,25 @@ def test_the_encoder_tells_view_and_phase_apart_on_unseen_patients():
     real = make_phantom(40, 64, seed=0)
     model = train_encoder(real.split("train"), steps=300, augment=augmentation(64))
     assert conditioning_accuracy(model, real.split("test")) >= 0.85
+
+
+def test_conditioning_accuracies_by_hand():
+    # Asked for 2CH-ED, 2CH-ES, 4CH-ED, 4CH-ES (a fifth image, 3CH, has no class and is
+    # skipped); the encoder sees 2CH-ED, 2CH-ED, 2CH-ED, 4CH-ES. View x phase: rows 0 and 3
+    # right (0.5); view: rows 0, 1, 3 (0.75); phase: rows 0, 2, 3 (0.75).
+    import torch
+
+    seen = [("2CH", "ED"), ("2CH", "ED"), ("2CH", "ED"), ("4CH", "ES")]
+
+    class Fixed:
+        def logits(self, x):
+            return torch.eye(4)[[CLASSES.index(c) for c in seen[: len(x)]]]
+
+    data = make_phantom(2, 16, seed=0).subset(np.arange(5))
+    data.meta["view"] = ["2CH", "2CH", "4CH", "4CH", "3CH"]
+    data.meta["phase"] = ["ED", "ES", "ED", "ES", "ED"]
+    want = {"view_phase": 0.5, "view": 0.75, "phase": 0.75}
+    assert conditioning_accuracies(Fixed(), data) == want
+    assert conditioning_accuracy(Fixed(), data) == 0.5
+    unlabelled = data.subset(np.array([4]))
+    assert all(np.isnan(v) for v in conditioning_accuracies(Fixed(), unlabelled).values())
