@@ -227,8 +227,8 @@ class GridConfig:
     # Further cross products whose cells are added to this one's (GridBlock).
     also: list[GridBlock] = field(default_factory=list)
     # false: only the ``also`` blocks are crossed (they still inherit this grid's axes), so
-    # that a grid can be run block by block, e.g. on machines lent for a few minutes each;
-    # cells keep their keys, so the blocks' folders merge into the whole grid's.
+    # that a grid can be run block by block, e.g. on machines lent for a few minutes each.
+    # Cells keep their keys; synthetic sets are sized for the largest ratio that runs.
     main: bool = True
     # Which patients form a real fraction is fixed across seeds, so seeds vary training only
     # and a generator trained on that fraction is shared by every seed.

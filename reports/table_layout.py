@@ -125,7 +125,7 @@ class _Grid:
 
 
 # graphicx's \resizebox with the original width (\width) compared to the line's: a table
-# wider than the text (the fidelity table's 11 columns, mean +- std entries) is scaled down
+# wider than the text (the fidelity table's 12 columns, mean +- std entries) is scaled down
 # to fit instead of running into the margin; a narrower one keeps its natural size.
 _FIT = r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%"
 
