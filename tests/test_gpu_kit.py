@@ -96,6 +96,18 @@ def test_gpu_preset_trains_downstream_as_the_paper_preset():
     assert gpu.downstream.train_for("vlseg").scheduler == "plateau"
 
 
+def test_the_tests_part_runs_every_test_file_marked_gpu():
+    # run.sh lists the files (collecting the whole tree there would import what the GPU
+    # machine lacks); a gpu test in a file it does not list would never run on a GPU.
+    tests = ROOT / "tests"
+    gpu = re.compile(r"^\s*(@pytest\.mark\.gpu|pytestmark\s*=.*\bgpu\b)", re.MULTILINE)
+    marked = {
+        str(p.relative_to(ROOT)) for p in tests.rglob("test_*.py") if gpu.search(p.read_text())
+    }
+    listed = set(re.findall(r"tests/[\w/]+\.py", RUN_SH.read_text().split("tests)", 2)[2]))
+    assert marked and marked == listed
+
+
 def test_run_sh_refuses_unknown_parts_and_a_fresh_machine(tmp_path):
     tree = kit_tree(tmp_path)
     bad = run_sh(tree, "tests", "benhc")

@@ -5,7 +5,7 @@
 # the tree, under the tool's 64 MiB a call), so every part runs on a fresh machine. PART,
 # in the order given, each with a time limit in seconds (PART_LIMIT_<part> overrides it):
 #   tests       (120) the tests marked gpu: CUDA graphs, the generators' fast path, device
-#                     augmentation, the sweep's ensembles
+#                     augmentation, the sweep's ensembles, bf16 / fp16 / fp32, fused SGD
 #   bench       (420) python -m benchmark bench --config paper --json          (issue 8)
 #   downstream  (300) sweep --config gpu, its main grid only: seg, cls and vlseg real-only
 #                     at 100 % and 10 % of the patients, 3 seeds each           (issue 5)
@@ -94,7 +94,8 @@ run_part() {
     tests)
       timeout "$seconds" "$PYTHON" -m pytest -q -p no:cacheprovider -m gpu \
         tests/test_bench.py tests/generators/test_gen_acceleration.py \
-        tests/sweeps/test_sweeps_ensemble.py 2>&1 | tee "$OUT/tests.log"
+        tests/sweeps/test_sweeps_ensemble.py tests/test_precision.py \
+        tests/test_training_recipes.py 2>&1 | tee "$OUT/tests.log"
       status=${PIPESTATUS[0]}
       ;;
     bench)
