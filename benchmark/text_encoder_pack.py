@@ -49,6 +49,7 @@ def pack(source: str, dest: Path) -> dict:
     from transformers import AutoModel
 
     from benchmark.checkpoints import load_pretrained, load_tokenizer
+    from benchmark.data.atomic import atomic_folder
     from benchmark.text_encoder import encoder_path
 
     path = encoder_path(source)
@@ -65,13 +66,11 @@ def pack(source: str, dest: Path) -> dict:
     vocab = state.pop(key)
     state[ROWS] = rows
     state[KEPT] = vocab[rows].contiguous()
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.config.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    save_file(state, str(tmp / PACKED), metadata={"format": "pt", "embedding": key})
-    tmp.rename(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_folder(dest) as tmp:
+        model.config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        save_file(state, str(tmp / PACKED), metadata={"format": "pt", "embedding": key})
     size = sum(f.stat().st_size for f in dest.iterdir())
     return {"rows": len(rows), "vocab": int(vocab.shape[0]), "bytes": size}
 

