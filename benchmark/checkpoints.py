@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,10 @@ def load_pretrained(cls: Any, folder: str | Path, subfolder: str | None = None, 
     where = Path(folder) / subfolder if subfolder else Path(folder)
     if not (where / "config.json").is_file():
         raise CheckpointError(where, "not a saved model folder (no config.json)")
+    # Checked here, not left to use_safetensors=True: transformers 4.x still opens a
+    # folder's pytorch_model.bin when it holds no safetensors file.
+    if not any(where.glob("*.safetensors")):
+        raise CheckpointError(where, _no_safetensors(where))
     if subfolder:
         kwargs["subfolder"] = subfolder
     if _is_transformers(cls):
@@ -93,6 +98,8 @@ def load_pretrained(cls: Any, folder: str | Path, subfolder: str | None = None, 
                 str(folder), use_safetensors=True, output_loading_info=True, **kwargs
             )
     except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+        # diffusers before 0.33 raises on missing keys where later versions report them.
+        check_fit(where, cls.__name__, missing=_missing_in_message(exc))
         raise CheckpointError(where, _load_problem(where, exc)) from None
     check_fit(
         where,
@@ -186,18 +193,31 @@ def check_fit(
         )
 
 
+def _no_safetensors(where: Path) -> str:
+    pickles = sorted(p.name for p in where.glob("*") if p.suffix in (".bin", ".pt", ".ckpt"))
+    if pickles:
+        return (
+            f"no safetensors weights, only pickle checkpoint(s) {', '.join(pickles)}, "
+            "which are refused because loading them can run code; convert them with "
+            "save_pretrained(..., safe_serialization=True)"
+        )
+    return "no safetensors weights in this folder"
+
+
 def _load_problem(where: Path, exc: BaseException) -> str:
     text = _first_line(exc)
     if "no file named" in text and "safetensors" in text:
-        pickles = sorted(p.name for p in where.glob("*") if p.suffix in (".bin", ".pt", ".ckpt"))
-        if pickles:
-            return (
-                f"no safetensors weights, only pickle checkpoint(s) {', '.join(pickles)}, "
-                "which are refused because loading them can run code; convert them with "
-                "save_pretrained(..., safe_serialization=True)"
-            )
-        return "no safetensors weights in this folder"
+        return _no_safetensors(where)
     return f"cannot load weights ({text})"
+
+
+_MISSING_KEYS = re.compile(r"following keys are\s+missing:\s*(.*?)\.\s*(?:\n|$)", re.S)
+
+
+def _missing_in_message(exc: BaseException) -> list[str]:
+    """The keys an older diffusers' "keys are missing" error names; none otherwise."""
+    found = _MISSING_KEYS.search(str(exc))
+    return [k.strip() for k in found.group(1).split(",") if k.strip()] if found else []
 
 
 def _mismatch_text(item: Any) -> str:

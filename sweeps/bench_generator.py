@@ -195,8 +195,9 @@ def reference_sample(
     out = []
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
-        result = pipe(batch_size=b, generator=gen, num_inference_steps=steps, output_type="pt")
-        out.append(result.images.float().cpu())
+        # "np" (B, H, W, C), as the example asks: every diffusers version returns it.
+        result = pipe(batch_size=b, generator=gen, num_inference_steps=steps, output_type="np")
+        out.append(torch.from_numpy(result.images).float().permute(0, 3, 1, 2))
     return torch.cat(out)
 
 

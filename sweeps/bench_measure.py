@@ -4,7 +4,9 @@ generators' share is applied by ``generators.acceleration``, as in a sweep)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import time
 from collections.abc import Callable
 from typing import Any
@@ -64,7 +66,9 @@ def step_flops(step: Callable[[], None]) -> int:
     """FLOPs that ``step`` (e.g. one forward and backward pass) executes, counted by
     ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, convolutions, attention: 2 per
     multiply-add; element-wise work is not counted, as is usual for MFU)."""
-    with FlopCounterMode(display=False) as counter:
+    # torch 2.4's module tracker prints a spurious "hierarchy tracking seems to be messed
+    # up" line to stdout in backward (the totals are unaffected); `bench --json` owns stdout.
+    with contextlib.redirect_stdout(io.StringIO()), FlopCounterMode(display=False) as counter:
         step()
     return counter.get_total_flops()
 

@@ -259,16 +259,13 @@ def _open_rdb(url: str, kind: str, cfg: SweepConfig) -> RDBStorage:
         heartbeat_interval=cfg.heartbeat_interval,
         grace_period=cfg.grace_period,
     )
+    kwargs[_RETRY_KWARG] = _retry_callback(cfg.max_retries)
     # Several workers starting at once race to create Optuna's tables in an empty
     # database; the loser's error is harmless, so try again after the winner finished.
     for attempt in range(5):
         try:
             with quiet_experimental():
-                storage = RDBStorage(
-                    with_driver(url),
-                    heartbeat_stale_trial_callback=_retry_callback(cfg.max_retries),
-                    **kwargs,
-                )
+                storage = RDBStorage(with_driver(url), **kwargs)
             break
         except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as exc:
             if attempt == 4:
@@ -282,8 +279,20 @@ def _open_rdb(url: str, kind: str, cfg: SweepConfig) -> RDBStorage:
     return storage
 
 
+# Optuna 4.9 renamed RDBStorage's failed_trial_callback and RetryFailedTrialCallback (both
+# deprecated since) to heartbeat_stale_trial_callback and RetryHeartbeatStaleTrialCallback;
+# the new names where they exist, so neither older nor newer Optuna warns.
+_NEW_RETRY = hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback")
+_RETRY_KWARG = "heartbeat_stale_trial_callback" if _NEW_RETRY else "failed_trial_callback"
+
+
 def _retry_callback(max_retries: int):
-    return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
+    """Optuna's callback that puts a trial whose heartbeat stopped back in the queue, at
+    most ``max_retries`` times."""
+    with quiet_experimental():
+        if _NEW_RETRY:
+            return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
+        return optuna.storages.RetryFailedTrialCallback(max_retry=max_retries)
 
 
 def _enable_wal(path: str) -> None:

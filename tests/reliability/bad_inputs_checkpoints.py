@@ -136,7 +136,9 @@ def _(ctx):
 )
 def _(ctx):
     model = write_tiny_clipseg(ctx.tmp / "clipseg")
-    save_file({"bert.pooler.weight": torch.zeros(4, 4)}, str(model / "model.safetensors"))
+    # With the metadata save_pretrained writes (transformers 4.x cannot read a file without).
+    weights = {"bert.pooler.weight": torch.zeros(4, 4)}
+    save_file(weights, str(model / "model.safetensors"), metadata={"format": "pt"})
     return vlseg(ctx, "downstream.vlseg.model=clipseg", f"downstream.vlseg.clipseg_path={model}")
 
 
