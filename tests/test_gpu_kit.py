@@ -26,6 +26,9 @@ from tests.test_bench import SHRINK as BENCH_SHRINK
 ROOT = CONFIGS.parent
 KIT = ROOT / "scripts" / "gpu"
 RUN_SH = KIT / "run.sh"
+# scripts/gpu/twin.sh names an interpreter holding the GPU image's Python and packages: the
+# rehearsal's run.sh parts then run in it rather than in this one.
+TWIN_PYTHON = os.environ.get("ECHOSYNTH_GPU_TWIN")
 
 
 def summarise_module():
@@ -297,6 +300,18 @@ sys.meta_path[:] = [NotOnTheGpuMachine(f) for f in sys.meta_path]
     return folder
 
 
+def test_twin_holds_only_packages_of_the_gpu_image():
+    """scripts/gpu/twin.sh's environment: the image's packages (and what they require) only,
+    never a carried one, so that run.sh must install the wheels as on the machine."""
+    from packaging.requirements import Requirement
+
+    lines = (KIT / "image_versions.txt").read_text().splitlines()
+    names = {canonicalize_name(Requirement(ln).name) for ln in lines if ln and ln[0] != "#"}
+    assert "torch" in names and "transformers" in names
+    assert names <= _with_requirements(_listed(KIT / "image_packages.txt"))
+    assert not names & _listed(KIT / "wheels.txt")
+
+
 def test_gpu_image_site_refuses_what_the_machine_lacks(tmp_path):
     site = gpu_image_site(tmp_path / "site")
     probe = "\n".join(
@@ -333,8 +348,11 @@ def test_parts_rehearsed_on_cpu_with_the_gpu_machines_packages(tmp_path):
         tree,
         ignore=shutil.ignore_patterns(".git", "runs", ".whl", ".site", ".minilm", "*.egg-info"),
     )
-    (tree / ".site").mkdir()
-    (tree / ".site" / ".installed").touch()  # this environment has every carried package
+    if TWIN_PYTHON:  # run.sh installs the carried wheels into the twin, as on the machine
+        shutil.copytree(ROOT / ".whl", tree / ".whl")
+    else:
+        (tree / ".site").mkdir()
+        (tree / ".site" / ".installed").touch()  # this environment has every carried package
     pack("minilm", tree / ".minilm")
     site = gpu_image_site(tmp_path / "image-site")
     shrink = [
@@ -365,7 +383,7 @@ def test_parts_rehearsed_on_cpu_with_the_gpu_machines_packages(tmp_path):
         "generators",
         "--",
         *args,
-        PYTHON=sys.executable,
+        PYTHON=TWIN_PYTHON or sys.executable,
         PYTHONPATH=str(site),
     )
     log = done.stdout[-3000:] + done.stderr[-3000:]

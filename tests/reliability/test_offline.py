@@ -5,6 +5,7 @@ instead of failing cells."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from fault_support import Child, stage_problems, sweep_argv
@@ -78,10 +80,30 @@ def mlflow_server(tmp_path):
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        # The `mlflow server` process exits before the uvicorn it started, which can still
+        # answer a kept-alive connection meanwhile (seen with MLflow 3.9): wait for the group.
+        deadline = time.time() + 30
+        while _group_alive(proc.pid) and time.time() < deadline:
+            time.sleep(0.2)
+        if _group_alive(proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
 
     yield uri, start, stop
     for proc in procs:
         stop(proc)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs (zombies, which serve nothing, aside)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue  # exited meanwhile
+        if int(group) == pgid and state != "Z":
+            return True
+    return False
 
 
 def _cli(root, name, *argv) -> Child:
