@@ -70,8 +70,7 @@ class SweepStorage:
 
     def retry(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """Put a dead worker's trial back in the queue (used where Optuna does not)."""
-        with quiet_experimental():
-            _retry_callback(self.max_retries)(study, trial)
+        _retry_callback(self.max_retries)(study, trial)
 
 
 def default_storage_url(out: Path) -> str:
