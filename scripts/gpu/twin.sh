@@ -11,15 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 VENV=${1:-/tmp/echosynth-gpu-twin}
 if [ ! -f "$VENV/.image-installed" ]; then  # made, or remade after a failed install
-  if [ -z "${PY312:-}" ]; then  # the first Python 3.12 that runs (a pyenv shim may not)
-    for candidate in python3.12 "$HOME"/.pyenv/versions/3.12*/bin/python3.12; do
-      if "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null; then
-        PY312=$candidate
-        break
-      fi
-    done
-  fi
-  if [ -z "${PY312:-}" ]; then
+  PY312=${PY312:-$(bash scripts/find_python.sh 3.12 || true)}
+  if [ -z "$PY312" ]; then
     echo "twin.sh: no Python 3.12 found (set PY312)" >&2
     exit 2
   fi
