@@ -180,7 +180,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     from sweeps.grid import check_runnable, run_sweep
     from sweeps.plan import grid_cells
-    from sweeps.storage import with_driver
 
     if args.tune:
         args.overrides = [*args.overrides, "sweep.tune=true"]
@@ -202,7 +201,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     report = {"tables": [], "summary": ""}
     if result.tracking_offline is None:
         # The URI from memory: config.yaml on disk holds it with the password masked.
-        uri = with_driver(cfg.tracking.uri) if cfg.tracking.uri else None
+        uri = cfg.tracking.uri or None
         # Workers of one sweep finish together; one at a time they write the same report.
         (Path(out) / ".locks").mkdir(parents=True, exist_ok=True)
         with FileLock(str(Path(out) / ".locks" / "report.lock")):

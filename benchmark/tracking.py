@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from benchmark import faults
+from benchmark.database_urls import is_database_url, with_driver
 from benchmark.redact import mask_uri
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ def create_sqlite_store(uri: str, artifact_root: str | None = None) -> None:
         for orphan in path.parent.glob(f".{path.name}.tmp-*"):  # a builder that was killed
             orphan.unlink()
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        root = artifact_root or (path.parent / "mlartifacts").resolve().as_uri()
+        root = artifact_root or default_artifact_location(path.parent)
         store = SqlAlchemyStore(f"sqlite:///{tmp}", root)
         store.engine.dispose()  # no connection may outlive the rename
         os.replace(tmp, path)
@@ -144,14 +145,23 @@ def default_tracking_uri(out_dir: Path) -> str:
 
 
 def default_artifact_location(out_dir: Path) -> str:
-    # Without it MLflow puts a SQLite store's artifacts under ./mlruns of the current folder.
     return (Path(out_dir).resolve() / "mlartifacts").as_uri()
+
+
+def artifact_location_for(uri: str, out_dir: Path) -> str | None:
+    """Where a new experiment on ``uri`` keeps its artifacts: ``out_dir/mlartifacts`` for a
+    database store, as MLflow's client would otherwise put them under ``./mlruns`` of the
+    current folder; None (the server's choice) for a tracking server."""
+    return default_artifact_location(out_dir) if is_database_url(uri) else None
 
 
 class Tracker:
     """One MLflow experiment: create runs, log batched metrics/params/artifacts, find runs."""
 
     def __init__(self, uri: str, experiment: str, artifact_location: str | None = None) -> None:
+        """``artifact_location`` applies to an experiment this creates; on a SQLite file it
+        defaults to ``mlartifacts`` beside the file (MLflow's own default is ``./mlruns`` of
+        whatever folder the process runs in)."""
         os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
         # MLflow's default HTTP retries back off for minutes; a dead server should cost
         # seconds before the tracker goes offline. The user's own settings win.
@@ -169,8 +179,11 @@ class Tracker:
         self.experiment_id: str | None = None
         self.offline_reason: str | None = None
         self._kinds: dict[str, str] = {}  # run id -> kind tag, to name the fault points
+        db_file = _sqlite_file(uri)
+        if artifact_location is None and db_file is not None:
+            artifact_location = default_artifact_location(db_file.parent)
         create_sqlite_store(uri, artifact_location)
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = MlflowClient(tracking_uri=with_driver(uri))
         if not reachable(uri):
             self._go_offline(ConnectionError("connection refused"))
             return

@@ -18,6 +18,7 @@ from mlflow.entities import ViewType
 from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 from mlflow.tracking import MlflowClient
 
+from benchmark.database_urls import with_driver
 from benchmark.redact import mask_uri
 from benchmark.tracking import CELL_RUN_METRICS
 
@@ -70,7 +71,7 @@ def _client(tracking_uri: str) -> MlflowClient:
         db = Path(unquote(urlsplit(tracking_uri).path)[1:])
         if not db.exists():
             raise FileNotFoundError(f"MLflow store {mask_uri(tracking_uri)}: no file {db}")
-    return MlflowClient(tracking_uri=tracking_uri)
+    return MlflowClient(tracking_uri=with_driver(tracking_uri))
 
 
 def _experiment_id(client: MlflowClient, tracking_uri: str, experiment: str) -> str:

@@ -40,10 +40,10 @@ from generators.registry import get_generator
 from sweeps.cell import cell_stage, cell_stages_together, cell_tags, ensemble_group, log_cell
 from sweeps.plan import generator_prompt, grid_cells
 from sweeps.queue import CELL_KEY, CONFIG, CellQueue
-from sweeps.shared import SharedWorkspace
 from sweeps.storage import SweepStorage, check_urls, default_storage_url, open_storage
 from sweeps.tuning import tune_cell, tune_reference, with_train
 from sweeps.workers import helper_processes, interrupt, parent_alive, threads_per_worker
+from sweeps.workspace import Workspace
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class SweepResult:
     tracking_offline: str | None = None
 
 
-def parent_run(ws: SharedWorkspace) -> str | None:
+def parent_run(ws: Workspace) -> str | None:
     """The sweep's parent run, reused across invocations (and workers) of the same sweep;
     None when the tracking store is offline. Callers hold ``ws.lock("setup")``."""
     tracker = ws.tracker
@@ -136,7 +136,7 @@ def run_sweep(cfg: Config, out: Path, progress: bool = True) -> SweepResult:
     cells = grid_cells(cfg)
     check_runnable(cfg, cells)
     started = time.time()
-    ws = SharedWorkspace(cfg, out, progress)
+    ws = Workspace(cfg, out, progress)
     ws.out.mkdir(parents=True, exist_ok=True)
     # Workers starting together would race to create the tables of an empty database,
     # the parent run and the queue entries; one at a time they find each other's.
@@ -189,7 +189,7 @@ def run_worker(
     signal.signal(signal.SIGTERM, interrupt)
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    ws = SharedWorkspace(cfg, out, progress=False)
+    ws = Workspace(cfg, out, progress=False)
     store = open_storage(cfg.sweep.storage, ws.out, cfg.sweep)
     study = optuna.load_study(study_name=cfg.name, storage=store.storage)
     queue = CellQueue(study, store, config_id)
@@ -198,7 +198,7 @@ def run_worker(
 
 
 def work(
-    ws: SharedWorkspace,
+    ws: Workspace,
     queue: CellQueue,
     keys: list[str],
     parent_id: str | None,
@@ -235,7 +235,7 @@ def work(
 
 
 def _claim_siblings(
-    ws: SharedWorkspace, queue: CellQueue, key: str, keys: list[str]
+    ws: Workspace, queue: CellQueue, key: str, keys: list[str]
 ) -> list[tuple[optuna.trial.Trial, str]]:
     """Up to ``sweep.ensemble - 1`` waiting cells that differ from ``key`` in the seed only
     (or, with a step budget, in the seed and the ratio: :func:`ensemble_group`), claimed to
@@ -257,7 +257,7 @@ def _claim_siblings(
 
 
 def _run_together(
-    ws: SharedWorkspace,
+    ws: Workspace,
     queue: CellQueue,
     group: list[tuple[optuna.trial.Trial, str]],
     parent_id: str | None,
@@ -292,7 +292,7 @@ def _fail_interrupted(queue: CellQueue, trial: optuna.trial.Trial) -> None:
 
 
 def _run_trial(
-    ws: SharedWorkspace,
+    ws: Workspace,
     queue: CellQueue,
     trial: optuna.trial.Trial,
     key: str,
@@ -344,7 +344,7 @@ def _run_trial(
         log.warning("cell %s finished after its trial was given up; the retry reuses it", key)
 
 
-def _log_failure(ws: SharedWorkspace, cell: GridCell, reason: str, parent_id: str | None) -> None:
+def _log_failure(ws: Workspace, cell: GridCell, reason: str, parent_id: str | None) -> None:
     tracker = ws.tracker
     run_id = tracker.start_run(cell.key(), cell_tags(cell) | {"status": "failed"}, parent_id)
     tracker.set_tag(run_id, "error", reason[:5000])
@@ -352,7 +352,7 @@ def _log_failure(ws: SharedWorkspace, cell: GridCell, reason: str, parent_id: st
 
 
 def _backfill(
-    ws: SharedWorkspace, queue: CellQueue, cells: list[GridCell], parent_id: str | None
+    ws: Workspace, queue: CellQueue, cells: list[GridCell], parent_id: str | None
 ) -> None:
     """Log cells that are COMPLETE in the study but whose stage has no FINISHED MLflow run
     (a crash between logging and telling, or a deleted tracking store). Only COMPLETE

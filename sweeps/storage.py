@@ -18,7 +18,6 @@ are shown (``benchmark.redact.mask_uri``).
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import sqlite3
 import time
@@ -34,6 +33,7 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
 from benchmark.config import SweepConfig
+from benchmark.database_urls import DATABASE_SCHEMES, url_scheme, with_driver
 from benchmark.redact import mask_uri, scrub
 from benchmark.tracking import reachable
 
@@ -118,12 +118,12 @@ def check_urls(storage: str | None, tracking: str | None) -> None:
 
 
 # MLflow's tracking stores; anything else MLflow rejects only when the first run is logged.
-_TRACKING_SCHEMES = ("http", "https", "file", "databricks", *_DATABASES, "mssql")
+_TRACKING_SCHEMES = ("http", "https", "file", "databricks", *DATABASE_SCHEMES)
 
 
 def check_tracking_uri(uri: str) -> None:
     """A tracking URI MLflow can open: see :func:`check_urls`."""
-    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
+    scheme = url_scheme(uri)
     if not scheme:
         return  # a plain folder: MLflow's file store
     if scheme not in _TRACKING_SCHEMES:
@@ -133,7 +133,7 @@ def check_tracking_uri(uri: str) -> None:
         )
     if scheme == "sqlite":
         _check_parent(_sqlite_path(uri, "tracking.uri"), "tracking.uri", uri)
-    elif scheme in _DATABASES or scheme == "mssql":
+    elif scheme in DATABASE_SCHEMES:
         # A server that does not answer is not bad input: the sweep then runs with its
         # tracker offline and `sync` logs the results later. A wrong password or database
         # on a server that answers is, and fails here.
@@ -211,24 +211,10 @@ def _make_parent(path: str, option: str, url: str) -> None:
         ) from None
 
 
-def with_driver(url: str) -> str:
-    """``postgresql://`` with the PostgreSQL driver that is installed.
-
-    SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3, older versions as psycopg2;
-    the ``postgres`` extra installs psycopg2. A URL naming its driver is left alone.
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme not in ("postgresql", "postgres"):
-        return url
-    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2"):
-        return f"postgresql+psycopg2://{rest}"
-    return f"postgresql://{rest}"
-
-
 def _kind(url: str) -> str:
     if url.startswith("journal://") or url.endswith(".log"):
         return "journal"
-    scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
+    scheme = url_scheme(url)
     if scheme in _DATABASES:
         return "sqlite" if scheme == "sqlite" else "database"
     raise ValueError(

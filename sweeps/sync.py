@@ -26,8 +26,8 @@ from sweeps.cell import log_cell
 from sweeps.fidelity import log_fidelity
 from sweeps.grid import parent_run
 from sweeps.queue import CONFIG, CellQueue
-from sweeps.shared import SharedWorkspace
 from sweeps.storage import open_storage
+from sweeps.workspace import Workspace
 
 KINDS = ("generator", "fidelity", "cell")
 
@@ -46,7 +46,7 @@ def _sweep_config(out: Path, tracking_uri: str | None) -> Config:
     return dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, uri=uri))
 
 
-def _stage_workspace(ws: SharedWorkspace, stage: Stage) -> SharedWorkspace:
+def _stage_workspace(ws: Workspace, stage: Stage) -> Workspace:
     """``ws`` under the config the stage was made with (tuned values included)."""
     own = stage.path / "config.yaml"
     if not own.is_file():
@@ -63,7 +63,7 @@ def _prompt(value: str | None) -> Prompt | None:
 def sync(out: Path, tracking_uri: str | None = None, progress: bool = True) -> dict[str, int]:
     """Log what the stage folders of ``out`` hold and MLflow lacks; counts logged per kind."""
     out = Path(out)
-    ws = SharedWorkspace(_sweep_config(out, tracking_uri), out, progress=False)
+    ws = Workspace(_sweep_config(out, tracking_uri), out, progress=False)
     tracker = ws.tracker
     if tracker.offline:
         raise RuntimeError(
@@ -136,7 +136,7 @@ def sync(out: Path, tracking_uri: str | None = None, progress: bool = True) -> d
     return counts
 
 
-def _swept_stages(ws: SharedWorkspace) -> dict[str, str]:
+def _swept_stages(ws: Workspace) -> dict[str, str]:
     """``{cell key: stage key}`` of the cells the last sweep of ``ws`` completed, from its
     Optuna study ({} when the study cannot be opened or predates the record)."""
     if ws.cfg.sweep.storage is None and not (ws.out / "optuna.db").is_file():
@@ -151,7 +151,7 @@ def _swept_stages(ws: SharedWorkspace) -> dict[str, str]:
     return {key: t.user_attrs["stage"] for key, t in done if t.user_attrs.get("stage")}
 
 
-def _measured_as_now(ws: SharedWorkspace, stage: Stage) -> bool:
+def _measured_as_now(ws: Workspace, stage: Stage) -> bool:
     """Whether a fidelity stage was made with the sweep's fidelity settings (stages
     without their config are taken as such)."""
     own = stage.path / "config.yaml"

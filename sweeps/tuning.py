@@ -40,8 +40,8 @@ from benchmark.runtime import resolve_device, seed_everything
 from downstream.protocols import run_protocol
 from downstream.registry import build_model, build_task
 from downstream.training import Task, fit
-from sweeps.shared import SharedWorkspace
 from sweeps.storage import SweepStorage
+from sweeps.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def reference_cells(cells: list[GridCell]) -> dict[str, GridCell]:
 
 
 def tune_reference(
-    ws: SharedWorkspace, store: SweepStorage, cells: list[GridCell], parent_id: str | None
+    ws: Workspace, store: SweepStorage, cells: list[GridCell], parent_id: str | None
 ) -> Config:
     """Tune each task on its reference cell, one task after another; returns the config
     with every task's winners frozen into its ``downstream.<task>.train``. A task of the
@@ -111,7 +111,7 @@ def study_name(cfg: Config, suffix: str) -> str:
 
 
 def tune_cell(
-    ws: SharedWorkspace,
+    ws: Workspace,
     store: SweepStorage,
     cell: GridCell,
     parent_id: str | None,
@@ -195,9 +195,7 @@ def suggest(trial: optuna.Trial, cfg: Config, task: GridTask | str) -> TrainConf
 class _Objective:
     """One tuning trial: train the cell with suggested values, score on validation."""
 
-    def __init__(
-        self, ws: SharedWorkspace, cell: GridCell, name: str, parent_id: str | None
-    ) -> None:
+    def __init__(self, ws: Workspace, cell: GridCell, name: str, parent_id: str | None) -> None:
         self.ws, self.cell, self.name, self.parent_id = ws, cell, name, parent_id
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -245,7 +243,7 @@ class _Objective:
         return score
 
 
-def build(ws: SharedWorkspace, cell: GridCell) -> tuple[Task, torch.nn.Module]:
+def build(ws: Workspace, cell: GridCell) -> tuple[Task, torch.nn.Module]:
     """The cell's task object and a fresh, seeded model, as the cell stage builds them."""
     seed_everything(cell.seed, resolve_device(ws.cfg.device))
     task, _ = build_task(
@@ -258,7 +256,7 @@ def build(ws: SharedWorkspace, cell: GridCell) -> tuple[Task, torch.nn.Module]:
 
 
 def train_once(
-    ws: SharedWorkspace,
+    ws: Workspace,
     cell: GridCell,
     task: Task,
     model: torch.nn.Module,

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from benchmark.database_urls import with_driver
 from benchmark.redact import mask_uri
 
 
@@ -56,8 +57,12 @@ def dashboard_command(storage: str, host: str, port: int) -> list[str] | None:
     exe = str(script) if script.is_file() else shutil.which("optuna-dashboard")
     if exe is None:
         return None
-    # optuna-dashboard reads a journal file from its path (it sniffs the format).
-    target = storage.removeprefix("journal://") if storage.startswith("journal://") else storage
+    # optuna-dashboard reads a journal file from its path (it sniffs the format), and a
+    # database through SQLAlchemy, which needs the installed PostgreSQL driver named.
+    if storage.startswith("journal://"):
+        target = storage.removeprefix("journal://")
+    else:
+        target = with_driver(storage)
     return [exe, target, "--host", host, "--port", str(port), "--quiet"]
 
 

@@ -23,7 +23,7 @@ from benchmark.grid import PROMPTED_MODES, GridCell, Mode, Prompt
 from benchmark.imaging import save_grid
 from benchmark.redact import mask_config
 from benchmark.stages import Stage, StageStore, spec_hash
-from benchmark.tracking import Tracker, default_artifact_location, default_tracking_uri
+from benchmark.tracking import Tracker, artifact_location_for, default_tracking_uri
 from generators.base import GenerationContext
 from generators.registry import get_generator
 from sweeps.plan import generator_prompt, synthetic_count
@@ -81,16 +81,25 @@ class Workspace:
     @cached_property
     def tracker(self) -> Tracker:
         self.out.mkdir(parents=True, exist_ok=True)
-        local = self.tracking_uri.startswith("sqlite:")
         return Tracker(
             self.tracking_uri,
             self.cfg.tracking.experiment or self.cfg.name,
-            default_artifact_location(self.out) if local else None,
+            artifact_location_for(self.tracking_uri, self.out),
         )
 
+    def with_config(self, cfg: Config) -> Workspace:
+        """The same folder under another config (tuned values); the tracker is reused."""
+        other = Workspace(cfg, self.out, self.progress)
+        other.__dict__["tracker"] = self.tracker
+        return other
+
     def lock(self, name: str) -> FileLock:
-        """A lock every process on this output folder shares (``<out>/.locks/<name>.lock``):
-        it turns MLflow's "log unless logged" into one step across workers and machines."""
+        """A lock every process on this output folder shares (``<out>/.locks/<name>.lock``).
+
+        Stage folders are safe to share (content-addressed, file-locked); MLflow logging is
+        not: it is check-then-write (``logged_run`` then ``start_run``), so two workers
+        reaching one generator or cell at once would both log it. Under this lock "log
+        unless logged" is one step across workers and machines sharing the folder."""
         folder = self.out / ".locks"
         folder.mkdir(parents=True, exist_ok=True)
         return FileLock(str(folder / f"{name}.lock"))

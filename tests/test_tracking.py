@@ -1,7 +1,8 @@
 import pytest
 
+from benchmark.database_urls import is_database_url, with_driver
 from benchmark.redact import mask_uri
-from benchmark.tracking import Tracker, flatten
+from benchmark.tracking import Tracker, artifact_location_for, flatten
 
 
 def test_flatten():
@@ -47,3 +48,53 @@ def test_runs_curves_and_lookup(tmp_path):
     assert data.tags["mlflow.parentRunId"] == parent
     assert tracker.client.get_run(unfinished).info.status == "RUNNING"
     assert (tmp_path / "art").is_dir()  # artifacts beside the store, not in ./mlruns
+
+
+def test_artifacts_go_beside_the_sqlite_file_not_to_the_current_folder(tmp_path, monkeypatch):
+    # MLflow's own default for a SQLite store is ./mlruns of whatever folder the process runs
+    # in: a test or a notebook would litter the repository with it.
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    tracker = Tracker(f"sqlite:///{tmp_path / 'store' / 'm.db'}", "exp")
+    run = tracker.start_run("sweep", {"kind": "sweep"})
+    tracker.log_text(run, "x", "config.yaml")
+    tracker.end_run(run)
+    assert (tmp_path / "store" / "mlartifacts").is_dir()
+    assert not (cwd / "mlruns").exists()
+    [artifact] = tracker.client.list_artifacts(run)
+    assert artifact.path == "config.yaml"
+
+
+@pytest.mark.parametrize(
+    ("uri", "database"),
+    [
+        ("sqlite:////tmp/m.db", True),
+        ("postgresql://u:p@h/db", True),
+        ("postgresql+psycopg2://h/db", True),
+        ("postgres://h/db", True),
+        ("mysql+pymysql://h/db", True),
+        ("mssql://h/db", True),
+        ("http://127.0.0.1:5000", False),
+        ("https://mlflow.example.org", False),
+        ("databricks", False),
+        ("file:///tmp/mlruns", False),
+    ],
+)
+def test_database_stores_keep_artifacts_in_the_output_folder(uri, database, tmp_path):
+    assert is_database_url(uri) is database
+    expected = (tmp_path / "mlartifacts").as_uri() if database else None
+    assert artifact_location_for(uri, tmp_path) == expected  # a server decides for itself
+
+
+def test_with_driver_names_the_installed_postgresql_driver():
+    import importlib.util
+
+    assert with_driver("postgresql+psycopg2://h/db") == "postgresql+psycopg2://h/db"
+    assert with_driver("sqlite:///x.db") == "sqlite:///x.db"
+    assert with_driver("http://h:5000") == "http://h:5000"
+    # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; the postgres extra has psycopg2.
+    psycopg3 = importlib.util.find_spec("psycopg") is not None
+    want = "postgresql://u:p@h/db" if psycopg3 else "postgresql+psycopg2://u:p@h/db"
+    assert with_driver("postgresql://u:p@h/db") == want
+    assert with_driver("postgres://u:p@h/db") == want

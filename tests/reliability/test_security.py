@@ -458,14 +458,14 @@ def test_mask_uri_keeps_urls_without_secrets():
 
 @pytest.mark.filterwarnings("ignore:Query string argument")  # SQLite ignores ?password=
 def test_resolved_config_and_mlflow_params_hold_no_password(tmp_path, reliability_record):
-    """What a sweep writes and logs: the resolved config (``SharedWorkspace.resolved``, the
+    """What a sweep writes and logs: the resolved config (``Workspace.resolved``, the
     ``config.yaml`` of the sweep and of every stage) and the parent run's params, here on a
     SQLite MLflow store in tmp_path whose URL carries a password too (SQLite ignores it)."""
     from benchmark.config import load_config, to_dict
     from benchmark.redact import mask_config
     from benchmark.tracking import Tracker
-    from sweeps.shared import SharedWorkspace
     from sweeps.storage import SweepStorage
+    from sweeps.workspace import Workspace
 
     reliability_record("security", check="passwords-masked-in-config-and-mlflow")
     storage = f"postgresql://bench:{SECRET}@db.example:5432/optuna"
@@ -477,7 +477,7 @@ def test_resolved_config_and_mlflow_params_hold_no_password(tmp_path, reliabilit
     assert masked.sweep.storage == "postgresql://bench:***@db.example:5432/optuna"
     assert SECRET not in masked.tracking.uri
     assert cfg.sweep.storage == storage, "masking must not change the config the sweep uses"
-    ws = SharedWorkspace(cfg, tmp_path / "out", progress=False)
+    ws = Workspace(cfg, tmp_path / "out", progress=False)
     assert SECRET not in ws.resolved
     assert yaml.safe_load(ws.resolved)["sweep"]["storage"] == masked.sweep.storage
 

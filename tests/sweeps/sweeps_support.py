@@ -104,7 +104,7 @@ def assert_exactly_once(out: Path, tracking_uri: str, storage_url: str, killed: 
     import optuna
     from mlflow.tracking import MlflowClient
 
-    from sweeps.storage import with_driver
+    from benchmark.database_urls import with_driver
 
     client = MlflowClient(with_driver(tracking_uri))
     exp = client.get_experiment_by_name("smoke")

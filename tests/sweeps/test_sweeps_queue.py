@@ -13,8 +13,8 @@ import pytest
 from benchmark.config import ConfigError, SweepConfig, load_config
 from benchmark.redact import mask_uri
 from sweeps.queue import CELL_KEY, CellQueue
-from sweeps.shared import SharedWorkspace
-from sweeps.storage import open_storage, with_driver
+from sweeps.storage import open_storage
+from sweeps.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = SweepConfig(heartbeat_interval=1, grace_period=2, max_retries=2)
@@ -135,9 +135,6 @@ def test_storage_urls_and_their_errors(tmp_path):
     with pytest.raises(ValueError, match=r"sweep.storage 'redis://u:\*\*\*@h/0'") as err:
         open_storage("redis://u:hunter2@h/0", tmp_path, FAST)
     assert "hunter2" not in str(err.value)
-    assert with_driver("postgresql://u:p@h/db").startswith("postgresql")
-    assert with_driver("postgresql+psycopg2://h/db") == "postgresql+psycopg2://h/db"
-    assert with_driver("sqlite:///x.db") == "sqlite:///x.db"
 
 
 def test_resolved_config_and_parent_params_hide_passwords(tmp_path):
@@ -148,7 +145,7 @@ def test_resolved_config_and_parent_params_hide_passwords(tmp_path):
             "tracking.uri=postgresql://bench:hunter2@db.example/mlflow",
         ],
     )
-    ws = SharedWorkspace(cfg, tmp_path, progress=False)
+    ws = Workspace(cfg, tmp_path, progress=False)
     assert "hunter2" not in ws.resolved
     assert "postgresql://bench:***@db.example/optuna" in ws.resolved
     assert "postgresql://bench:***@db.example/mlflow" in ws.resolved

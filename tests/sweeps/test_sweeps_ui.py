@@ -14,6 +14,7 @@ from pathlib import Path
 
 import optuna
 
+from benchmark.database_urls import with_driver
 from benchmark.tracking import Tracker
 from sweeps.ui import dashboard_command
 
@@ -76,6 +77,8 @@ def listening(port: int) -> bool:
     return True
 
 
-def test_dashboard_reads_a_journal_file_by_its_path():
+def test_dashboard_reads_a_journal_file_by_its_path_and_a_database_with_its_driver():
     cmd = dashboard_command("journal:///shared/run/optuna.log", "127.0.0.1", 8080)
     assert cmd is not None and cmd[1:4] == ["/shared/run/optuna.log", "--host", "127.0.0.1"]
+    cmd = dashboard_command("postgresql://u@db/optuna", "127.0.0.1", 8080)
+    assert cmd is not None and cmd[1] == with_driver("postgresql://u@db/optuna")

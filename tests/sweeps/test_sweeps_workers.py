@@ -21,7 +21,7 @@ from sweeps_support import (
     wait_for_cell_in_progress,
 )
 
-from sweeps.storage import with_driver
+from benchmark.database_urls import with_driver
 
 
 def _kill_mid_cell(out, *args):
