@@ -135,7 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=5000, help="MLflow UI port")
     p.add_argument("--dashboard-port", type=int, default=8080, help="optuna-dashboard port")
     p.add_argument("--no-dashboard", action="store_true", help="start the MLflow UI only")
-    p.add_argument("--storage", help="Optuna storage URL (default: RUN_DIR/optuna.db)")
+    p.add_argument(
+        "--storage", help="Optuna storage URL (default: the sweep's, else RUN_DIR/optuna.db)"
+    )
+    p.add_argument(
+        "--tracking-uri", help="MLflow store (default: the sweep's, else RUN_DIR/mlflow.db)"
+    )
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
 
     p = sub.add_parser(
@@ -250,21 +255,22 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 def _report(run_dir: Path, out: Path | None, uri: str | None, experiment: str | None) -> dict:
     from benchmark.config import load_config
+    from benchmark.tracking import folder_tracking_uri
     from reports.report import write_report
 
     config_file = Path(run_dir) / "config.yaml"
     cfg = load_config(config_file) if config_file.is_file() else None
-    if uri is None:
-        uri = (
-            cfg.tracking.uri if cfg else None
-        ) or f"sqlite:///{Path(run_dir).resolve() / 'mlflow.db'}"
+    uri = folder_tracking_uri(run_dir, cfg.tracking.uri if cfg else None, uri)
     if experiment is None:
         if cfg is None:
             raise FileNotFoundError(
                 f"{config_file}: not a sweep folder (no config.yaml); pass --experiment"
             )
         experiment = cfg.tracking.experiment or cfg.name
-    return write_report(uri, experiment, out or Path(run_dir) / "report")
+    # The folder given, not the one the sweep recorded in MLflow: a copied or moved sweep
+    # folder still has the stages its sample figures are drawn from.
+    folder = Path(run_dir) if cfg else None
+    return write_report(uri, experiment, out or Path(run_dir) / "report", run_dir=folder)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -351,7 +357,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from sweeps.ui import serve_mlflow
 
     dashboard_port = None if args.no_dashboard else args.dashboard_port
-    return serve_mlflow(args.run_dir, args.host, args.port, dashboard_port, args.storage)
+    return serve_mlflow(
+        args.run_dir, args.host, args.port, dashboard_port, args.storage, args.tracking_uri
+    )
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
+from urllib.parse import unquote
 
 # Databases MLflow writes itself through SQLAlchemy; a driver may follow a "+"
 # (postgresql+psycopg2://). A tracking server (http...) is not one.
@@ -17,6 +19,15 @@ def url_scheme(url: str) -> str:
 
 def is_database_url(url: str) -> bool:
     return url_scheme(url) in DATABASE_SCHEMES
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of ``sqlite:///PATH``, as SQLAlchemy reads it (percent-decoded, the
+    query dropped); None for an in-memory database or another scheme."""
+    if url_scheme(url) != "sqlite" or ":///" not in url:
+        return None
+    path = unquote(url.split(":///", 1)[1].split("?", 1)[0])
+    return Path(path) if path and path != ":memory:" else None
 
 
 def with_driver(url: str) -> str:

@@ -21,10 +21,12 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from benchmark import faults
-from benchmark.database_urls import is_database_url, with_driver
+from benchmark.database_urls import is_database_url, sqlite_file, with_driver
 from benchmark.redact import mask_uri
+from benchmark.sqlite_store import create_sqlite_store, default_artifact_location
 
 log = logging.getLogger(__name__)
 
@@ -104,48 +106,23 @@ def _tolerant(default: Callable[[], Any] = lambda: None, per_run: bool = True):
     return wrap
 
 
-def _sqlite_file(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///PATH`` URI (None for in-memory or other schemes)."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
-    return Path(path) if path and path != ":memory:" else None
-
-
-def create_sqlite_store(uri: str, artifact_root: str | None = None) -> None:
-    """Create a new SQLite tracking store whole, or not at all.
-
-    MLflow builds a new store's schema with dozens of migrations that SQLite cannot roll back
-    as one: a process killed among them leaves a store no later run can open (``table
-    _alembic_tmp_experiments already exists``). Built under a temporary name and renamed, a
-    kill at any moment leaves no store (the next run builds it) or a whole one. Does nothing
-    if the file exists; a file lock keeps two processes from building it at once.
-    """
-    path = _sqlite_file(uri)
-    if path is None or path.exists():
-        return
-    from filelock import FileLock
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
-        if path.exists():  # built by another process while we waited
-            return
-        for orphan in path.parent.glob(f".{path.name}.tmp-*"):  # a builder that was killed
-            orphan.unlink()
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        root = artifact_root or default_artifact_location(path.parent)
-        store = SqlAlchemyStore(f"sqlite:///{tmp}", root)
-        store.engine.dispose()  # no connection may outlive the rename
-        os.replace(tmp, path)
-
-
 def default_tracking_uri(out_dir: Path) -> str:
     return f"sqlite:///{Path(out_dir).resolve() / 'mlflow.db'}"
 
 
-def default_artifact_location(out_dir: Path) -> str:
-    return (Path(out_dir).resolve() / "mlartifacts").as_uri()
+def folder_tracking_uri(run_dir: Path, configured: str | None, given: str | None = None) -> str:
+    """The MLflow store of the sweep folder ``run_dir``: ``given`` (``--tracking-uri``), else
+    the sweep's ``tracking.uri`` as its config.yaml records it (``configured``), else the
+    folder's own ``mlflow.db``. config.yaml never holds a password: one it masked is an
+    error that asks for the URI."""
+    if given:
+        return given
+    if configured and "***" in configured:
+        raise ValueError(
+            f"{Path(run_dir) / 'config.yaml'}: tracking.uri {configured} has its password "
+            "masked; pass --tracking-uri (or keep the password in ~/.pgpass / PGPASSWORD)"
+        )
+    return configured or default_tracking_uri(run_dir)
 
 
 def artifact_location_for(uri: str, out_dir: Path) -> str | None:
@@ -153,6 +130,51 @@ def artifact_location_for(uri: str, out_dir: Path) -> str | None:
     database store, as MLflow's client would otherwise put them under ``./mlruns`` of the
     current folder; None (the server's choice) for a tracking server."""
     return default_artifact_location(out_dir) if is_database_url(uri) else None
+
+
+def relocate_experiment(uri: str, experiment: str, new: str) -> None:
+    """:func:`relocate_artifacts` for the experiment named ``experiment``, if it exists."""
+    from mlflow.tracking import MlflowClient
+
+    exp = MlflowClient(tracking_uri=with_driver(uri)).get_experiment_by_name(experiment)
+    if exp is not None and exp.artifact_location != new:
+        relocate_artifacts(uri, exp, new)
+
+
+def relocate_artifacts(uri: str, exp: Any, new: str) -> None:
+    """Re-point the artifacts of the MLflow experiment ``exp`` on the database store ``uri``
+    at ``new`` when the folder they were in is gone: its sweep folder was moved, or copied
+    to this machine. MLflow keeps artifact locations as absolute URIs and has no call to
+    change them; left alone, new artifacts would go to a re-made copy of the old path and
+    readers would find none of the old ones. A location that still exists is kept."""
+    old = exp.artifact_location
+    if not old.startswith("file://") or Path(url2pathname(urlsplit(old).path)).exists():
+        return
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(with_driver(uri))
+    ids = {"new": new, "old": old, "id": int(exp.experiment_id)}
+    try:
+        with engine.begin() as con:  # the experiment and all its runs move, or none
+            con.execute(
+                sqlalchemy.text(
+                    "UPDATE experiments SET artifact_location = :new "
+                    "WHERE experiment_id = :id AND artifact_location = :old"
+                ),
+                ids,
+            )
+            con.execute(
+                sqlalchemy.text(
+                    "UPDATE runs SET artifact_uri = :new || substr(artifact_uri, :cut) "
+                    "WHERE experiment_id = :id AND substr(artifact_uri, 1, :cut - 1) = :old"
+                ),
+                ids | {"cut": len(old) + 1},
+            )
+    finally:
+        engine.dispose()
+    log.warning(
+        "MLflow experiment %r: artifacts re-pointed from %s (gone) to %s", exp.name, old, new
+    )
 
 
 class Tracker:
@@ -179,7 +201,7 @@ class Tracker:
         self.experiment_id: str | None = None
         self.offline_reason: str | None = None
         self._kinds: dict[str, str] = {}  # run id -> kind tag, to name the fault points
-        db_file = _sqlite_file(uri)
+        db_file = sqlite_file(uri)
         if artifact_location is None and db_file is not None:
             artifact_location = default_artifact_location(db_file.parent)
         create_sqlite_store(uri, artifact_location)
@@ -204,6 +226,8 @@ class Tracker:
                 self.experiment_id = exp.experiment_id
         else:
             self.experiment_id = exp.experiment_id
+            if artifact_location and exp.artifact_location != artifact_location:
+                relocate_artifacts(self.uri, exp, artifact_location)
 
     def _go_offline(self, exc: BaseException) -> None:
         self.offline_reason = mask_uri(f"{type(exc).__name__}: {exc}")[:300]

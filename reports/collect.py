@@ -11,15 +11,15 @@ import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import pandas as pd
 from mlflow.entities import ViewType
 from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 from mlflow.tracking import MlflowClient
 
-from benchmark.database_urls import with_driver
+from benchmark.database_urls import sqlite_file, with_driver
 from benchmark.redact import mask_uri
+from benchmark.sqlite_store import ARTIFACTS
 from benchmark.tracking import CELL_RUN_METRICS
 
 PER_SAMPLE_ARTIFACT = "per_sample.csv"
@@ -66,11 +66,9 @@ class ExperimentNotFoundError(LookupError):
 def _client(tracking_uri: str) -> MlflowClient:
     # MLflow silently creates an empty database for a missing SQLite file; a typo in the path
     # would then surface as "experiment not found", which hides the real cause.
-    if tracking_uri.startswith("sqlite:///") and ":memory:" not in tracking_uri:
-        # sqlite:///rel.db -> "/rel.db", sqlite:////abs.db -> "//abs.db": drop one slash.
-        db = Path(unquote(urlsplit(tracking_uri).path)[1:])
-        if not db.exists():
-            raise FileNotFoundError(f"MLflow store {mask_uri(tracking_uri)}: no file {db}")
+    db = sqlite_file(tracking_uri)
+    if db is not None and not db.exists():
+        raise FileNotFoundError(f"MLflow store {mask_uri(tracking_uri)}: no file {db}")
     return MlflowClient(tracking_uri=with_driver(tracking_uri))
 
 
@@ -195,6 +193,24 @@ def _quiet_downloads():
             os.environ[name] = old
 
 
+def _artifact_file(
+    client: MlflowClient, tracking_uri: str, run_id: str, artifact: str, tmp: Path
+) -> Path | None:
+    """The run's artifact ``artifact`` as a local file, None if the run has none.
+
+    MLflow keeps the absolute location a run's artifacts had when it was logged. A sweep
+    folder copied elsewhere (from the GPU machine to a laptop, say) still holds them, in
+    ``mlartifacts/`` beside its ``mlflow.db`` (the sweep's layout); they are read there.
+    """
+    if artifact in {a.path for a in client.list_artifacts(run_id)}:
+        dst = tmp / run_id
+        dst.mkdir(exist_ok=True)
+        return Path(client.download_artifacts(run_id, artifact, str(dst)))
+    db = sqlite_file(tracking_uri)
+    moved = db.parent / ARTIFACTS / run_id / "artifacts" / artifact if db else None
+    return moved if moved is not None and moved.is_file() else None
+
+
 def _artifact_tables(
     tracking_uri: str, runs: pd.DataFrame, artifact: str
 ) -> tuple[list[pd.DataFrame], list[str]]:
@@ -204,13 +220,10 @@ def _artifact_tables(
     frames, missing = [], []
     with _quiet_downloads(), tempfile.TemporaryDirectory(prefix="artifacts_") as tmp:
         for row in runs[["run_id", "cell_key", "seed"]].itertuples(index=False):
-            names = {a.path for a in client.list_artifacts(row.run_id)}
-            if artifact not in names:
+            path = _artifact_file(client, tracking_uri, row.run_id, artifact, Path(tmp))
+            if path is None:
                 missing.append(row.run_id)
                 continue
-            dst = Path(tmp) / row.run_id
-            dst.mkdir()
-            path = client.download_artifacts(row.run_id, artifact, str(dst))
             table = pd.read_csv(path, dtype={"sample": str, "patient": str})
             frames.append(table.assign(run_id=row.run_id, cell_key=row.cell_key, seed=row.seed))
     return frames, missing

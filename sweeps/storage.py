@@ -33,7 +33,7 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
 from benchmark.config import SweepConfig
-from benchmark.database_urls import DATABASE_SCHEMES, url_scheme, with_driver
+from benchmark.database_urls import DATABASE_SCHEMES, sqlite_file, url_scheme, with_driver
 from benchmark.redact import mask_uri, scrub
 from benchmark.tracking import reachable
 
@@ -182,10 +182,10 @@ def _journal_path(url: str) -> str:
 
 
 def _sqlite_path(url: str, option: str) -> str:
-    path = url.split(":///", 1)[1].split("?", 1)[0] if ":///" in url else ""
-    if not path or path == ":memory:":
+    path = sqlite_file(url)
+    if path is None:
         raise ValueError(f"{option} {mask_uri(url)!r}: needs a file, e.g. sqlite:///runs/x.db")
-    return path
+    return str(path)
 
 
 def _check_parent(path: str, option: str, url: str) -> None:

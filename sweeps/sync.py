@@ -22,6 +22,7 @@ from benchmark.config import Config, load_config
 from benchmark.grid import Mode, Prompt, parse_key
 from benchmark.redact import mask_uri
 from benchmark.stages import Stage
+from benchmark.tracking import folder_tracking_uri
 from sweeps.cell import log_cell
 from sweeps.fidelity import log_fidelity
 from sweeps.grid import parent_run
@@ -37,12 +38,7 @@ def _sweep_config(out: Path, tracking_uri: str | None) -> Config:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not a sweep folder (no config.yaml)")
     cfg = load_config(path)
-    uri = tracking_uri or cfg.tracking.uri
-    if uri and "***" in uri:
-        raise ValueError(
-            f"{path}: tracking.uri {uri} has its password masked; pass --tracking-uri "
-            "(or keep the password in ~/.pgpass / PGPASSWORD)"
-        )
+    uri = folder_tracking_uri(out, cfg.tracking.uri, tracking_uri)
     return dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, uri=uri))
 
 

@@ -15,19 +15,20 @@ import sys
 import time
 from pathlib import Path
 
-from benchmark.database_urls import with_driver
+from benchmark.config import Config, load_config
+from benchmark.database_urls import is_database_url, sqlite_file, with_driver
 from benchmark.redact import mask_uri
+from benchmark.tracking import artifact_location_for, folder_tracking_uri, relocate_experiment
 
 
-def mlflow_server_command(backend_uri: str, host: str, port: int) -> list[str]:
+def mlflow_server_command(host: str, port: int) -> list[str]:
+    """``mlflow server`` on ``host:port``; the store comes from ``MLFLOW_BACKEND_STORE_URI``."""
     # One worker: the UI of one sweep needs no more, and a 2-core machine has no more.
     return [
         sys.executable,
         "-m",
         "mlflow",
         "server",
-        "--backend-store-uri",
-        backend_uri,
         "--host",
         host,
         "--port",
@@ -40,6 +41,11 @@ def mlflow_server_command(backend_uri: str, host: str, port: int) -> list[str]:
 def server_env() -> dict[str, str]:
     # Job execution starts extra background workers the UI does not need.
     return os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def _sweep_config(run_dir: Path) -> Config | None:
+    path = Path(run_dir) / "config.yaml"
+    return load_config(path) if path.is_file() else None
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -66,7 +72,16 @@ def dashboard_command(storage: str, host: str, port: int) -> list[str] | None:
     return [exe, target, "--host", host, "--port", str(port), "--quiet"]
 
 
-def default_optuna_storage(run_dir: Path) -> str | None:
+def default_optuna_storage(run_dir: Path, configured: str | None = None) -> str | None:
+    """The sweep's ``sweep.storage`` as its config.yaml records it (``configured``), else the
+    folder's ``optuna.db`` if there is one. A password config.yaml masked cannot open it."""
+    if configured:
+        if "***" in configured:
+            raise ValueError(
+                f"{Path(run_dir) / 'config.yaml'}: sweep.storage {configured} has its password "
+                "masked; pass --storage, or --no-dashboard"
+            )
+        return configured
     db = Path(run_dir).resolve() / "optuna.db"
     return f"sqlite:///{db}" if db.is_file() else None
 
@@ -77,17 +92,30 @@ def serve_mlflow(
     port: int = 5000,
     dashboard_port: int | None = 8080,
     storage: str | None = None,
+    tracking_uri: str | None = None,
 ) -> int:
-    """Run the MLflow UI for ``run_dir/mlflow.db`` and optuna-dashboard for the sweep's
-    study (``storage``, default ``run_dir/optuna.db``; ``dashboard_port`` None: MLflow only)
-    until interrupted; returns the exit code of the first server that stopped."""
-    db = Path(run_dir).resolve() / "mlflow.db"
-    if not db.is_file():
+    """Run the MLflow UI and optuna-dashboard (``dashboard_port`` None: MLflow only) of the
+    sweep folder ``run_dir`` until interrupted; returns the exit code of the first server
+    that stopped. ``tracking_uri`` and ``storage`` default to the stores the sweep's
+    config.yaml names, else the folder's ``mlflow.db`` and ``optuna.db``."""
+    cfg = _sweep_config(run_dir)
+    uri = folder_tracking_uri(run_dir, cfg.tracking.uri if cfg else None, tracking_uri)
+    if not is_database_url(uri):
+        raise ValueError(
+            f"tracking.uri {mask_uri(uri)} is a tracking server, not a store to serve: "
+            "its UI is at that address"
+        )
+    db = sqlite_file(uri)
+    if db is not None and not db.is_file():
         raise FileNotFoundError(f"{db}: no MLflow store here; run a sweep into {run_dir} first")
+    if cfg is not None:  # a moved sweep folder: the UI shows the artifacts it holds
+        experiment = cfg.tracking.experiment or cfg.name
+        relocate_experiment(uri, experiment, artifact_location_for(uri, run_dir))
     if not port_is_free(host, port):
         raise RuntimeError(f"port {port} on {host} is in use; pass --port")
-    storage = storage or default_optuna_storage(run_dir)
     dashboard = None
+    if dashboard_port is not None:
+        storage = storage or default_optuna_storage(run_dir, cfg.sweep.storage if cfg else None)
     if dashboard_port is not None and storage is not None:
         if not port_is_free(host, dashboard_port):
             raise RuntimeError(f"port {dashboard_port} on {host} is in use; pass --dashboard-port")
@@ -96,12 +124,17 @@ def serve_mlflow(
     # web server as a child process that a signal to the CLI alone would leave behind.
     procs = [
         subprocess.Popen(
-            mlflow_server_command(f"sqlite:///{db}", host, port),
-            env=server_env(),
+            mlflow_server_command(host, port),
+            # The store's URL in the environment, not on the command line where every
+            # user's `ps` would show its password.
+            env=server_env() | {"MLFLOW_BACKEND_STORE_URI": with_driver(uri)},
             start_new_session=True,
         )
     ]
-    print(f"MLflow UI for {run_dir}: http://{host}:{port}  (Ctrl-C to stop)", flush=True)
+    print(
+        f"MLflow UI for {run_dir} ({mask_uri(uri)}): http://{host}:{port}  (Ctrl-C to stop)",
+        flush=True,
+    )
     if dashboard is not None:
         procs.append(subprocess.Popen(dashboard, start_new_session=True))
         print(f"optuna-dashboard ({mask_uri(storage)}): http://{host}:{dashboard_port}", flush=True)

@@ -1,8 +1,11 @@
+import shutil
+from pathlib import Path
+
 import pytest
 
-from benchmark.database_urls import is_database_url, with_driver
+from benchmark.database_urls import is_database_url, sqlite_file, with_driver
 from benchmark.redact import mask_uri
-from benchmark.tracking import Tracker, artifact_location_for, flatten
+from benchmark.tracking import Tracker, artifact_location_for, flatten, relocate_experiment
 
 
 def test_flatten():
@@ -98,3 +101,66 @@ def test_with_driver_names_the_installed_postgresql_driver():
     want = "postgresql://u:p@h/db" if psycopg3 else "postgresql+psycopg2://u:p@h/db"
     assert with_driver("postgresql://u:p@h/db") == want
     assert with_driver("postgres://u:p@h/db") == want
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("sqlite:////runs/a b.db", "/runs/a b.db"),
+        ("sqlite:////runs/a%20b.db", "/runs/a b.db"),  # SQLAlchemy decodes it
+        ("sqlite:///runs/m.db?password=x", "runs/m.db"),
+        ("sqlite+pysqlite:////runs/m.db", "/runs/m.db"),
+        ("sqlite:///:memory:", None),
+        ("sqlite://", None),
+        ("postgresql://h/db", None),
+    ],
+)
+def test_sqlite_file_is_the_file_sqlalchemy_opens(url, path):
+    import sqlalchemy
+
+    assert sqlite_file(url) == (Path(path) if path else None)
+    if path:
+        assert sqlalchemy.engine.make_url(url).database == path
+
+
+def _logged_run(tracker: Tracker) -> str:
+    run = tracker.start_run("c1", {"kind": "cell", "cell_key": "k1"})
+    tracker.log_text(run, "x", "per_sample.csv")
+    tracker.end_run(run)
+    return run
+
+
+def test_a_moved_store_is_repointed_at_the_artifacts_beside_it(tmp_path, caplog):
+    """A sweep folder moved (or copied off another machine): MLflow's absolute artifact
+    locations name the old folder, which is gone."""
+    made, moved = tmp_path / "gpu" / "smoke", tmp_path / "laptop" / "smoke"
+    old_run = _logged_run(Tracker(f"sqlite:///{made / 'mlflow.db'}", "smoke"))
+    moved.parent.mkdir()
+    shutil.move(made, moved)
+
+    tracker = Tracker(f"sqlite:///{moved / 'mlflow.db'}", "smoke")
+    assert "re-pointed from" in caplog.text
+    assert [a.path for a in tracker.client.list_artifacts(old_run)] == ["per_sample.csv"]
+    new_run = _logged_run(tracker)
+    assert (moved / "mlartifacts" / new_run / "artifacts" / "per_sample.csv").is_file()
+    assert not made.exists()  # nothing written where the folder was
+    exp = tracker.client.get_experiment(tracker.experiment_id)
+    assert exp.artifact_location == (moved / "mlartifacts").as_uri()
+
+
+def test_a_copied_store_whose_original_exists_is_left_alone(tmp_path):
+    original, copy = tmp_path / "a", tmp_path / "b"
+    _logged_run(Tracker(f"sqlite:///{original / 'mlflow.db'}", "smoke"))
+    shutil.copytree(original, copy)
+    tracker = Tracker(f"sqlite:///{copy / 'mlflow.db'}", "smoke")
+    exp = tracker.client.get_experiment(tracker.experiment_id)
+    assert exp.artifact_location == (original / "mlartifacts").as_uri()  # someone's: kept
+
+
+def test_relocating_a_missing_experiment_creates_nothing(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    Tracker(uri, "other")
+    relocate_experiment(uri, "smoke", (tmp_path / "mlartifacts").as_uri())
+    assert MlflowClient(uri).get_experiment_by_name("smoke") is None

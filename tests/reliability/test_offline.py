@@ -182,7 +182,8 @@ def test_sync_refuses_an_unreachable_server(tmp_path, capsys):
     assert f"127.0.0.1:{port} is unreachable" in err and "nothing was synced" in err
 
 
-def test_sync_needs_the_password_that_config_yaml_masks(tmp_path, capsys):
+@pytest.mark.parametrize("command", ["sync", "report", "ui"])
+def test_commands_need_the_password_that_config_yaml_masks(command, tmp_path, capsys):
     from benchmark.__main__ import main
 
     out = tmp_path / "smoke"
@@ -190,5 +191,26 @@ def test_sync_needs_the_password_that_config_yaml_masks(tmp_path, capsys):
     (out / "config.yaml").write_text(
         "name: smoke\ntracking:\n  uri: postgresql://bench:***@127.0.0.1:1/mlflow\n"
     )
-    assert main(["sync", str(out)]) == 2
-    assert "pass --tracking-uri" in capsys.readouterr().err
+    assert main([command, str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "tracking.uri postgresql://bench:***@127.0.0.1:1/mlflow" in err
+    assert "pass --tracking-uri" in err and "Traceback" not in err
+
+
+def test_ui_needs_the_storage_password_that_config_yaml_masks(tmp_path, capsys):
+    from benchmark.__main__ import main
+
+    Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "smoke")
+    (tmp_path / "config.yaml").write_text(
+        "name: smoke\nsweep:\n  storage: postgresql://bench:***@127.0.0.1:1/optuna\n"
+    )
+    assert main(["ui", str(tmp_path)]) == 2
+    assert "pass --storage, or --no-dashboard" in capsys.readouterr().err
+
+
+def test_ui_leaves_a_tracking_server_to_its_own_ui(tmp_path, capsys):
+    from benchmark.__main__ import main
+
+    assert main(["ui", str(tmp_path), "--tracking-uri", "http://u:pw@127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert "is a tracking server" in err and "pw" not in err

@@ -134,3 +134,27 @@ def test_report_finds_the_recorded_run_folder_or_skips_samples(run_dir, tmp_path
         "ratio-seg-monai-unet.pdf",
         "curves-seg-monai-unet.pdf",
     ]
+
+
+def test_report_of_a_moved_sweep_folder_reads_its_artifacts_and_stages(
+    tmp_path, fake_run_dir, recwarn
+):
+    """A sweep folder copied off the GPU machine: MLflow still names the artifacts' old
+    absolute location, and the sweep's recorded `out` no longer exists."""
+    made = tmp_path / "gpu-machine" / "smoke"
+    made.mkdir(parents=True)
+    shutil.copyfile(REPO / "configs" / "smoke.yaml", made / "config.yaml")
+    fake_run_dir(made, modes=("oracle", "corrupted"), fractions=(0.1,))
+    _sweep(made)
+    moved = tmp_path / "laptop" / "smoke"
+    moved.parent.mkdir()
+    shutil.move(made, moved)
+
+    assert main(["report", str(moved)]) == 0
+    assert not [w for w in recwarn if "per_sample.csv" in str(w.message)]
+    out = moved / "report"
+    per_sample = (out / "per_sample.csv").read_text().splitlines()
+    assert len(per_sample) == 1 + 10 * len(SAMPLES)  # 10 runs, every test image of each
+    de = (out / "tables" / "de-seg-monai-unet-mix-rf0p1.tex").read_text()
+    assert r"\textbf{0.510 $\pm$ 0.014$^{*}$}" in de  # the paired tests had their samples
+    assert (out / "figures" / "samples-rf0p1.png").is_file()

@@ -38,3 +38,20 @@ def test_run_logs_a_cell_to_postgres_with_its_artifacts_in_the_output_folder(
     assert {"per_sample.csv", "config.yaml"} <= logged
     assert not (cwd / "mlruns").exists()
     assert urlsplit(url).password not in Path(result["stage"], "config.yaml").read_text()
+
+
+def test_a_moved_output_folder_is_repointed_on_postgres(tmp_path, pg_url):
+    """The store stays on its server, the output folder with the artifacts moves."""
+    from benchmark.tracking import Tracker
+
+    url = pg_url()
+    made, moved = tmp_path / "a", tmp_path / "b"
+    tracker = Tracker(url, "smoke", (made / "mlartifacts").as_uri())
+    run = tracker.start_run("c1", {"kind": "cell"})
+    tracker.log_text(run, "x", "per_sample.csv")
+    tracker.end_run(run)
+    made.rename(moved)
+
+    tracker = Tracker(url, "smoke", (moved / "mlartifacts").as_uri())
+    assert [a.path for a in tracker.client.list_artifacts(run)] == ["per_sample.csv"]
+    assert tracker.client.get_run(run).info.artifact_uri.startswith(moved.as_uri())
