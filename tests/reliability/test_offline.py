@@ -9,7 +9,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from fault_support import Child, stage_problems, sweep_argv
+from loopback import free_port
 from mlflow.tracking import MlflowClient
 from sweeps_support import SMOKE_KEYS
 
@@ -25,18 +25,12 @@ from benchmark.__main__ import EXIT_UNTRACKED
 from benchmark.tracking import Tracker
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
     """``start()`` runs an MLflow tracking server on loopback (one worker, no job runner);
     it is stopped by its process group at the end."""
     procs = []
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
 
     def start() -> subprocess.Popen:
@@ -175,7 +169,7 @@ def test_sync_refuses_an_unreachable_server(tmp_path, capsys):
 
     out = tmp_path / "smoke"
     out.mkdir()
-    port = _free_port()
+    port = free_port()
     (out / "config.yaml").write_text(f"name: smoke\ntracking:\n  uri: http://127.0.0.1:{port}\n")
     assert main(["sync", str(out)]) == 2
     err = capsys.readouterr().err

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import ast
 import inspect
-import socket
 
 import numpy as np
 import pytest
 import torch
 import yaml
 from bad_input_support import REPO, write_folder_dataset
+from loopback import free_port
 
 PACKAGES = ("benchmark", "generators", "downstream", "sweeps", "reports")
 SECRET = "hunter2"
@@ -349,12 +349,6 @@ def test_metadata_paths_inside_the_root_load(tmp_path):
 # ----------------------------------------------------------------------------- (e) servers
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ui_binds_to_loopback_by_default(tmp_path, monkeypatch, capsys, reliability_record):
     """``python -m benchmark ui`` as a user runs it, with the servers' start replaced by a
     recorder: both command lines name 127.0.0.1 and nothing else."""
@@ -380,7 +374,7 @@ def test_ui_binds_to_loopback_by_default(tmp_path, monkeypatch, capsys, reliabil
     monkeypatch.setattr(sweeps.ui.shutil, "which", lambda name: f"/usr/bin/{name}")
     (tmp_path / "mlflow.db").touch()
     (tmp_path / "optuna.db").touch()
-    ports = [str(_free_port()), str(_free_port())]
+    ports = [str(free_port()), str(free_port())]
     assert main(["ui", str(tmp_path), "--port", ports[0], "--dashboard-port", ports[1]]) == 0
     assert len(started) == 2, started  # the MLflow UI and optuna-dashboard
     for cmd in started:

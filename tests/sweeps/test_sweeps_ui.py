@@ -16,18 +16,13 @@ from urllib.parse import urlsplit
 
 import optuna
 import pytest
+from loopback import free_port
 
 from benchmark.database_urls import with_driver
 from benchmark.tracking import Tracker
 from sweeps.ui import dashboard_command, default_optuna_storage
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(url: str, deadline: float, proc: subprocess.Popen) -> str:
