@@ -254,17 +254,17 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def _report(run_dir: Path, out: Path | None, uri: str | None, experiment: str | None) -> dict:
-    from benchmark.config import load_config
+    from benchmark.config import folder_config
     from benchmark.tracking import folder_tracking_uri
     from reports.report import write_report
 
-    config_file = Path(run_dir) / "config.yaml"
-    cfg = load_config(config_file) if config_file.is_file() else None
+    cfg = folder_config(run_dir)
     uri = folder_tracking_uri(run_dir, cfg.tracking.uri if cfg else None, uri)
     if experiment is None:
         if cfg is None:
             raise FileNotFoundError(
-                f"{config_file}: not a sweep folder (no config.yaml); pass --experiment"
+                f"{Path(run_dir) / 'config.yaml'}: not a sweep folder (no config.yaml); "
+                "pass --experiment"
             )
         experiment = cfg.tracking.experiment or cfg.name
     # The folder given, not the one the sweep recorded in MLflow: a copied or moved sweep

@@ -448,6 +448,12 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return out
 
 
+def folder_config(run_dir: str | Path) -> Config | None:
+    """The resolved config a sweep folder holds (its ``config.yaml``); None without one."""
+    path = Path(run_dir) / "config.yaml"
+    return load_config(path) if path.is_file() else None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Read a YAML preset (``None``: the built-in defaults) and apply overrides."""
     data: dict = {}

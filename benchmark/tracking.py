@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 from benchmark import faults
-from benchmark.database_urls import is_database_url, sqlite_file, with_driver
+from benchmark.database_urls import is_database_url, sqlite_file, url_scheme, with_driver
 from benchmark.redact import mask_uri
 from benchmark.sqlite_store import create_sqlite_store, default_artifact_location
 
@@ -68,7 +68,7 @@ def reachable(uri: str, timeout: float = 3.0) -> bool:
     errors are real errors, never a reason to go offline.
     """
     parts = urlsplit(uri)
-    scheme = parts.scheme.split("+", 1)[0]
+    scheme = url_scheme(uri)
     if scheme not in _DEFAULT_PORTS or not parts.hostname:
         return True
     try:

@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 from tqdm.auto import tqdm
 
-from benchmark.config import Config, load_config
+from benchmark.config import Config, folder_config, load_config
 from benchmark.grid import Mode, Prompt, parse_key
 from benchmark.redact import mask_uri
 from benchmark.stages import Stage
@@ -34,10 +34,9 @@ KINDS = ("generator", "fidelity", "cell")
 
 
 def _sweep_config(out: Path, tracking_uri: str | None) -> Config:
-    path = out / "config.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not a sweep folder (no config.yaml)")
-    cfg = load_config(path)
+    cfg = folder_config(out)
+    if cfg is None:
+        raise FileNotFoundError(f"{out / 'config.yaml'}: not a sweep folder (no config.yaml)")
     uri = folder_tracking_uri(out, cfg.tracking.uri, tracking_uri)
     return dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, uri=uri))
 

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmark.config import Config, load_config
+from benchmark.config import folder_config
 from benchmark.database_urls import is_database_url, sqlite_file, with_driver
 from benchmark.redact import mask_uri
 from benchmark.tracking import artifact_location_for, folder_tracking_uri, relocate_experiment
@@ -41,11 +41,6 @@ def mlflow_server_command(host: str, port: int) -> list[str]:
 def server_env() -> dict[str, str]:
     # Job execution starts extra background workers the UI does not need.
     return os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-
-
-def _sweep_config(run_dir: Path) -> Config | None:
-    path = Path(run_dir) / "config.yaml"
-    return load_config(path) if path.is_file() else None
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -98,7 +93,7 @@ def serve_mlflow(
     sweep folder ``run_dir`` until interrupted; returns the exit code of the first server
     that stopped. ``tracking_uri`` and ``storage`` default to the stores the sweep's
     config.yaml names, else the folder's ``mlflow.db`` and ``optuna.db``."""
-    cfg = _sweep_config(run_dir)
+    cfg = folder_config(run_dir)
     uri = folder_tracking_uri(run_dir, cfg.tracking.uri if cfg else None, tracking_uri)
     if not is_database_url(uri):
         raise ValueError(
