@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -24,14 +25,27 @@ def mask_uri(uri: str | None) -> str | None:
     return _QUERY_SECRET.sub(r"\1***", masked)
 
 
+def _written_secrets(uri: str) -> list[str]:
+    found = [m["password"] for m in _USERINFO.finditer(uri)]
+    return found + [m[2] for m in _QUERY_SECRET.finditer(uri)]
+
+
 def secrets_of(uri: str | None) -> list[str]:
     """The passwords and tokens written in ``uri`` (as written and URL-decoded)."""
     if not uri:
         return []
-    found = [m["password"] for m in _USERINFO.finditer(uri)]
-    found += [m[2] for m in _QUERY_SECRET.finditer(uri)]
+    found = _written_secrets(uri)
     out = {s for s in found if s and s != "***"} | {unquote(s) for s in found if s and s != "***"}
     return sorted(out, key=len, reverse=True)  # longest first: no partial replacement
+
+
+def unmasked(uri: str, source: Path, key: str, advice: str) -> str:
+    """``uri``, read from ``key`` of the file ``source``; a ValueError naming both (and
+    ``advice``: how to give the URL) if :func:`mask_uri` hid its password there, as it does
+    in every config.yaml written beside a result."""
+    if "***" in _written_secrets(uri):
+        raise ValueError(f"{source}: {key} {uri} has its password masked; {advice}")
+    return uri
 
 
 def scrub(text: str, *uris: str | None) -> str:

@@ -25,7 +25,7 @@ from urllib.request import url2pathname
 
 from benchmark import faults
 from benchmark.database_urls import is_database_url, sqlite_file, url_scheme, with_driver
-from benchmark.redact import mask_uri
+from benchmark.redact import mask_uri, unmasked
 from benchmark.sqlite_store import create_sqlite_store, default_artifact_location
 
 log = logging.getLogger(__name__)
@@ -117,12 +117,10 @@ def folder_tracking_uri(run_dir: Path, configured: str | None, given: str | None
     error that asks for the URI."""
     if given:
         return given
-    if configured and "***" in configured:
-        raise ValueError(
-            f"{Path(run_dir) / 'config.yaml'}: tracking.uri {configured} has its password "
-            "masked; pass --tracking-uri (or keep the password in ~/.pgpass / PGPASSWORD)"
-        )
-    return configured or default_tracking_uri(run_dir)
+    if configured:
+        advice = "pass --tracking-uri (or keep the password in ~/.pgpass / PGPASSWORD)"
+        return unmasked(configured, Path(run_dir) / "config.yaml", "tracking.uri", advice)
+    return default_tracking_uri(run_dir)
 
 
 def artifact_location_for(uri: str, out_dir: Path) -> str | None:

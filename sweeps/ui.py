@@ -17,7 +17,7 @@ from pathlib import Path
 
 from benchmark.config import folder_config
 from benchmark.database_urls import is_database_url, sqlite_file, with_driver
-from benchmark.redact import mask_uri
+from benchmark.redact import mask_uri, unmasked
 from benchmark.tracking import artifact_location_for, folder_tracking_uri, relocate_experiment
 
 
@@ -71,12 +71,8 @@ def default_optuna_storage(run_dir: Path, configured: str | None = None) -> str 
     """The sweep's ``sweep.storage`` as its config.yaml records it (``configured``), else the
     folder's ``optuna.db`` if there is one. A password config.yaml masked cannot open it."""
     if configured:
-        if "***" in configured:
-            raise ValueError(
-                f"{Path(run_dir) / 'config.yaml'}: sweep.storage {configured} has its password "
-                "masked; pass --storage, or --no-dashboard"
-            )
-        return configured
+        advice = "pass --storage, or --no-dashboard"
+        return unmasked(configured, Path(run_dir) / "config.yaml", "sweep.storage", advice)
     db = Path(run_dir).resolve() / "optuna.db"
     return f"sqlite:///{db}" if db.is_file() else None
 

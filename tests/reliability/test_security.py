@@ -450,6 +450,19 @@ def test_mask_uri_keeps_urls_without_secrets():
     assert mask_uri(None) is None
 
 
+def test_a_masked_password_is_refused_and_named(tmp_path):
+    """config.yaml holds URLs through mask_uri; one read back cannot open its store."""
+    from benchmark.redact import mask_uri, unmasked
+
+    src = tmp_path / "config.yaml"
+    for url in (f"postgresql://u:{SECRET}@h/db", f"postgresql://u@h/db?password={SECRET}"):
+        with pytest.raises(ValueError, match=r"config\.yaml: tracking\.uri .* masked; ask"):
+            unmasked(mask_uri(url), src, "tracking.uri", "ask")
+    # '***' elsewhere than a secret (a database named so) is no masked password.
+    for url in ("sqlite:////runs/***/mlflow.db", "postgresql://u@h/***", "journal:///x.log"):
+        assert unmasked(url, src, "sweep.storage", "ask") == url
+
+
 @pytest.mark.filterwarnings("ignore:Query string argument")  # SQLite ignores ?password=
 def test_resolved_config_and_mlflow_params_hold_no_password(tmp_path, reliability_record):
     """What a sweep writes and logs: the resolved config (``Workspace.resolved``, the
