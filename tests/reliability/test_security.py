@@ -261,6 +261,7 @@ def test_pickle_checkpoint_is_refused_not_unpickled(tmp_path, reliability_record
         down_block_types=("DownBlock2D",),
         up_block_types=("UpBlock2D",),
         norm_num_groups=2,
+        add_attention=False,  # 4 channels hold no 8-wide attention head
     ).save_config(unet)
     write_malicious_pickle(unet / "diffusion_pytorch_model.bin", marker)
     with pytest.raises(CheckpointError, match="diffusion_pytorch_model.bin, which are refused"):
