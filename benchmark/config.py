@@ -41,6 +41,13 @@ class GeneratorConfig:
     class_conditional: bool = False  # unconditional mode: condition on view x phase
     timesteps: int = 1000
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
+    # What the UNet predicts: the velocity (Salimans & Ho 2022) or the added noise (DDPM,
+    # the diffusers examples' default). Noise-trained models left the phantom's black
+    # background grey, as their loss barely weighs the image at high noise (docs/GENERATORS.md).
+    prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
+    # Sampling: where the solver's steps sit. trailing starts at the last training step,
+    # pure noise (Lin et al. 2023); leading (diffusers' default) below it.
+    timestep_spacing: Literal["leading", "trailing"] = "trailing"
     train_steps: int = 2000
     batch_size: int = 16
     lr: float = 1e-4

@@ -267,6 +267,7 @@ class ConditionalGenerator:
             num_inference_steps=cfg.sample_steps,
             guidance_scale=cfg.guidance_scale if self.prompts else 1.0,
             sampler=cfg.sampler,
+            timestep_spacing=cfg.timestep_spacing,
             batch_size=cfg.sample_batch_size,
             seed=seed,
             device=device,

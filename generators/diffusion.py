@@ -1,9 +1,10 @@
 """Shared diffusion training and sampling for every generator mode.
 
-Training: DDPM noise-prediction loss with accelerate (device placement, autocast on GPU at
-``generator.precision``, multi-GPU via ``accelerate launch``), AdamW, EMA weights, gradient
-clipping, a progress bar and a loss curve. Sampling: DDPM, DDIM or DPM-Solver++ from diffusers,
-batched and seeded, with optional classifier-free guidance.
+Training: the DDPM loss on the velocity or the noise (``generator.prediction_type``) with
+accelerate (device placement, autocast on GPU at ``generator.precision``, multi-GPU via
+``accelerate launch``), AdamW, EMA weights, gradient clipping, a progress bar and a loss
+curve. Sampling: DDPM, DDIM or DPM-Solver++ from diffusers, batched and seeded, with optional
+classifier-free guidance.
 """
 
 from __future__ import annotations
@@ -115,12 +116,25 @@ class ConcatConditioning(torch.nn.Module):
 
 
 def training_scheduler(cfg: GeneratorConfig) -> DDPMScheduler:
-    return DDPMScheduler(num_train_timesteps=cfg.timesteps, beta_schedule=cfg.beta_schedule)
+    """The noise schedule, the model's target and the sampling step spacing; the samplers
+    are built from its config, so a saved pipeline carries all three."""
+    return DDPMScheduler(
+        num_train_timesteps=cfg.timesteps,
+        beta_schedule=cfg.beta_schedule,
+        prediction_type=cfg.prediction_type,
+        timestep_spacing=cfg.timestep_spacing,
+    )
 
 
-def sampling_scheduler(train_scheduler: SchedulerMixin, sampler: str) -> SchedulerMixin:
-    """The configured sampler built from the training scheduler's noise schedule."""
-    config = train_scheduler.config
+def sampling_scheduler(
+    train_scheduler: SchedulerMixin, sampler: str, timestep_spacing: str | None = None
+) -> SchedulerMixin:
+    """The configured sampler built from the training scheduler's noise schedule and
+    target; ``timestep_spacing`` (None: the training scheduler's) is a sampling choice, so
+    a saved model is sampled with today's setting."""
+    config = dict(train_scheduler.config)
+    if timestep_spacing is not None:
+        config["timestep_spacing"] = timestep_spacing
     if sampler == "ddpm":
         return DDPMScheduler.from_config(config)
     if sampler == "ddim":
@@ -150,7 +164,8 @@ def train_denoiser(
     progress: bool = True,
     speed: Acceleration | None = None,
 ) -> TrainResult:
-    """Train ``unet`` to predict the noise added to ``x0`` for ``cfg.train_steps`` steps.
+    """Train ``unet`` for ``cfg.train_steps`` steps to predict, from ``x0`` noised at a random
+    step, the velocity or the noise (``cfg.prediction_type``: the scheduler's target).
 
     ``batches(generator)`` yields an endless stream of batches; the final weights are the
     EMA weights (copied into ``unet``, in the default NCHW layout). Only parameters that
@@ -218,7 +233,10 @@ def train_denoiser(
         noisy = scheduler.add_noise(x0, noise, t)
         with accelerator.autocast():
             pred = model(noisy, t, **kwargs).sample
-        loss = torch.nn.functional.mse_loss(pred.float(), noise)
+        target = noise
+        if cfg.prediction_type == "v_prediction":
+            target = scheduler.get_velocity(x0, noise, t)
+        loss = torch.nn.functional.mse_loss(pred.float(), target)
         accelerator.backward(loss)
         if cfg.grad_clip > 0:
             accelerator.clip_grad_norm_(params, cfg.grad_clip)
@@ -258,8 +276,9 @@ def sample(
     so the result does not depend on the device.
 
     Classifier-free guidance: with ``uncond_kwargs_for`` (the same slice's conditioning with
-    the prompt dropped) and ``guidance_scale != 1``, the noise estimate is
-    ``eps_u + guidance_scale * (eps_c - eps_u)``; without them sampling is unguided.
+    the prompt dropped) and ``guidance_scale != 1``, the model's estimate (noise or velocity,
+    the scheduler's ``prediction_type``; guidance is linear in either) is
+    ``u + guidance_scale * (c - u)``; without them sampling is unguided.
 
     ``speed``: CUDA speed options for the denoiser (channels_last, compile, CUDA-graph
     replay; :class:`generators.acceleration.Acceleration`); default none. ``precision``: the

@@ -93,6 +93,7 @@ class EchoDiffusionPipeline(DiffusionPipeline):
         num_inference_steps: int = 50,
         guidance_scale: float = 1.0,
         sampler: str = "ddim",
+        timestep_spacing: str | None = None,
         batch_size: int = 64,
         seed: int = 0,
         device: torch.device | str = "cpu",
@@ -107,6 +108,8 @@ class EchoDiffusionPipeline(DiffusionPipeline):
             masks: ``(N, H, W)`` conditioning label maps in {0..3} (semantic, hybrid).
             guidance_scale: classifier-free guidance weight; the unconditional branch is the
                 empty prompt (the label map, if any, is kept).
+            timestep_spacing: the sampler's step spacing, leading or trailing (None: the
+                saved scheduler's).
             speed: CUDA speed options of the denoiser (``generators.acceleration``).
             precision: the denoiser's autocast on CUDA: bf16, fp16 or fp32.
 
@@ -137,7 +140,7 @@ class EchoDiffusionPipeline(DiffusionPipeline):
         size = self.unet.config.sample_size
         x = diffusion.sample(
             unet,
-            diffusion.sampling_scheduler(self.scheduler, sampler),
+            diffusion.sampling_scheduler(self.scheduler, sampler, timestep_spacing),
             n,
             (out_channels, size, size),
             num_inference_steps,

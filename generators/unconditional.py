@@ -133,7 +133,7 @@ class UnconditionalGenerator:
         device = resolve_device(self.device)
         x = diffusion.sample(
             unet,
-            diffusion.sampling_scheduler(scheduler, cfg.sampler),
+            diffusion.sampling_scheduler(scheduler, cfg.sampler, cfg.timestep_spacing),
             n,
             shape,
             cfg.sample_steps,

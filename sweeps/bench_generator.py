@@ -4,7 +4,8 @@ sampler and step count at a measured Fréchet distance, each beside a plain refe
 The references are written the way the diffusers examples are: training as in
 ``examples/unconditional_image_generation/train_unconditional.py`` (eager float32, one
 model, a shuffling ``DataLoader`` whose batches are moved to the device every step, plain
-AdamW, ``DDPMScheduler.add_noise``, MSE, gradient clipping; no EMA, the example's default),
+AdamW, ``DDPMScheduler.add_noise``, MSE to the config's target, gradient clipping; no EMA,
+the example's default),
 sampling with ``diffusers.DDIMPipeline`` at 50 steps in float32. The project's paths are
 ``generators.diffusion.train_denoiser`` and ``generators.diffusion.sample`` with the speed
 speed options of :class:`sweeps.bench_measure.Speed` (``generators.acceleration``, the
@@ -64,7 +65,11 @@ def reference_train(
         noise = torch.randn(clean.shape, device=device)
         t = torch.randint(0, gen_cfg.timesteps, (len(clean),), device=device).long()
         noisy = scheduler.add_noise(clean, noise, t)
-        loss = torch.nn.functional.mse_loss(unet(noisy, t).sample.float(), noise.float())
+        # The project's target, as the diffusers text-to-image example computes it.
+        target = noise
+        if gen_cfg.prediction_type == "v_prediction":
+            target = scheduler.get_velocity(clean, noise, t)
+        loss = torch.nn.functional.mse_loss(unet(noisy, t).sample.float(), target.float())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         optimizer.step()

@@ -38,16 +38,11 @@ CELL_FORMAT = 2
 # and the phase accuracies beside view x phase (issue 4's target is the view's).
 FIDELITY_FORMAT = 4
 
+# The solver: part of every synthetic set's key.
+_SOLVER_KEYS = ("sampler", "sample_steps", "timestep_spacing")
 # Generator settings that change sampling only; they stay out of the generator's key so a
 # new sampler reuses the trained model.
-_SAMPLING_KEYS = (
-    "sampler",
-    "sample_steps",
-    "sample_batch_size",
-    "n_samples",
-    "guidance_scale",
-    "mask_copies",
-)
+_SAMPLING_KEYS = _SOLVER_KEYS + ("sample_batch_size", "n_samples", "guidance_scale", "mask_copies")
 # Speed options (CUDA only, generators/acceleration.py): they change float rounding, not
 # what is trained or sampled, so neither key holds them.
 _SPEED_KEYS = ("channels_last", "compile", "cuda_graphs", "preload")
@@ -203,6 +198,23 @@ class Workspace:
         """Synthetic images to sample: enough for the grid's largest ratio at this fraction."""
         return synthetic_count(self.cfg, len(self.real_train(fraction)))
 
+    def _synthetic_spec(
+        self, mode: Mode, prompt: Prompt | None, fraction: float, gen_stage: Stage | None
+    ) -> dict:
+        return {
+            "generator": gen_stage.digest if gen_stage else None,
+            "data": self.data_stage.digest,
+            "mode": mode.value,
+            "prompt": prompt.value if mode in PROMPTED_MODES and prompt else None,
+            "real_fraction": fraction,
+            "n": self.n_synthetic(fraction),
+            "sampling": {
+                k: to_dict(self.cfg.generator)[k]
+                for k in _SOLVER_KEYS + _MODE_SAMPLING_KEYS.get(mode, ())
+            },
+            "seed": self.cfg.generator.seed,
+        }
+
     def synthetic_stage(
         self, mode: Mode, prompt: Prompt | None, fraction: float
     ) -> tuple[Stage, EchoData]:
@@ -210,19 +222,7 @@ class Workspace:
         generator = get_generator(mode, self.cfg.device)
         ctx = self._context(mode, prompt, fraction)
         n = self.n_synthetic(fraction)
-        spec = {
-            "generator": gen_stage.digest if gen_stage else None,
-            "data": self.data_stage.digest,
-            "mode": mode.value,
-            "prompt": prompt.value if mode in PROMPTED_MODES and prompt else None,
-            "real_fraction": fraction,
-            "n": n,
-            "sampling": {
-                k: to_dict(self.cfg.generator)[k]
-                for k in _SAMPLING_KEYS[:2] + _MODE_SAMPLING_KEYS.get(mode, ())
-            },
-            "seed": self.cfg.generator.seed,
-        }
+        spec = self._synthetic_spec(mode, prompt, fraction, gen_stage)
 
         def compute(tmp: Path) -> dict:
             synth = generator.sample(

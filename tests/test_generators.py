@@ -1,5 +1,6 @@
 import dataclasses
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -75,6 +76,56 @@ def test_training_reduces_the_loss(real, smoke_config):
 
     losses = diffusion.train_denoiser(unet, batches, cfg, torch.device("cpu"), 0, False).losses
     assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:10])
+
+
+class _Constant(torch.nn.Module):
+    """A denoiser that predicts 0 everywhere (its one weight cannot move at lr 1e-12)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, sample, t, **kwargs):
+        return SimpleNamespace(sample=sample * 0 + self.w)  # a diffusers output's field
+
+
+@pytest.mark.parametrize(("target", "expected"), [("epsilon", 1.0), ("v_prediction", None)])
+def test_the_loss_is_on_the_configured_target(smoke_config, target, expected):
+    """On black images (x0 = 0) a zero prediction costs E[noise^2] = 1 against the noise
+    and E[alpha_bar_t] against the velocity sqrt(alpha_bar_t) * noise: the schedule's mean
+    alpha_bar, about 0.5 for the cosine schedule."""
+    cfg = dataclasses.replace(
+        smoke_config.generator, train_steps=400, lr=1e-12, prediction_type=target
+    )
+    x0 = torch.zeros(16, 1, 8, 8)
+
+    def batches(gen):
+        while True:
+            yield x0, {}
+
+    losses = diffusion.train_denoiser(_Constant(), batches, cfg, torch.device("cpu"), 0, False)
+    if expected is None:
+        expected = float(diffusion.training_scheduler(cfg).alphas_cumprod.mean())
+        assert 0.45 < expected < 0.55
+    assert np.mean(losses.losses) == pytest.approx(expected, rel=0.05)
+
+
+def test_the_saved_scheduler_carries_target_and_spacing(smoke_config):
+    """Samplers inherit the model's target from its saved scheduler; the step spacing is
+    the sampling config's, whatever the model was saved with."""
+    cfg = dataclasses.replace(smoke_config.generator, timestep_spacing="leading")
+    train = diffusion.training_scheduler(cfg)
+    assert train.config.prediction_type == "v_prediction"
+    for sampler in ("ddpm", "ddim", "dpmsolver++"):
+        kept = diffusion.sampling_scheduler(train, sampler)
+        assert kept.config.prediction_type == "v_prediction"
+        assert kept.config.timestep_spacing == "leading"
+        trailing = diffusion.sampling_scheduler(train, sampler, "trailing")
+        trailing.set_timesteps(10)
+        assert int(trailing.timesteps[0]) == cfg.timesteps - 1  # starts at pure noise
+    leading = diffusion.sampling_scheduler(train, "ddim")
+    leading.set_timesteps(10)
+    assert int(leading.timesteps[0]) == cfg.timesteps - cfg.timesteps // 10
 
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmsolver++"])

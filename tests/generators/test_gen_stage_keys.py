@@ -28,9 +28,33 @@ def test_prompt_is_in_the_generator_key_only_per_kind(smoke_config, tmp_path, mo
 
 def test_sampling_settings_stay_out_of_the_generator_key(smoke_config, tmp_path):
     base = spec(smoke_config, tmp_path, Mode.HYBRID, Prompt.P3)
-    other = spec(smoke_config, tmp_path, Mode.HYBRID, Prompt.P3, guidance_scale=5.0, mask_copies=2)
+    other = spec(
+        smoke_config,
+        tmp_path,
+        Mode.HYBRID,
+        Prompt.P3,
+        guidance_scale=5.0,
+        mask_copies=2,
+        timestep_spacing="leading",
+    )
     assert base == other
     assert spec(smoke_config, tmp_path, Mode.HYBRID, Prompt.P3, cond_dropout=0.3) != base
+    epsilon = spec(smoke_config, tmp_path, Mode.HYBRID, Prompt.P3, prediction_type="epsilon")
+    assert epsilon != base  # what the model was trained to predict
+
+
+def test_the_solver_is_in_the_synthetic_key(smoke_config, tmp_path):
+    """A set drawn with another step spacing is another set, of the same trained model."""
+    sets = {}
+    for spacing in ("leading", "trailing"):
+        cfg = dataclasses.replace(
+            smoke_config,
+            generator=dataclasses.replace(smoke_config.generator, timestep_spacing=spacing),
+        )
+        ws = Workspace(cfg, tmp_path, progress=False)
+        sets[spacing] = ws._synthetic_spec(Mode.TEXT, Prompt.P3, 1.0, None)
+    assert sets["leading"]["sampling"]["timestep_spacing"] == "leading"
+    assert sets["leading"] != sets["trailing"]
 
 
 def test_speed_options_stay_out_of_the_generator_key(smoke_config, tmp_path):
@@ -60,6 +84,8 @@ def test_unknown_hybrid_variant_is_a_config_error():
 
     with pytest.raises(ConfigError, match=r"generator.hybrid_variant: 'unet' is not one of"):
         load_config(CONFIGS / "smoke.yaml", ["generator.hybrid_variant=unet"])
+    with pytest.raises(ConfigError, match=r"generator.prediction_type: 'sample' is not one of"):
+        load_config(CONFIGS / "smoke.yaml", ["generator.prediction_type=sample"])
 
 
 @pytest.mark.parametrize(
