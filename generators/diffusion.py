@@ -144,6 +144,16 @@ def sampling_scheduler(
     raise ValueError(f"unknown sampler {sampler!r}")
 
 
+def target(
+    scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor:
+    """What the denoiser regresses on, for ``x0`` ``(B, C, H, W)`` noised with ``noise`` at
+    steps ``t`` ``(B,)``: the velocity (``prediction_type`` v_prediction) or the noise."""
+    if scheduler.config.prediction_type == "v_prediction":
+        return scheduler.get_velocity(x0, noise, t)
+    return noise
+
+
 @dataclass
 class TrainResult:
     losses: list[float]  # one value per optimisation step
@@ -233,10 +243,7 @@ def train_denoiser(
         noisy = scheduler.add_noise(x0, noise, t)
         with accelerator.autocast():
             pred = model(noisy, t, **kwargs).sample
-        target = noise
-        if cfg.prediction_type == "v_prediction":
-            target = scheduler.get_velocity(x0, noise, t)
-        loss = torch.nn.functional.mse_loss(pred.float(), target)
+        loss = torch.nn.functional.mse_loss(pred.float(), target(scheduler, x0, noise, t))
         accelerator.backward(loss)
         if cfg.grad_clip > 0:
             accelerator.clip_grad_norm_(params, cfg.grad_clip)

@@ -65,10 +65,9 @@ def reference_train(
         noise = torch.randn(clean.shape, device=device)
         t = torch.randint(0, gen_cfg.timesteps, (len(clean),), device=device).long()
         noisy = scheduler.add_noise(clean, noise, t)
-        # The project's target, as the diffusers text-to-image example computes it.
-        target = noise
-        if gen_cfg.prediction_type == "v_prediction":
-            target = scheduler.get_velocity(clean, noise, t)
+        # The project's target (the noise, or the velocity as the diffusers text-to-image
+        # example computes it).
+        target = diffusion.target(scheduler, clean, noise, t)
         loss = torch.nn.functional.mse_loss(unet(noisy, t).sample.float(), target.float())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
