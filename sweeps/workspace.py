@@ -221,7 +221,6 @@ class Workspace:
         gen_stage = self.generator_stage(mode, prompt, fraction)
         generator = get_generator(mode, self.cfg.device)
         ctx = self._context(mode, prompt, fraction)
-        n = self.n_synthetic(fraction)
         spec = self._synthetic_spec(mode, prompt, fraction, gen_stage)
 
         def compute(tmp: Path) -> dict:
@@ -229,7 +228,7 @@ class Workspace:
                 gen_stage.path if gen_stage else None,
                 ctx,
                 self.cfg.generator,
-                n,
+                spec["n"],
                 self.cfg.generator.seed,
                 self.progress,
             )
