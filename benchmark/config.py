@@ -38,6 +38,9 @@ class GeneratorConfig:
     layers_per_block: int = 1
     attention: bool = False  # self-attention in the lowest-resolution blocks
     joint_mask: bool = True  # emit the label map as extra channels (mask-free modes)
+    # The label channels' share of a joint sample's denoising loss, the image having the
+    # rest. 0.8 is the plain mean over the 1 + 4 channels, which left the image noisy.
+    joint_label_share: float = 0.5
     class_conditional: bool = False  # unconditional mode: condition on view x phase
     timesteps: int = 1000
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
@@ -113,6 +116,10 @@ class GeneratorConfig:
             raise ValueError(f"generator.n_samples must be >= 1, got {self.n_samples}")
         if not self.text_encoder:
             raise ValueError("generator.text_encoder must be 'minilm' or a local model folder")
+        if not 0 < self.joint_label_share < 1:
+            raise ValueError(
+                f"generator.joint_label_share must be in (0, 1), got {self.joint_label_share}"
+            )
         if not 0 <= self.cond_dropout < 1:
             raise ValueError(f"generator.cond_dropout must be in [0, 1), got {self.cond_dropout}")
         if self.guidance_scale < 0:

@@ -8,7 +8,10 @@ encoder as the custom feature extractor, and improved precision / recall (Kynkä
 predicting the view x phase a synthetic image was conditioned on (or inherited); mask alignment
 is the Dice between a synthetic image's label map and a real-trained segmenter's prediction on
 it (the caller brings the predictions: segmenters live in ``downstream``, and
-``sweeps/fidelity.py`` trains one per dataset and runs it on every synthetic set).
+``sweeps/fidelity.py`` trains one per dataset and runs it on every synthetic set). Copies
+(:func:`memorisation`) are synthetic images nearer to an image the generator was trained on
+than any new real image is: a small training set invites a generator to replay it, which
+lowers FD without adding anything a segmenter has not seen.
 
 Every result carries its recipe (extractor, weights hash, resolution, numbers of images,
 reference split), since values are comparable only under the same recipe.
@@ -245,3 +248,40 @@ def mask_alignment(predicted: np.ndarray, labels: np.ndarray) -> dict[str, float
         out[f"dice_{name}"] = float(dice.mean()) if present.any() else math.nan
     out["dice_mean"] = float(np.nanmean([out["dice_LV"], out["dice_MYO"], out["dice_LA"]]))
     return out
+
+
+def nearest_distances(images: np.ndarray, train: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """``(N,)`` root-mean-square pixel difference between each of ``images`` ``(N, H, W)``
+    and its nearest image in ``train`` ``(M, H, W)`` (both in [0, 1])."""
+    t = torch.from_numpy(np.ascontiguousarray(train, dtype=np.float64)).flatten(1)
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float64)).flatten(1)
+    nearest = [torch.cdist(x[i : i + batch_size], t).amin(1) for i in range(0, len(x), batch_size)]
+    return (torch.cat(nearest) / math.sqrt(t.shape[1])).numpy()
+
+
+def memorisation(
+    train: np.ndarray, synthetic: np.ndarray, reference: np.ndarray
+) -> dict[str, float | int]:
+    """How close synthetic images ``(M, H, W)`` come to the generator's training images
+    ``train`` ``(K, H, W)``, measured against new real images ``reference`` ``(N, H, W)``
+    (patients the generator never saw), all in [0, 1], in pixels (a copy is a copy in any
+    feature space).
+
+    ``copy_share``: share of synthetic images nearer to a training image than every reference
+    image is (RMS difference). A generator that draws new patients gives about
+    ``1 / (N + 1)``; one that replays its training set, up to 1.
+    ``nn_ratio``: median nearest-training distance of the synthetic images over that of the
+    reference images (below 1: nearer to the training set than new patients are).
+    """
+    if not train.shape[1:] == synthetic.shape[1:] == reference.shape[1:]:
+        raise ValueError(
+            f"resolutions differ: train {train.shape}, synthetic {synthetic.shape}, "
+            f"reference {reference.shape}"
+        )
+    ours = nearest_distances(synthetic, train)
+    theirs = nearest_distances(reference, train)
+    return {
+        "copy_share": float((ours < theirs.min()).mean()),
+        "nn_ratio": float(np.median(ours) / np.median(theirs)),
+        "n_train": len(train),
+    }

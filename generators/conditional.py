@@ -194,7 +194,10 @@ class ConditionalGenerator:
             unet = diffusion.build_unet(cfg, data.size, in_channels, None, out_channels=channels)
         model = diffusion.ConcatConditioning(unet) if data.cond is not None else unet
         data = data.placed(Acceleration.resolve(cfg, device), device)
-        result = diffusion.train_denoiser(model, data.batches(cfg), cfg, device, cfg.seed, progress)
+        weights = joint.loss_weights(channels, cfg.joint_label_share)
+        result = diffusion.train_denoiser(
+            model, data.batches(cfg), cfg, device, cfg.seed, progress, channel_weights=weights
+        )
         pipe = EchoDiffusionPipeline(
             unet=unet.cpu(),
             scheduler=diffusion.training_scheduler(cfg),

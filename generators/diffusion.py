@@ -154,6 +154,16 @@ def target(
     return noise
 
 
+def denoising_loss(
+    pred: torch.Tensor, goal: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean squared error of ``pred`` against ``goal`` ``(B, C, H, W)``; with ``weights``
+    ``(C,)``, each channel's squared error is multiplied by its weight first."""
+    if weights is None:
+        return torch.nn.functional.mse_loss(pred, goal)
+    return ((pred - goal).square() * weights[:, None, None]).mean()
+
+
 @dataclass
 class TrainResult:
     losses: list[float]  # one value per optimisation step
@@ -173,9 +183,14 @@ def train_denoiser(
     seed: int,
     progress: bool = True,
     speed: Acceleration | None = None,
+    channel_weights: torch.Tensor | None = None,
 ) -> TrainResult:
     """Train ``unet`` for ``cfg.train_steps`` steps to predict, from ``x0`` noised at a random
     step, the velocity or the noise (``cfg.prediction_type``: the scheduler's target).
+
+    ``channel_weights`` ``(C,)``: each of ``x0``'s channels has its squared error weighted
+    by it (a joint sample's image against its label channels,
+    :func:`generators.joint.loss_weights`); None: the plain mean over channels.
 
     ``batches(generator)`` yields an endless stream of batches; the final weights are the
     EMA weights (copied into ``unet``, in the default NCHW layout). Only parameters that
@@ -215,6 +230,7 @@ def train_denoiser(
     if accelerator.device.type != "cpu":
         on_device = torch.Generator(accelerator.device).manual_seed(seed)
     stream = batches(gen)
+    weights = None if channel_weights is None else channel_weights.to(accelerator.device)
     step_losses = torch.empty(cfg.train_steps, device=accelerator.device)
     losses: list[float] = []
     started = time.time()
@@ -243,7 +259,7 @@ def train_denoiser(
         noisy = scheduler.add_noise(x0, noise, t)
         with accelerator.autocast():
             pred = model(noisy, t, **kwargs).sample
-        loss = torch.nn.functional.mse_loss(pred.float(), target(scheduler, x0, noise, t))
+        loss = denoising_loss(pred.float(), target(scheduler, x0, noise, t), weights)
         accelerator.backward(loss)
         if cfg.grad_clip > 0:
             accelerator.clip_grad_norm_(params, cfg.grad_clip)

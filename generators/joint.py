@@ -33,3 +33,19 @@ def decode(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
     if x.shape[1] == 1:
         return images, None
     return images, x[:, 1:].argmax(dim=1).numpy().astype(np.uint8)
+
+
+def loss_weights(channels: int, label_share: float) -> torch.Tensor | None:
+    """``(channels,)`` weights of the denoising loss that give the label channels
+    ``label_share`` of it and the image the rest, with mean 1 (the loss keeps its scale).
+
+    None for an image-only sample. A share of ``N_CLASSES / (1 + N_CLASSES)`` (0.8) is the
+    plain mean over channels.
+    """
+    if channels == 1:
+        return None
+    if channels != 1 + N_CLASSES:
+        raise ValueError(f"a joint sample has 1 or {1 + N_CLASSES} channels, not {channels}")
+    weights = torch.full((channels,), label_share * channels / N_CLASSES)
+    weights[0] = (1 - label_share) * channels
+    return weights

@@ -81,7 +81,10 @@ class UnconditionalGenerator:
                     kwargs = {"class_labels": labels[idx]} if labels is not None else {}
                     yield x0[idx], kwargs
 
-        result = diffusion.train_denoiser(unet, batches, cfg, device, cfg.seed, progress, speed)
+        weights = joint.loss_weights(x0.shape[1], cfg.joint_label_share)
+        result = diffusion.train_denoiser(
+            unet, batches, cfg, device, cfg.seed, progress, speed, channel_weights=weights
+        )
         DDPMPipeline(unet=unet.cpu(), scheduler=diffusion.training_scheduler(cfg)).save_pretrained(
             out
         )

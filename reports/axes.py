@@ -14,7 +14,7 @@ BASELINE_LABEL = "real only"
 
 # Lower-is-better metrics, matched as whole name parts so that e.g. `f1_macro` never hits `fd`.
 _LOWER_PARTS = re.compile(r"(^|[/_])(hd95|hd|asd|assd|mae|fd|fid|kid|loss)($|[/_])")
-_LOWER_NAMES = {"epochs_to_95", "seconds_to_95", "train_seconds"}
+_LOWER_NAMES = {"epochs_to_95", "seconds_to_95", "train_seconds", "copy_share"}
 
 # Display order of categorical axes; anything else sorts after, naturally.
 _ORDER = {
@@ -40,6 +40,9 @@ MASK_DICE_COLUMNS = {
     "mask_dice_myo": "mask Dice MYO",
     "mask_dice_la": "mask Dice LA",
 }
+# Copies of the generator's training images: a column of the fidelity table (not of the
+# figures: a replayed set is told by the table, and its score by the downstream tables).
+COPY_COLUMNS = {"copy_share": "copies"}
 # The real-image reference of each fidelity column, the fidelity table's first row (the
 # same value in every run of a dataset): for the distribution metrics the floor, a second
 # real sample (the validation split) against the same reference; for the judged ones the
@@ -49,6 +52,7 @@ FIDELITY_REFERENCES = {
     "kid": "kid_floor",
     "precision": "precision_floor",
     "recall": "recall_floor",
+    "copy_share": "copy_share_real",
     "cond_view_phase_acc": "cond_view_phase_acc_real",
     "cond_view_acc": "cond_view_acc_real",
     "cond_quality_acc": "cond_quality_acc_real",

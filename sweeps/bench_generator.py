@@ -120,12 +120,14 @@ def bench_generator_train(
     accel = speed.acceleration()
     model = unet.to(device)
     batches = _batches(accel.place(x0, device), batch_size)
+    # The generators' own loss: a joint sample's label channels at their share.
+    weights = joint.loss_weights(x0.shape[1], gen_cfg.joint_label_share)
 
     def train(steps: int, seed: int) -> diffusion.TrainResult:
         # The default bf16 path on CUDA, whatever generator.precision the config sets.
         steps_cfg = dataclasses.replace(gen_cfg, train_steps=steps, precision="bf16")
         return diffusion.train_denoiser(
-            model, batches, steps_cfg, device, seed, progress=False, speed=accel
+            model, batches, steps_cfg, device, seed, False, accel, channel_weights=weights
         )
 
     if bench.warmup_steps:

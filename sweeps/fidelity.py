@@ -9,6 +9,11 @@ floor, a second real sample (the validation split, ``n_floor`` images) against t
 reference, shows what FD, KID, precision and recall real images get (``*_floor``): what a
 perfect generator would approach at these sample sizes.
 
+Copies (``copy_share``, ``nn_ratio``; :func:`benchmark.fidelity.memorisation`): how near the
+synthetic images come, in pixels, to the real images their generator was trained on (the
+cell's real training subset), against the test images; ``*_real`` is the validation split's
+own share, what new patients score.
+
 Two real-trained judges, each its own cached stage per dataset (built with downstream's models
 and training loop on the real training split, the checkpoint picked on validation, weights
 saved as safetensors and their hash in the recipe):
@@ -48,6 +53,7 @@ from benchmark.fidelity import (
     conditioning_accuracy,
     distribution_fidelity,
     mask_alignment,
+    memorisation,
     train_encoder,
     weights_hash,
 )
@@ -256,6 +262,18 @@ def fidelity_stage(ws: Workspace, mode: Mode, prompt: Prompt | None, fraction: f
             "n_floor": floor["n_synthetic"],  # the second real sample's size
         }
         test = ws.real.split(REFERENCE_SPLIT)
+        # Copies of the images this set's generator saw (the cell's real training subset),
+        # against the test images; the validation split's own share is the reference.
+        seen = ws.real_train(fraction).images
+        copies = memorisation(seen, synthetic.images, test.images)
+        floor = memorisation(seen, ws.real.split("val").images, test.images)
+        result |= {
+            "copy_share": copies["copy_share"],
+            "nn_ratio": copies["nn_ratio"],
+            "copy_share_real": floor["copy_share"],
+            "nn_ratio_real": floor["nn_ratio"],
+            "n_generator_train": copies["n_train"],
+        }
         for images, suffix in ((synthetic, ""), (test, "_real")):
             for what, acc in conditioning_accuracies(encoder, images).items():
                 result[f"cond_{what}_acc{suffix}"] = acc
@@ -315,6 +333,11 @@ def _log_fidelity_run(ws: Workspace, stage: Stage, tags: dict[str, str]) -> str 
             "recipe.reference_split": result["reference_split"],
             "recipe.k": result["k"],
             **({"recipe.n_floor": result["n_floor"]} if "n_floor" in result else {}),
+            **(
+                {"recipe.n_generator_train": result["n_generator_train"]}
+                if "n_generator_train" in result
+                else {}
+            ),
             **_judge_params("segmenter", result.get("segmenter")),
             **_judge_params("quality_classifier", result.get("quality_classifier")),
             "generator": to_dict(ws.cfg.generator),
@@ -335,7 +358,8 @@ def _log_fidelity_run(ws: Workspace, stage: Stage, tags: dict[str, str]) -> str 
     conditioning = [
         f"cond_{w}_acc{s}" for w in ("view_phase", "view", "phase") for s in ("", "_real")
     ]
-    metrics |= {k: result[k] for k in (*floor, *conditioning) if k in result}
+    copies = ("copy_share", "copy_share_real", "nn_ratio", "nn_ratio_real")
+    metrics |= {k: result[k] for k in (*floor, *conditioning, *copies) if k in result}
     # Judged metrics, where their judge exists and the set has what they need (NaN and
     # absent values are not logged).
     judged = ("mask_dice_", "cond_quality_acc")

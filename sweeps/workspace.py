@@ -35,8 +35,9 @@ CELL_FORMAT = 2
 # What a fidelity folder holds (sweeps/fidelity.py). 2 added the floor's KID, precision
 # and recall (1 had its FD only); 3 seeds KID's random subsets (before, a set measured
 # twice got two KIDs: 1.26 and 1.11 for one set of the controls preset); 4 added the view
-# and the phase accuracies beside view x phase (issue 4's target is the view's).
-FIDELITY_FORMAT = 4
+# and the phase accuracies beside view x phase (issue 4's target is the view's); 5 added
+# the copies of the generator's training images (copy_share, nn_ratio).
+FIDELITY_FORMAT = 5
 
 # The solver: part of every synthetic set's key.
 _SOLVER_KEYS = ("sampler", "sample_steps", "timestep_spacing")

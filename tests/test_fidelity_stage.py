@@ -53,8 +53,16 @@ def test_fidelity_stage_logs_once_with_recipe(tmp_path, smoke_config):
     assert (seg["model"], seg["epochs"], seg["train_split"]) == ("monai-unet", 2, "train")
     assert run.data.params["recipe.segmenter_sha256"] == seg["weights_hash"]
     assert run.data.params["recipe.quality_classifier"] == "monai-classifier-quality"
+    # Copies: the oracle draws new patients; the corrupted control's images are the
+    # generator's training images themselves (distance 0), every one a copy.
+    copies = {"copy_share", "copy_share_real", "nn_ratio", "nn_ratio_real"}
+    assert copies <= set(result) and copies <= set(run.data.metrics)
+    assert result["n_generator_train"] == len(ws.real_train(1.0))
+    assert result["copy_share"] < 0.5 and result["nn_ratio"] > 0.5
     # the corrupted control reuses the same encoder stage: one encoder per dataset
-    fidelity_stage(ws, Mode.CORRUPTED, None, 1.0)
+    corrupted = fidelity_stage(ws, Mode.CORRUPTED, None, 1.0)
+    replayed = json.loads((corrupted.path / "fidelity.json").read_text())
+    assert (replayed["copy_share"], replayed["nn_ratio"]) == (1.0, 0.0)
     for judge in ("encoder", "segmenter", "quality"):
         folders = [p for p in (tmp_path / "fidelity").iterdir() if p.name.startswith(judge)]
         assert len([p for p in folders if p.is_dir()]) == 1
@@ -63,7 +71,8 @@ def test_fidelity_stage_logs_once_with_recipe(tmp_path, smoke_config):
 
     # The report's fidelity table shows mask alignment per structure and names the judges.
     tex = fidelity_table(collect_fidelity(ws.tracking_uri, "smoke"))
-    for header in ("mask Dice", "mask Dice LV", "mask Dice MYO", "mask Dice LA", "quality acc."):
+    headers = ("mask Dice", "mask Dice LV", "mask Dice MYO", "mask Dice LA", "quality acc.")
+    for header in (*headers, "copies"):
         assert header in tex
     assert "segmenter monai-unet" in tex and "of the real test images with their true" in tex
     # First, unranked and ruled off: the real images' own scores, the floor among them.

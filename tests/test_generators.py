@@ -110,6 +110,50 @@ def test_the_loss_is_on_the_configured_target(smoke_config, target, expected):
     assert np.mean(losses.losses) == pytest.approx(expected, rel=0.05)
 
 
+def test_joint_loss_weights_give_the_label_channels_their_share():
+    """The weights keep the loss's scale (mean 1); 0.8 is the plain mean over 1 + 4
+    channels. With the whole error in the image channel, the loss is the image's share."""
+    assert joint.loss_weights(1, 0.5) is None  # an image-only sample
+    torch.testing.assert_close(joint.loss_weights(5, 0.8), torch.ones(5))
+    weights = joint.loss_weights(5, 0.35)
+    assert weights.mean().item() == pytest.approx(1.0)
+    assert weights[1:].sum().item() / weights.sum().item() == pytest.approx(0.35)
+    goal = torch.zeros(2, 5, 3, 3)
+    goal[:, 0] = 1
+    pred = torch.zeros_like(goal)
+    assert diffusion.denoising_loss(pred, goal).item() == pytest.approx(0.2)
+    assert diffusion.denoising_loss(pred, goal, weights).item() == pytest.approx(0.65)
+    with pytest.raises(ValueError, match="1 or 5 channels"):
+        joint.loss_weights(3, 0.5)
+
+
+@pytest.mark.parametrize("share", [0.35, 0.8])
+def test_mask_free_generators_weigh_the_loss_by_the_label_share(
+    tmp_path, real, smoke_config, monkeypatch, share
+):
+    """Unconditional and text train on joint samples with the configured label share."""
+    from generators.text import TextGenerator
+
+    seen = []
+    train = diffusion.train_denoiser
+
+    def spy(*args, channel_weights=None, **kwargs):
+        seen.append(channel_weights)
+        return train(*args, channel_weights=channel_weights, **kwargs)
+
+    monkeypatch.setattr(diffusion, "train_denoiser", spy)
+    cfg = tiny(smoke_config, joint_label_share=share)
+    UnconditionalGenerator("cpu").train(
+        GenerationContext(real, smoke_config.data, None), cfg, tmp_path / "u", progress=False
+    )
+    TextGenerator("cpu").train(
+        GenerationContext(real, smoke_config.data, 1), cfg, tmp_path / "t", progress=False
+    )
+    assert len(seen) == 2
+    for weights in seen:
+        torch.testing.assert_close(weights, joint.loss_weights(5, share))
+
+
 def test_the_saved_scheduler_carries_target_and_spacing(smoke_config):
     """Samplers inherit the model's target from its saved scheduler; the step spacing is
     the sampling config's, whatever the model was saved with."""

@@ -13,6 +13,7 @@ from benchmark.fidelity import (
     conditioning_accuracy,
     distribution_fidelity,
     mask_alignment,
+    memorisation,
     precision_recall,
     train_encoder,
     weights_hash,
@@ -46,6 +47,21 @@ def test_mask_alignment_by_hand():
     b[1, 2:] = 1  # image 1: LV disjoint -> Dice 0; image 0 identical -> 1
     out = mask_alignment(b, a)
     assert out["dice_LV"] == 0.5 and math.isnan(out["dice_MYO"]) and out["dice_mean"] == 0.5
+
+
+def test_memorisation_by_hand():
+    """Training images black and white; one synthetic image is the black one (a copy, RMS
+    distance 0), the other mid-grey (0.5 from both). The new real images at 0.25 and 0.8
+    lie 0.25 and 0.2 from the training set: only the copy is nearer than both."""
+    train = np.stack([np.zeros((4, 4)), np.ones((4, 4))])
+    synthetic = np.stack([np.zeros((4, 4)), np.full((4, 4), 0.5)])
+    reference = np.stack([np.full((4, 4), 0.25), np.full((4, 4), 0.8)])
+    out = memorisation(train, synthetic, reference)
+    assert out["copy_share"] == 0.5 and out["n_train"] == 2
+    assert out["nn_ratio"] == pytest.approx(0.25 / 0.225)  # medians of (0, 0.5), (0.25, 0.2)
+    assert memorisation(train, train, reference)["copy_share"] == 1.0
+    with pytest.raises(ValueError, match="resolutions differ"):
+        memorisation(train, synthetic[:, :2], reference)
 
 
 def test_encoder_trains_on_train_split_only(data, encoder):

@@ -41,6 +41,8 @@ def test_sampling_settings_stay_out_of_the_generator_key(smoke_config, tmp_path)
     assert spec(smoke_config, tmp_path, Mode.HYBRID, Prompt.P3, cond_dropout=0.3) != base
     epsilon = spec(smoke_config, tmp_path, Mode.HYBRID, Prompt.P3, prediction_type="epsilon")
     assert epsilon != base  # what the model was trained to predict
+    shared = spec(smoke_config, tmp_path, Mode.TEXT, Prompt.P3, joint_label_share=0.8)
+    assert shared != spec(smoke_config, tmp_path, Mode.TEXT, Prompt.P3)  # the loss it had
 
 
 def test_the_solver_is_in_the_synthetic_key(smoke_config, tmp_path):
@@ -96,6 +98,8 @@ def test_unknown_hybrid_variant_is_a_config_error():
         ("mask_copies", 0),
         ("text_encoder", ""),
         ("hybrid_variant", "unet"),
+        ("joint_label_share", 0.0),
+        ("joint_label_share", 1.0),
     ],
 )
 def test_invalid_settings_name_the_field(smoke_config, field, value):
