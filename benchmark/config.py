@@ -51,6 +51,11 @@ class GeneratorConfig:
     # Sampling: where the solver's steps sit. trailing starts at the last training step,
     # pure noise (Lin et al. 2023); leading (diffusers' default) below it.
     timestep_spacing: Literal["leading", "trailing"] = "trailing"
+    # Sampling: clip the clean-image estimate to [-1, 1] at every DDPM / DDIM step (diffusers'
+    # default; DPM-Solver++ never clips). Clipping cuts only the low side of the estimate's
+    # error at the black background (-1), and the bias carried along the trajectory left it
+    # grey (docs/GENERATORS.md); the finished images are clipped either way.
+    clip_sample: bool = False
     train_steps: int = 2000
     batch_size: int = 16
     lr: float = 1e-4

@@ -271,6 +271,7 @@ class ConditionalGenerator:
             guidance_scale=cfg.guidance_scale if self.prompts else 1.0,
             sampler=cfg.sampler,
             timestep_spacing=cfg.timestep_spacing,
+            clip_sample=cfg.clip_sample,
             batch_size=cfg.sample_batch_size,
             seed=seed,
             device=device,

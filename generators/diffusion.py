@@ -116,25 +116,33 @@ class ConcatConditioning(torch.nn.Module):
 
 
 def training_scheduler(cfg: GeneratorConfig) -> DDPMScheduler:
-    """The noise schedule, the model's target and the sampling step spacing; the samplers
-    are built from its config, so a saved pipeline carries all three."""
+    """The noise schedule, the model's target and the sampling settings (step spacing,
+    clipping); the samplers are built from its config, so a saved pipeline carries them."""
     return DDPMScheduler(
         num_train_timesteps=cfg.timesteps,
         beta_schedule=cfg.beta_schedule,
         prediction_type=cfg.prediction_type,
         timestep_spacing=cfg.timestep_spacing,
+        clip_sample=cfg.clip_sample,
     )
 
 
 def sampling_scheduler(
-    train_scheduler: SchedulerMixin, sampler: str, timestep_spacing: str | None = None
+    train_scheduler: SchedulerMixin,
+    sampler: str,
+    timestep_spacing: str | None = None,
+    clip_sample: bool | None = None,
 ) -> SchedulerMixin:
     """The configured sampler built from the training scheduler's noise schedule and
-    target; ``timestep_spacing`` (None: the training scheduler's) is a sampling choice, so
-    a saved model is sampled with today's setting."""
+    target; ``timestep_spacing`` and ``clip_sample`` (None: the training scheduler's) are
+    sampling choices, so a saved model is sampled with today's settings. ``clip_sample``
+    clips the clean-image estimate of every DDPM and DDIM step; DPM-Solver++ has no such
+    option."""
     config = dict(train_scheduler.config)
     if timestep_spacing is not None:
         config["timestep_spacing"] = timestep_spacing
+    if clip_sample is not None:
+        config["clip_sample"] = clip_sample
     if sampler == "ddpm":
         return DDPMScheduler.from_config(config)
     if sampler == "ddim":

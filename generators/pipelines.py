@@ -94,6 +94,7 @@ class EchoDiffusionPipeline(DiffusionPipeline):
         guidance_scale: float = 1.0,
         sampler: str = "ddim",
         timestep_spacing: str | None = None,
+        clip_sample: bool | None = None,
         batch_size: int = 64,
         seed: int = 0,
         device: torch.device | str = "cpu",
@@ -110,6 +111,8 @@ class EchoDiffusionPipeline(DiffusionPipeline):
                 empty prompt (the label map, if any, is kept).
             timestep_spacing: the sampler's step spacing, leading or trailing (None: the
                 saved scheduler's).
+            clip_sample: clip the clean-image estimate of every DDPM / DDIM step to
+                [-1, 1] (None: the saved scheduler's).
             speed: CUDA speed options of the denoiser (``generators.acceleration``).
             precision: the denoiser's autocast on CUDA: bf16, fp16 or fp32.
 
@@ -140,7 +143,7 @@ class EchoDiffusionPipeline(DiffusionPipeline):
         size = self.unet.config.sample_size
         x = diffusion.sample(
             unet,
-            diffusion.sampling_scheduler(self.scheduler, sampler, timestep_spacing),
+            diffusion.sampling_scheduler(self.scheduler, sampler, timestep_spacing, clip_sample),
             n,
             (out_channels, size, size),
             num_inference_steps,

@@ -136,7 +136,9 @@ class UnconditionalGenerator:
         device = resolve_device(self.device)
         x = diffusion.sample(
             unet,
-            diffusion.sampling_scheduler(scheduler, cfg.sampler, cfg.timestep_spacing),
+            diffusion.sampling_scheduler(
+                scheduler, cfg.sampler, cfg.timestep_spacing, cfg.clip_sample
+            ),
             n,
             shape,
             cfg.sample_steps,

@@ -14,7 +14,7 @@ BASELINE_LABEL = "real only"
 
 # Lower-is-better metrics, matched as whole name parts so that e.g. `f1_macro` never hits `fd`.
 _LOWER_PARTS = re.compile(r"(^|[/_])(hd95|hd|asd|assd|mae|fd|fid|kid|loss)($|[/_])")
-_LOWER_NAMES = {"epochs_to_95", "seconds_to_95", "train_seconds", "copy_share"}
+_LOWER_NAMES = {"epochs_to_95", "seconds_to_95", "train_seconds", "copy_share", "intensity_w1"}
 
 # Display order of categorical axes; anything else sorts after, naturally.
 _ORDER = {
@@ -43,6 +43,9 @@ MASK_DICE_COLUMNS = {
 # Copies of the generator's training images: a column of the fidelity table (not of the
 # figures: a replayed set is told by the table, and its score by the downstream tables).
 COPY_COLUMNS = {"copy_share": "copies"}
+# Grey-level histogram distance: a column of the fidelity table, what FD cannot see (the
+# encoder normalises brightness away).
+INTENSITY_COLUMNS = {"intensity_w1": "intensity W1"}
 # The real-image reference of each fidelity column, the fidelity table's first row (the
 # same value in every run of a dataset): for the distribution metrics the floor, a second
 # real sample (the validation split) against the same reference; for the judged ones the
@@ -52,6 +55,7 @@ FIDELITY_REFERENCES = {
     "kid": "kid_floor",
     "precision": "precision_floor",
     "recall": "recall_floor",
+    "intensity_w1": "intensity_w1_floor",
     "copy_share": "copy_share_real",
     "cond_view_phase_acc": "cond_view_phase_acc_real",
     "cond_view_acc": "cond_view_acc_real",

@@ -19,6 +19,7 @@ from reports.axes import (
     COPY_COLUMNS,
     FIDELITY_COLUMNS,
     FIDELITY_REFERENCES,
+    INTENSITY_COLUMNS,
     JUDGES,
     MASK_DICE_COLUMNS,
     RANK_FLOORS,
@@ -273,7 +274,7 @@ def fidelity_table(fid: pd.DataFrame) -> str:
             raise ValueError(f"fidelity_table: {c} varies {list(values)}; one recipe per table")
         recipe[RECIPE_FIELDS[c]] = values[0]
     recipe = {k: v for k, v in recipe.items() if not pd.isna(v)}
-    columns = FIDELITY_COLUMNS | COPY_COLUMNS | MASK_DICE_COLUMNS
+    columns = FIDELITY_COLUMNS | INTENSITY_COLUMNS | COPY_COLUMNS | MASK_DICE_COLUMNS
     metrics = {m: h for m, h in columns.items() if m in fid and fid[m].notna().any()}
     if not metrics:
         raise ValueError("fidelity_table: no fidelity metrics logged")
@@ -293,6 +294,13 @@ def fidelity_table(fid: pd.DataFrame) -> str:
         " (accuracy with which view, phase and quality are recognised in the synthetic images)"
         " and mask Dice (agreement of an image with its label map: Dice between a real-trained"
         " segmenter's prediction on the image and the label, per structure and mean)."
+        + (
+            " Intensity W1: Wasserstein-1 distance between the synthetic and the reference"
+            " images' grey-level histograms, in 8-bit levels (FD's features do not see"
+            " brightness)."
+            if "intensity_w1" in metrics
+            else ""
+        )
         + (
             " Copies: share of synthetic images nearer (RMS pixel difference) to an image"
             " their generator was trained on than every real test image is."
@@ -339,7 +347,8 @@ def _with_reference_row(runs: pd.DataFrame, metrics: dict[str, str]) -> tuple[pd
     labels = [REFERENCE_LABEL, *runs["generator"].cat.categories]
     both = pd.concat([rows.assign(generator=REFERENCE_LABEL), runs], ignore_index=True)
     both["generator"] = pd.Categorical(both["generator"], categories=labels, ordered=True)
-    floor = [metrics[m] for m in ("fd", "kid", "precision", "recall", "copy_share") if m in refs]
+    distributional = ("fd", "kid", "precision", "recall", "intensity_w1", "copy_share")
+    floor = [metrics[m] for m in distributional if m in refs]
     judged = [metrics[m] for m in refs if metrics[m] not in floor]
     parts = []
     if floor:

@@ -9,6 +9,10 @@ floor, a second real sample (the validation split, ``n_floor`` images) against t
 reference, shows what FD, KID, precision and recall real images get (``*_floor``): what a
 perfect generator would approach at these sample sizes.
 
+Intensity (``intensity_w1``; :func:`benchmark.fidelity.intensity_distance`): the distance
+between the synthetic and the test images' grey-level histograms, which the encoder's
+features do not see; ``intensity_w1_floor`` is the validation split's.
+
 Copies (``copy_share``, ``nn_ratio``; :func:`benchmark.fidelity.memorisation`): how near the
 synthetic images come, in pixels, to the real images their generator was trained on (the
 cell's real training subset), against the test images; ``*_real`` is the validation split's
@@ -52,6 +56,7 @@ from benchmark.fidelity import (
     conditioning_accuracies,
     conditioning_accuracy,
     distribution_fidelity,
+    intensity_distance,
     mask_alignment,
     memorisation,
     train_encoder,
@@ -260,6 +265,8 @@ def fidelity_stage(ws: Workspace, mode: Mode, prompt: Prompt | None, fraction: f
             "precision_floor": floor["precision"],
             "recall_floor": floor["recall"],
             "n_floor": floor["n_synthetic"],  # the second real sample's size
+            "intensity_w1": intensity_distance(reference, synthetic.images),
+            "intensity_w1_floor": intensity_distance(reference, ws.real.split("val").images),
         }
         test = ws.real.split(REFERENCE_SPLIT)
         # Copies of the images this set's generator saw (the cell's real training subset),
@@ -359,7 +366,8 @@ def _log_fidelity_run(ws: Workspace, stage: Stage, tags: dict[str, str]) -> str 
         f"cond_{w}_acc{s}" for w in ("view_phase", "view", "phase") for s in ("", "_real")
     ]
     copies = ("copy_share", "copy_share_real", "nn_ratio", "nn_ratio_real")
-    metrics |= {k: result[k] for k in (*floor, *conditioning, *copies) if k in result}
+    intensity = ("intensity_w1", "intensity_w1_floor")
+    metrics |= {k: result[k] for k in (*floor, *conditioning, *copies, *intensity) if k in result}
     # Judged metrics, where their judge exists and the set has what they need (NaN and
     # absent values are not logged).
     judged = ("mask_dice_", "cond_quality_acc")

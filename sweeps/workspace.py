@@ -36,11 +36,12 @@ CELL_FORMAT = 2
 # and recall (1 had its FD only); 3 seeds KID's random subsets (before, a set measured
 # twice got two KIDs: 1.26 and 1.11 for one set of the controls preset); 4 added the view
 # and the phase accuracies beside view x phase (issue 4's target is the view's); 5 added
-# the copies of the generator's training images (copy_share, nn_ratio).
-FIDELITY_FORMAT = 5
+# the copies of the generator's training images (copy_share, nn_ratio); 6 the intensity
+# distance (intensity_w1).
+FIDELITY_FORMAT = 6
 
 # The solver: part of every synthetic set's key.
-_SOLVER_KEYS = ("sampler", "sample_steps", "timestep_spacing")
+_SOLVER_KEYS = ("sampler", "sample_steps", "timestep_spacing", "clip_sample")
 # Generator settings that change sampling only; they stay out of the generator's key so a
 # new sampler reuses the trained model.
 _SAMPLING_KEYS = _SOLVER_KEYS + ("sample_batch_size", "n_samples", "guidance_scale", "mask_copies")

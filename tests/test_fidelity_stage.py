@@ -27,6 +27,7 @@ def test_fidelity_stage_logs_once_with_recipe(tmp_path, smoke_config):
     assert result["fd_echo"] >= 0 and result["fd_floor"] >= 0
     assert 0 <= result["precision_floor"] <= 1 and 0 <= result["recall_floor"] <= 1
     assert result["n_floor"] == len(ws.real.split("val"))
+    assert result["intensity_w1"] >= 0 and result["intensity_w1_floor"] >= 0
 
     client = mlflow.tracking.MlflowClient(ws.tracking_uri)
     exp = client.get_experiment_by_name("smoke")
@@ -72,7 +73,8 @@ def test_fidelity_stage_logs_once_with_recipe(tmp_path, smoke_config):
     # The report's fidelity table shows mask alignment per structure and names the judges.
     tex = fidelity_table(collect_fidelity(ws.tracking_uri, "smoke"))
     headers = ("mask Dice", "mask Dice LV", "mask Dice MYO", "mask Dice LA", "quality acc.")
-    for header in (*headers, "copies"):
+    assert {"intensity_w1", "intensity_w1_floor"} <= set(run.data.metrics)
+    for header in (*headers, "copies", "intensity W1"):
         assert header in tex
     assert "segmenter monai-unet" in tex and "of the real test images with their true" in tex
     # First, unranked and ruled off: the real images' own scores, the floor among them.

@@ -172,6 +172,70 @@ def test_the_saved_scheduler_carries_target_and_spacing(smoke_config):
     assert int(leading.timesteps[0]) == cfg.timesteps - cfg.timesteps // 10
 
 
+class _LeakyBlackDenoiser(torch.nn.Module):
+    """A velocity model of all-black images (x0 = -1) whose clean-image estimate keeps
+    ``leak`` of the noise it sees: ``x0_hat = -1 + leak * eps``, an error of mean 0."""
+
+    def __init__(self, scheduler, leak: float = 0.3) -> None:
+        super().__init__()
+        self.alphas = scheduler.alphas_cumprod
+        self.leak = leak
+
+    def forward(self, x, t, **kwargs):
+        a = self.alphas[int(t)]
+        eps = (x + a.sqrt()) / (1 - a).sqrt()
+        x0_hat = -1 + self.leak * eps
+        return SimpleNamespace(sample=(a.sqrt() * x - x0_hat) / (1 - a).sqrt())
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_clipping_the_estimate_brightens_a_black_background(smoke_config, sampler):
+    """Clipping x0_hat to [-1, 1] cuts only the errors below -1, so a black image comes
+    out grey; unclipped, the errors cancel and the mean stays at -1."""
+    train = diffusion.training_scheduler(smoke_config.generator)
+    assert train.config.clip_sample is False  # the default, saved with every model
+    means = {}
+    for clip in (False, True):
+        scheduler = diffusion.sampling_scheduler(train, sampler, clip_sample=clip)
+        assert scheduler.config.clip_sample is clip
+        x = diffusion.sample(
+            _LeakyBlackDenoiser(train),
+            scheduler,
+            8,
+            (1, 32, 32),
+            20,
+            8,
+            0,
+            torch.device("cpu"),
+            progress=False,
+        )
+        means[clip] = x.mean().item()
+    assert means[False] == pytest.approx(-1, abs=0.03)
+    assert means[True] > -0.9
+
+
+@pytest.mark.parametrize("mode", ["unconditional", "text", "semantic"])
+@pytest.mark.parametrize("clip", [False, True])
+def test_generators_sample_with_the_configured_clipping(
+    tmp_path, real, smoke_config, monkeypatch, mode, clip
+):
+    seen = []
+    sample = diffusion.sample
+
+    def spy(unet, scheduler, *args, **kwargs):
+        seen.append(scheduler.config.clip_sample)
+        return sample(unet, scheduler, *args, **kwargs)
+
+    monkeypatch.setattr(diffusion, "sample", spy)
+    cfg = tiny(smoke_config, clip_sample=clip)
+    gen = get_generator(Mode(mode))
+    train = real.split("train")  # conditioning masks come from the training split only
+    ctx = GenerationContext(train, smoke_config.data, None if mode != "text" else 1)
+    gen.train(ctx, cfg, tmp_path, progress=False)
+    gen.sample(tmp_path, ctx, cfg, n=2, seed=0, progress=False)
+    assert seen == [clip]
+
+
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmsolver++"])
 def test_samplers(sampler, smoke_config):
     cfg = tiny(smoke_config)

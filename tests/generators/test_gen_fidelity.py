@@ -12,6 +12,7 @@ from benchmark.fidelity import (
     conditioning_accuracies,
     conditioning_accuracy,
     distribution_fidelity,
+    intensity_distance,
     mask_alignment,
     memorisation,
     precision_recall,
@@ -62,6 +63,20 @@ def test_memorisation_by_hand():
     assert memorisation(train, train, reference)["copy_share"] == 1.0
     with pytest.raises(ValueError, match="resolutions differ"):
         memorisation(train, synthetic[:, :2], reference)
+
+
+def test_intensity_distance_by_hand():
+    """8-bit levels 51 and 178 everywhere are 127 levels apart. Half black and half white
+    against all black: half of the pixels move 255 levels."""
+    grey = np.full((2, 4, 4), 51 / 255)
+    assert intensity_distance(grey, np.full((3, 4, 4), 178 / 255)) == pytest.approx(127)
+    assert intensity_distance(grey, grey) == 0.0
+    half = np.zeros((2, 4, 4))
+    half[:, :2] = 1.0
+    assert intensity_distance(np.zeros((1, 4, 4)), half) == pytest.approx(127.5)
+    # A set 10 levels brighter everywhere (none clipped) is 10 levels away.
+    levels = np.random.default_rng(0).integers(20, 200, (8, 16, 16))
+    assert intensity_distance(levels / 255, (levels + 10) / 255) == pytest.approx(10)
 
 
 def test_encoder_trains_on_train_split_only(data, encoder):

@@ -1,6 +1,7 @@
 """Stage keys of prompted generators follow generator.text_training."""
 
 import dataclasses
+import json
 
 import pytest
 
@@ -36,6 +37,7 @@ def test_sampling_settings_stay_out_of_the_generator_key(smoke_config, tmp_path)
         guidance_scale=5.0,
         mask_copies=2,
         timestep_spacing="leading",
+        clip_sample=True,
     )
     assert base == other
     assert spec(smoke_config, tmp_path, Mode.HYBRID, Prompt.P3, cond_dropout=0.3) != base
@@ -46,17 +48,21 @@ def test_sampling_settings_stay_out_of_the_generator_key(smoke_config, tmp_path)
 
 
 def test_the_solver_is_in_the_synthetic_key(smoke_config, tmp_path):
-    """A set drawn with another step spacing is another set, of the same trained model."""
+    """A set drawn with another step spacing or clipping is another set, of the same
+    trained model."""
     sets = {}
-    for spacing in ("leading", "trailing"):
+    for spacing, clip in (("leading", False), ("trailing", False), ("trailing", True)):
         cfg = dataclasses.replace(
             smoke_config,
-            generator=dataclasses.replace(smoke_config.generator, timestep_spacing=spacing),
+            generator=dataclasses.replace(
+                smoke_config.generator, timestep_spacing=spacing, clip_sample=clip
+            ),
         )
         ws = Workspace(cfg, tmp_path, progress=False)
-        sets[spacing] = ws._synthetic_spec(Mode.TEXT, Prompt.P3, 1.0, None)
-    assert sets["leading"]["sampling"]["timestep_spacing"] == "leading"
-    assert sets["leading"] != sets["trailing"]
+        sets[spacing, clip] = ws._synthetic_spec(Mode.TEXT, Prompt.P3, 1.0, None)
+    assert sets["leading", False]["sampling"]["timestep_spacing"] == "leading"
+    assert sets["trailing", True]["sampling"]["clip_sample"] is True
+    assert len({json.dumps(s, sort_keys=True) for s in sets.values()}) == 3
 
 
 def test_speed_options_stay_out_of_the_generator_key(smoke_config, tmp_path):
