@@ -274,7 +274,9 @@ def fidelity_table(fid: pd.DataFrame) -> str:
             raise ValueError(f"fidelity_table: {c} varies {list(values)}; one recipe per table")
         recipe[RECIPE_FIELDS[c]] = values[0]
     recipe = {k: v for k, v in recipe.items() if not pd.isna(v)}
-    columns = FIDELITY_COLUMNS | INTENSITY_COLUMNS | COPY_COLUMNS | MASK_DICE_COLUMNS
+    # The intensity distance beside the other distribution measures, before the judged ones.
+    distribution = {m: FIDELITY_COLUMNS[m] for m in ("fd", "kid", "precision", "recall")}
+    columns = distribution | INTENSITY_COLUMNS | FIDELITY_COLUMNS | COPY_COLUMNS | MASK_DICE_COLUMNS
     metrics = {m: h for m, h in columns.items() if m in fid and fid[m].notna().any()}
     if not metrics:
         raise ValueError("fidelity_table: no fidelity metrics logged")

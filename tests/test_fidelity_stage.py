@@ -76,6 +76,8 @@ def test_fidelity_stage_logs_once_with_recipe(tmp_path, smoke_config):
     assert {"intensity_w1", "intensity_w1_floor"} <= set(run.data.metrics)
     for header in (*headers, "copies", "intensity W1"):
         assert header in tex
+    (columns,) = [line for line in tex.splitlines() if "intensity W1 &" in line]
+    assert columns.index("recall") < columns.index("intensity W1") < columns.index("view-phase")
     assert "segmenter monai-unet" in tex and "of the real test images with their true" in tex
     # First, unranked and ruled off: the real images' own scores, the floor among them.
     body = tex.split("\\midrule\n", 1)[1]
