@@ -251,12 +251,14 @@ def fidelity_stage(ws: Workspace, mode: Mode, prompt: Prompt | None, fraction: f
     }
 
     def compute(tmp: Path) -> dict:
-        reference = ws.real.split(REFERENCE_SPLIT).images
+        test = ws.real.split(REFERENCE_SPLIT)
+        reference = test.images
+        second = ws.real.split("val").images  # the floor's second real sample
         result = distribution_fidelity(
             encoder, reference, synthetic.images, k=k, reference_split=REFERENCE_SPLIT
         )
         floor = distribution_fidelity(
-            encoder, reference, ws.real.split("val").images, k=k, reference_split=REFERENCE_SPLIT
+            encoder, reference, second, k=k, reference_split=REFERENCE_SPLIT
         )
         result |= {
             "fd_floor": floor["fd_echo"],
@@ -266,14 +268,13 @@ def fidelity_stage(ws: Workspace, mode: Mode, prompt: Prompt | None, fraction: f
             "recall_floor": floor["recall"],
             "n_floor": floor["n_synthetic"],  # the second real sample's size
             "intensity_w1": intensity_distance(reference, synthetic.images),
-            "intensity_w1_floor": intensity_distance(reference, ws.real.split("val").images),
+            "intensity_w1_floor": intensity_distance(reference, second),
         }
-        test = ws.real.split(REFERENCE_SPLIT)
         # Copies of the images this set's generator saw (the cell's real training subset),
         # against the test images; the validation split's own share is the reference.
         seen = ws.real_train(fraction).images
-        copies = memorisation(seen, synthetic.images, test.images)
-        floor = memorisation(seen, ws.real.split("val").images, test.images)
+        copies = memorisation(seen, synthetic.images, reference)
+        floor = memorisation(seen, second, reference)
         result |= {
             "copy_share": copies["copy_share"],
             "nn_ratio": copies["nn_ratio"],
