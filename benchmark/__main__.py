@@ -414,7 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError, RuntimeError, LookupError) as exc:
+    # ArithmeticError: training that diverged (FloatingPointError "loss became nan").
+    except (ValueError, OSError, RuntimeError, LookupError, ArithmeticError) as exc:
         if args.verbose:
             raise
         from benchmark.redact import mask_uri

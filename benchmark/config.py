@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import re
 import types
 import typing
@@ -20,7 +21,7 @@ from typing import Any, Literal
 
 import yaml
 
-from benchmark.config_checks import check_precision, positive
+from benchmark.config_checks import check_precision, non_negative, positive
 from benchmark.data.config import DataConfig
 from benchmark.downstream_config import DownstreamConfig, Optimizer, Scheduler
 from benchmark.grid import GridConfig
@@ -105,6 +106,7 @@ class GeneratorConfig:
             "sample_steps",
             "sample_batch_size",
         )
+        non_negative(self, "generator", "weight_decay", "seed")
         if not self.block_out_channels or any(c <= 0 for c in self.block_out_channels):
             raise ValueError("generator.block_out_channels must be positive integers")
         levels = self.cross_attention_levels
@@ -186,9 +188,7 @@ class SweepConfig:
                 f"sweep.grace_period ({self.grace_period}) must exceed "
                 f"sweep.heartbeat_interval ({self.heartbeat_interval})"
             )
-        for name in ("max_retries", "tune_startup_trials"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"sweep.{name} must be >= 0, got {getattr(self, name)}")
+        non_negative(self, "sweep", "max_retries", "tune_startup_trials", "tune_seed")
         for name in ("tune_lr", "tune_weight_decay", "tune_epochs"):
             bounds = getattr(self, name)
             if len(bounds) != 2 or not 0 < bounds[0] <= bounds[1]:
@@ -397,6 +397,8 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
             return float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # YAML's .nan and .inf
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -419,6 +421,30 @@ def to_dict(obj: Any) -> Any:
 # ----------------------------------------------------------------------------- loading
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key repeated in one mapping: PyYAML keeps the last
+    silently, so a preset's second ``data:`` section would drop the first's settings."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"key {key!r} repeated (first at line {seen[key]})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+def _load_yaml(text: str) -> Any:
+    """Plain data of YAML ``text``, refusing repeated keys."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"a.b=value"`` -> (["a", "b"], value parsed as YAML)."""
     if "=" not in text:
@@ -428,7 +454,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not path:
         raise ConfigError(f"override {text!r} has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {text!r}: cannot parse value ({_yaml_problem(exc)})") from None
     return path, value
@@ -484,16 +510,30 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
         try:
-            data = yaml.safe_load(text) or {}
+            data = _load_yaml(text) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: invalid YAML{_yaml_problem(exc, where=True)}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
+    overrides = overrides or []
+    merged = apply_overrides(data, overrides)  # its errors name the override
     try:
-        data = apply_overrides(data, overrides or [])
-        return from_dict(Config, data)
+        return from_dict(Config, merged)
     except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        raise ConfigError(f"{_blame(data, overrides, exc, source)}: {exc}") from None
+
+
+def _blame(data: dict, overrides: list[str], exc: ConfigError, source: str) -> str:
+    """What a config error comes from: ``source`` (the file) with the overrides whose key
+    it names; the file alone when none is named and the file fails without them too."""
+    named = [o for o in overrides if o.split("=", 1)[0].strip() in str(exc)]
+    if not named and overrides:
+        try:
+            from_dict(Config, data)
+        except ConfigError:
+            return source
+        named = overrides
+    return f"{source} with --set {' '.join(named)}" if named else source
 
 
 def dump_config(config: Config) -> str:

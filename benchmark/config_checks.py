@@ -10,8 +10,16 @@ def positive(obj: Any, prefix: str, *names: str) -> None:
     """Each of ``obj``'s fields ``names`` is > 0; the message names ``prefix.name``."""
     for name in names:
         value = getattr(obj, name)
-        if value <= 0:
+        if not value > 0:  # written so, NaN fails too
             raise ValueError(f"{prefix}.{name} must be > 0, got {value}")
+
+
+def non_negative(obj: Any, prefix: str, *names: str) -> None:
+    """Each of ``obj``'s fields ``names`` is >= 0 (seeds, weight decays)."""
+    for name in names:
+        value = getattr(obj, name)
+        if not value >= 0:
+            raise ValueError(f"{prefix}.{name} must be >= 0, got {value}")
 
 
 def check_precision(section: str, value: str) -> None:

@@ -193,6 +193,8 @@ def _check_axes(axes: Any, where: str) -> None:
             raise ValueError(f"{where}.{name} must not be empty")
     if axes.ratios is not None and any(r < 0 for r in axes.ratios):
         raise ValueError(f"{where}.ratios must be >= 0, got {axes.ratios}")
+    if axes.seeds is not None and any(s < 0 for s in axes.seeds):
+        raise ValueError(f"{where}.seeds must be >= 0, got {axes.seeds}")
     fractions = axes.real_fractions
     if fractions is not None and any(not 0 < f <= 1 for f in fractions):
         raise ValueError(f"{where}.real_fractions must be in (0, 1], got {fractions}")
@@ -237,6 +239,8 @@ class GridConfig:
 
     def __post_init__(self) -> None:
         _check_axes(self, "grid")
+        if self.subset_seed < 0:
+            raise ValueError(f"grid.subset_seed must be >= 0, got {self.subset_seed}")
         for i, block in enumerate(self.also):
             _check_axes(block, f"grid.also[{i}]")
         if not self.main and not self.also:

@@ -59,7 +59,8 @@ class UnconditionalGenerator:
         if cfg.joint_mask and real.masks is None:
             raise ValueError("generator.joint_mask needs labelled training images")
         x0 = joint.encode(real.images, real.masks if cfg.joint_mask else None)
-        labels = torch.from_numpy(class_labels(real)) if cfg.class_conditional else None
+        label_ids = class_labels(real) if cfg.class_conditional else None  # (N,) host ints
+        labels = None if label_ids is None else torch.from_numpy(label_ids)
         unet = diffusion.build_unet(
             cfg,
             size=x0.shape[-1],
@@ -93,9 +94,10 @@ class UnconditionalGenerator:
             "joint_mask": cfg.joint_mask,
             "class_conditional": cfg.class_conditional,
             "classes": CLASSES if cfg.class_conditional else None,
+            # From the host copy: ``labels`` may live on the GPU by now (generator.preload).
             "class_frequencies": (
-                np.bincount(labels.numpy(), minlength=len(CLASSES)).tolist()
-                if labels is not None
+                np.bincount(label_ids, minlength=len(CLASSES)).tolist()
+                if label_ids is not None
                 else None
             ),
         }

@@ -17,6 +17,7 @@ from filelock import FileLock
 
 from benchmark.config import Config, dump_config, to_dict
 from benchmark.data.assembly import select_real_fraction
+from benchmark.data.fingerprint import source_fingerprint
 from benchmark.data.records import DATA_FORMAT, EchoData
 from benchmark.data.sources import load_real
 from benchmark.grid import PROMPTED_MODES, GridCell, Mode, Prompt
@@ -134,9 +135,13 @@ class Workspace:
             counts = data.meta["split"].value_counts().to_dict()
             return {"n_images": len(data), "splits": counts}
 
+        spec = {"data": to_dict(self.cfg.data), "format": DATA_FORMAT}
+        files = source_fingerprint(self.cfg.data)
+        if files is not None:  # the phantom has no files; its key stays as it was
+            spec["files"] = files
         return self.store.get_or_compute(
             "data",
-            {"data": to_dict(self.cfg.data), "format": DATA_FORMAT},
+            spec,
             compute,
             label=self.cfg.data.source,
             resolved_config=self.resolved,

@@ -91,6 +91,17 @@ def test_errors_exit_2_with_a_message(argv, message, capsys):
     assert err.startswith("error: ") and message in err and "Traceback" not in err
 
 
+def test_diverged_training_exits_2_without_traceback(monkeypatch, capsys):
+    import benchmark.__main__ as cli
+
+    def diverge(args):
+        raise FloatingPointError("mix: loss became nan in epoch 1")
+
+    monkeypatch.setattr(cli, "cmd_run", diverge)
+    assert main(["run", "--config", "smoke", "--task", "seg"]) == 2
+    assert capsys.readouterr().err == "error: mix: loss became nan in epoch 1\n"
+
+
 def test_error_messages_mask_passwords(capsys):
     code = main(
         [

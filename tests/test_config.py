@@ -73,12 +73,48 @@ def test_exponents_without_a_dot_are_numbers(tmp_path):
         ("data=3", r"data: expected a mapping"),
         ("grid.tasks=[]", r"grid.tasks must not be empty"),
         ("name=has space", r"name must be letters"),
+        # YAML's own NaN and infinity are numbers to PyYAML; every check would pass NaN.
+        ("generator.lr=.nan", r"generator.lr: expected a finite number, got nan"),
+        ("downstream.train.lr=.inf", r"downstream.train.lr: expected a finite number, got inf"),
+        ("grid.ratios=[.nan]", r"grid.ratios\[0\]: expected a finite number"),
+        ("generator.weight_decay=-1", r"generator.weight_decay must be >= 0, got -1"),
+        ("generator.seed=-1", r"generator.seed must be >= 0"),
+        ("data.phantom_seed=-1", r"data.phantom_seed must be >= 0"),
+        ("grid.seeds=[0, -2]", r"grid.seeds must be >= 0"),
+        ("grid.subset_seed=-1", r"grid.subset_seed must be >= 0"),
+        ("sweep.tune_seed=-1", r"sweep.tune_seed must be >= 0"),
     ],
 )
 def test_bad_values_are_rejected_with_their_key(override, message):
     with pytest.raises(ConfigError, match=message) as info:
         load_config(CONFIGS / "smoke.yaml", [override])
     assert "smoke.yaml" in str(info.value)
+    # The override is named: the key it sets need not be in the file.
+    assert f"with --set {override}:" in str(info.value)
+
+
+def test_error_blames_the_override_or_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  size: 30\n")
+    # A bad file value is the file's fault, whatever unrelated key is overridden.
+    with pytest.raises(ConfigError, match=r"c.yaml: data.size must be a multiple of 8") as info:
+        load_config(path, ["generator.lr=1e-3"])
+    assert "--set" not in str(info.value)
+    # Of several overrides, the one the error names.
+    with pytest.raises(ConfigError, match=r"c.yaml with --set data.size=12: data.size must"):
+        load_config(path, ["generator.lr=1e-3", "data.size=12"])
+
+
+def test_repeated_key_is_an_error(tmp_path):
+    """PyYAML keeps the last of two equal keys: the first section's settings would vanish."""
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  size: 128\ngenerator:\n  lr: 1.0e-4\ndata:\n  source: phantom\n")
+    with pytest.raises(
+        ConfigError, match=r"c.yaml: invalid YAML at line 5.*'data' repeated \(first at line 1\)"
+    ):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"key 'a' repeated"):
+        parse_override("grid={a: 1, a: 2}")
 
 
 def test_unknown_key_in_file_names_file_and_key(tmp_path):

@@ -64,6 +64,24 @@ def test_unconditional_trains_samples_and_reloads(tmp_path, real, smoke_config, 
     assert type(pipe).__name__ == "DDPMPipeline"
 
 
+def test_class_conditional_settings_do_not_read_preloaded_labels(
+    tmp_path, real, smoke_config, monkeypatch
+):
+    """With generator.preload the labels live on the GPU: the saved class frequencies must
+    come from the host copy. ``meta`` stands in for CUDA (no data, no ``.numpy()``)."""
+    from generators.acceleration import Acceleration
+
+    monkeypatch.setattr(Acceleration, "place", lambda self, tensor, device: tensor.to("meta"))
+    monkeypatch.setattr(
+        diffusion, "train_denoiser", lambda *a, **k: diffusion.TrainResult(losses=[0.1], seconds=0)
+    )
+    cfg = tiny(smoke_config, class_conditional=True)
+    ctx = GenerationContext(real, smoke_config.data, None)
+    UnconditionalGenerator("cpu").train(ctx, cfg, tmp_path, progress=False)
+    settings = json.loads((tmp_path / "echosynth.json").read_text())
+    assert sum(settings["class_frequencies"]) == len(real)
+
+
 def test_training_reduces_the_loss(real, smoke_config):
     cfg = dataclasses.replace(smoke_config.generator, train_steps=60, timesteps=100, batch_size=8)
     x0 = joint.encode(real.images, real.masks)

@@ -89,7 +89,9 @@ def cfg_to_meta(cfg: dict[str, str], path: Path) -> dict:
         raise DataError(path, f"ImageQuality must be Good, Medium or Poor, got {quality!r}")
     try:
         meta = {"sex": sex, "age": int(float(cfg["Age"])), "quality": quality}
-        meta["ef"] = float(cfg["LVef"]) if cfg.get("LVef") else float("nan")
+        # The legacy release writes LVef, the NIfTI release EF.
+        ef = cfg.get("LVef") or cfg.get("EF")
+        meta["ef"] = float(ef) if ef else float("nan")
         for key, (column, kind) in CFG_KEYS.items():
             meta[column] = kind(float(cfg[key])) if cfg.get(key) else float("nan")
     except ValueError as exc:
@@ -173,8 +175,11 @@ def _read_splits(base: Path) -> dict[str, str] | None:
         if not path.exists():
             raise DataError(path, "missing split list (database_split has the others)")
         for line in path.read_text(errors="replace").splitlines():
-            if line.strip():
-                out[line.strip()] = split
+            patient = line.strip()
+            if patient and out.setdefault(patient, split) != split:
+                raise DataError(
+                    path, f"{patient} is also in subgroup_{SPLIT_FILES[out[patient]]}.txt"
+                )
     return out
 
 

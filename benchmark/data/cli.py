@@ -66,6 +66,8 @@ def _phantom(args: argparse.Namespace) -> int:
         raise DataError("--patients", f"must be >= 1, got {args.patients}")
     if args.size < 16 or args.size % 8:
         raise DataError("--size", f"must be a multiple of 8 and >= 16, got {args.size}")
+    if args.seed < 0:
+        raise DataError("--seed", f"must be >= 0, got {args.seed}")
     start = time.perf_counter()
     data = make_phantom(args.patients, args.size, args.seed)
     write_camus(data, args.out)

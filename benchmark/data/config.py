@@ -31,6 +31,8 @@ class DataConfig:
             )
         if self.size < 16 or self.size % 8:
             raise ValueError(f"data.size must be a multiple of 8 and >= 16, got {self.size}")
+        if self.phantom_seed < 0:
+            raise ValueError(f"data.phantom_seed must be >= 0, got {self.phantom_seed}")
         if self.phantom_patients < 3:
             raise ValueError(f"data.phantom_patients must be >= 3, got {self.phantom_patients}")
         if self.source in ("camus", "folder") and not self.root:

@@ -67,8 +67,7 @@ def read_metadata(root: str | Path) -> pd.DataFrame:
         bad = sorted(set(meta[column]) - allowed - {"", UNKNOWN})
         if bad:
             raise DataError(path, f"column {column!r} has values {bad}, allowed {sorted(allowed)}")
-    blank_split = meta["split"] == ""
-    meta.loc[blank_split, "split"] = meta.loc[blank_split, "patient"].map(patient_split)
+    _fill_splits(path, meta)
     meta.loc[meta["source"] == "", "source"] = "real"
     for column in ("view", "phase", "sex", "quality"):
         meta.loc[meta[column] == "", column] = UNKNOWN
@@ -95,6 +94,25 @@ def read_metadata(root: str | Path) -> pd.DataFrame:
     blank = meta["label_source"] == ""
     meta.loc[blank, "label_source"] = np.where(has_label[blank], "manual", "none")
     return meta
+
+
+def _fill_splits(path: Path, meta: pd.DataFrame) -> None:
+    """Blank splits from the patient's other rows, else from :func:`patient_split`.
+
+    Splits are by patient: a patient whose rows name two splits would leak its images
+    from training into evaluation, so that is an error naming the patient.
+    """
+    named = meta.loc[meta["split"] != "", ["patient", "split"]].drop_duplicates()
+    several = named["patient"][named["patient"].duplicated()]
+    if len(several):
+        patient = several.iloc[0]
+        splits = sorted(named.loc[named["patient"] == patient, "split"])
+        raise DataError(
+            path, f"patient {patient!r} is in splits {splits} (splits are by patient, one each)"
+        )
+    own = dict(zip(named["patient"], named["split"], strict=True))
+    blank = meta["split"] == ""
+    meta.loc[blank, "split"] = [own.get(p) or patient_split(p) for p in meta.loc[blank, "patient"]]
 
 
 def _read_spacing_columns(path: Path, meta: pd.DataFrame) -> None:

@@ -17,8 +17,11 @@ from benchmark.data.errors import DataError
 def to_unit_range(image: np.ndarray, path: str | Path) -> np.ndarray:
     """``(H, W)`` pixel values as float32 in [0, 1].
 
-    8-bit images are divided by 255 (exact for CAMUS and PNG files); other integer types by
-    their maximum value; floats already in [0, 1] are kept, other floats scaled by their max.
+    8-bit images are divided by 255 (exact for CAMUS and PNG files). Other integer types are
+    divided by 255 when no pixel exceeds 255 (8-bit greys stored in a wider type), else by
+    the type's maximum. Floats already in [0, 1] are kept, other floats divided by their max.
+    The last two are per image: a dataset of 16-bit or float images should be scaled
+    consistently before it is read (docs/DATA.md).
     """
     if image.dtype == np.uint8:
         return image.astype(np.float32) / 255
@@ -38,7 +41,8 @@ def to_labels(label: np.ndarray, path: str | Path) -> np.ndarray:
     values = np.unique(label)
     bad = [v for v in values.tolist() if v not in (0, 1, 2, 3)]
     if bad:
-        shown = ", ".join(f"{v:g}" for v in bad[:5])
+        # repr for non-integers: 0.9999999 printed as "1" would hide the problem.
+        shown = ", ".join(f"{v:g}" if float(v).is_integer() else repr(v) for v in bad[:5])
         raise DataError(path, f"label values outside 0-3: {shown}")
     return label.astype(np.uint8)
 

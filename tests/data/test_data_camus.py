@@ -51,6 +51,14 @@ def test_metadata_from_cfg_with_crlf_and_unknown_keys(camus_tree):
     assert set(data.meta["source"]) == {"real"}
 
 
+def test_nifti_release_ef_key(camus_tree):
+    """The NIfTI release's cfg says ``EF``, the legacy one ``LVef``: both give ``ef``."""
+    root = camus_tree(patients=1)
+    for cfg in root.glob("database_nifti/*/Info_*.cfg"):
+        cfg.write_text(cfg.read_text().replace("LVef: 54.5", "EF: 61.25"))
+    assert set(load_camus(root, 16).meta["ef"]) == {61.25}
+
+
 def test_read_cfg_line_endings(tmp_path):
     path = tmp_path / "Info_2CH.cfg"
     for newline in ("\n", "\r\n", "\r"):
@@ -77,6 +85,20 @@ def test_official_split_files_are_used(camus_tree):
 def test_unlisted_patient_is_an_error(camus_tree):
     lists = {"training": ["patient0001"], "validation": [], "testing": []}
     with pytest.raises(DataError, match="patient0002 is in no split list"):
+        load_camus(camus_tree(patients=2, split_lists=lists), 16)
+
+
+def test_patient_in_two_split_lists_is_an_error(camus_tree):
+    lists = {
+        "training": ["patient0001", "patient0002"],
+        "validation": [],
+        "testing": ["patient0002"],
+    }
+    with pytest.raises(
+        DataError,
+        match=r"subgroup_testing\.txt: patient0002 is also in "
+        r"subgroup_training\.txt",
+    ):
         load_camus(camus_tree(patients=2, split_lists=lists), 16)
 
 

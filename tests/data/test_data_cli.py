@@ -40,6 +40,13 @@ def test_export_refuses_existing_folder(tmp_path, capsys):
     assert capsys.readouterr().err == f"error: {tmp_path / 'ph'}: output folder already exists\n"
 
 
+def test_export_refuses_negative_seed(tmp_path, capsys):
+    argv = ["data", "phantom", "--patients", "3", "--seed", "-1", "--out", str(tmp_path / "ph")]
+    assert run(argv) == 2
+    assert capsys.readouterr().err == "error: --seed: must be >= 0, got -1\n"
+    assert not (tmp_path / "ph").exists()
+
+
 @pytest.mark.parametrize(
     "breakage, message",
     [

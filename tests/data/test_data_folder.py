@@ -67,6 +67,21 @@ def test_folder_errors(tmp_path):
         load_folder(root, 16)
 
 
+def test_folder_splits_are_by_patient(tmp_path):
+    """A blank row takes its patient's named split; a patient in two splits is refused."""
+    root = _folder(tmp_path / "f")
+    meta = pd.read_csv(root / "metadata.csv")
+    other = next(s for s in ("train", "val", "test") if s != patient_split("p0"))
+    meta["patient"] = ["p0", "p0", "p2"]
+    meta["split"] = [other, "", ""]
+    meta.to_csv(root / "metadata.csv", index=False)
+    assert list(load_folder(root, 16).meta["split"]) == [other, other, patient_split("p2")]
+    meta.loc[1, "split"] = next(s for s in ("train", "val", "test") if s != other)
+    meta.to_csv(root / "metadata.csv", index=False)
+    with pytest.raises(DataError, match=r"metadata\.csv: patient 'p0' is in splits \["):
+        load_folder(root, 16)
+
+
 def test_split_hash_is_stable_and_roughly_70_10_20():
     splits = pd.Series([patient_split(f"patient{i:04d}") for i in range(1000)]).value_counts()
     assert 0.6 < splits["train"] / 1000 < 0.8 and 0.05 < splits["val"] / 1000 < 0.15
