@@ -61,7 +61,12 @@ class GeneratorConfig:
     batch_size: int = 16
     lr: float = 1e-4
     weight_decay: float = 1e-2
+    # EMA as diffusers' EMAModel with warmup: the decay of optimiser step s is
+    # min(ema_decay, 1 - s ** -ema_power), so ema_decay is a cap (the diffusers
+    # example's --ema_max_decay) reached only after (1 - ema_decay) ** (-1 / ema_power) steps
+    # (0.999 at power 2/3: 31,600 steps). The decay reached is saved with the generator.
     ema_decay: float = 0.999
+    ema_power: float = 2 / 3  # EMAModel's default; the diffusers example uses 3/4
     grad_clip: float = 1.0
     sampler: Literal["ddpm", "ddim", "dpmsolver++"] = "ddim"
     sample_steps: int = 50
@@ -117,6 +122,8 @@ class GeneratorConfig:
             )
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"generator.ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0 < self.ema_power <= 1:
+            raise ValueError(f"generator.ema_power must be in (0, 1], got {self.ema_power}")
         if self.sample_steps > self.timesteps:
             raise ValueError("generator.sample_steps cannot exceed generator.timesteps")
         if self.n_samples is not None and self.n_samples < 1:
@@ -442,7 +449,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def _load_yaml(text: str) -> Any:
     """Plain data of YAML ``text``, refusing repeated keys."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    loader = _UniqueKeyLoader(text)  # what yaml.load does, with this SafeLoader subclass
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

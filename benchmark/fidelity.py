@@ -296,11 +296,17 @@ INTENSITY_LEVELS = 256
 
 def intensity_histogram(images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """``(INTENSITY_LEVELS,)`` share of the pixels of ``images`` ``(N, H, W)`` in [0, 1] at
-    each 8-bit grey level (equal bins over [0, 1]: the value k / 255 falls in bin k), in
-    batches: a large set is not copied whole."""
+    each 8-bit grey level, in batches: a large set is not copied whole.
+
+    Bin k is centred on k / 255 (a pixel goes to its nearest level): with edges at k / 256
+    instead, a real level sat at its bin's lower edge, so synthetic pixels a fraction of a
+    level darker dropped a whole level while brighter ones did not move.
+    """
+    half = 0.5 / (INTENSITY_LEVELS - 1)
     counts = np.zeros(INTENSITY_LEVELS, dtype=np.int64)
     for i in range(0, len(images), batch_size):
-        counts += np.histogram(images[i : i + batch_size], INTENSITY_LEVELS, (0.0, 1.0))[0]
+        batch = images[i : i + batch_size]
+        counts += np.histogram(batch, INTENSITY_LEVELS, (-half, 1.0 + half))[0]
     return counts / counts.sum()
 
 

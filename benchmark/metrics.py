@@ -3,7 +3,10 @@
 SB and DE both claimed faster convergence without defining it. Here it is defined on the
 per-epoch validation curve of the primary metric (higher is better):
 
-- ``epochs_to_95``: the first epoch (1-based) whose score reaches 95 % of the run's best.
+- ``epochs_to_95``: the first epoch (1-based) whose score reaches 95 % of the run's best;
+  None when the best is not above 0 (a run that never learnt has nothing to converge to).
+  It says how fast a run reached its own plateau, not whether that plateau is good: the
+  report's speed-up measures the epochs to the real-only baseline's score instead.
 - ``seconds_to_95``: wall-clock training time up to the end of that epoch.
 - ``val_auc``: the area under the running-best validation curve with epochs normalised to
   [0, 1] over the *epoch budget* (not the epochs actually run), i.e. the mean of the
@@ -18,9 +21,10 @@ from collections.abc import Sequence
 
 
 def epochs_to_fraction(curve: Sequence[float], fraction: float = 0.95) -> int | None:
-    """First 1-based epoch with ``score >= fraction * max(curve)``; None for an empty curve."""
+    """First 1-based epoch with ``score >= fraction * max(curve)``; None for an empty curve
+    or one whose best is not above 0 (a dead run would otherwise converge in epoch 1)."""
     finite = [v for v in curve if math.isfinite(v)]
-    if not finite:
+    if not finite or max(finite) <= 0:
         return None
     target = fraction * max(finite)
     return next(i for i, v in enumerate(curve, start=1) if math.isfinite(v) and v >= target)

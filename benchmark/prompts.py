@@ -99,7 +99,9 @@ def structure_prompt(kind: int, meta, structure: str, variant: int = 0) -> str:
     """SB's prompt of level ``kind`` (0-7) for ``structure`` (``LV``, ``MYO``, ``LA``).
 
     ``meta`` is a mapping (dict or Series) with ``view``, ``phase``, ``sex``, ``age``,
-    ``quality`` and, for P7, ``shape_<structure>`` or ``shape``.
+    ``quality`` and, for P7, ``shape_<structure>`` or ``shape``. A structure absent from the
+    label map (shape ``"none"``, e.g. in a generated map) is named without a shape: its
+    target is empty, and one such map must not stop a whole cell.
     """
     place = _check(kind, variant)
     if structure not in STRUCTURES:
@@ -112,9 +114,10 @@ def structure_prompt(kind: int, meta, structure: str, variant: int = 0) -> str:
     w = _attributes(kind, meta)
     if kind == 7:
         shape = meta.get(f"shape_{structure}", meta.get("shape"))
-        if not shape or shape == "none" or pd.isna(shape):
+        if not isinstance(shape, str) or not shape:
             raise ValueError(f"P7 needs shape_{structure} (or shape) in the metadata")
-        name = f"{name} of {shape} shape"
+        if shape != "none":
+            name = f"{name} of {shape} shape"
     return f"{name} in {w['chambers']}-chamber view" + _after_view(kind, w, place)
 
 
@@ -137,10 +140,13 @@ def image_prompt(kind: int, meta, variant: int = 0) -> str:
         parts = []
         for structure, name in STRUCTURES.items():
             shape = meta.get(f"shape_{structure}")
-            if not shape or shape == "none" or pd.isna(shape):
+            if not isinstance(shape, str) or not shape:
                 raise ValueError(f"P7 needs shape_{structure} in the metadata")
-            parts.append(f"{name.lower()} of {shape} shape")
-        text = text[:-1] + f", with {parts[0]}, {parts[1]} and {parts[2]}."
+            if shape != "none":  # absent from the label map: nothing to describe
+                parts.append(f"{name.lower()} of {shape} shape")
+        if parts:
+            listed = parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
+            text = text[:-1] + f", with {listed}."
     return text
 
 

@@ -227,7 +227,12 @@ class ConditionalGenerator:
         settings = self.settings(ctx, cfg, data.kinds)
         (out / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
         n = len(ctx.real_train)
-        return {"losses": result.losses, "seconds": result.seconds, "n_train": n}
+        return {
+            "losses": result.losses,
+            "seconds": result.seconds,
+            "ema_decay": result.ema_decay,
+            "n_train": n,
+        }
 
     # ------------------------------------------------------------------ sampling
     def sample(

@@ -151,7 +151,9 @@ def fit_controlnet(
         mask_channels=data.cond.shape[1],
         prompt_length=prompt_length,
     )
-    log = diffusion.TrainResult(base.losses + control.losses, base.seconds + control.seconds)
+    log = diffusion.TrainResult(
+        base.losses + control.losses, base.seconds + control.seconds, control.ema_decay
+    )
     return pipe, log
 
 

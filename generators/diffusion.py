@@ -176,6 +176,7 @@ def denoising_loss(
 class TrainResult:
     losses: list[float]  # one value per optimisation step
     seconds: float
+    ema_decay: float  # the EMA decay of the last step (generator.ema_decay is its cap)
 
 
 # Step losses are read from the device in blocks of this many steps: reading one every
@@ -231,7 +232,13 @@ def train_denoiser(
     model, optimizer = accelerator.prepare(speed.training_model(unet), optimizer)
     # The same Parameter objects after prepare (DDP wraps the module, not its parameters).
     # foreach: one multi-tensor kernel per EMA step on the GPU instead of one per parameter.
-    ema = EMAModel(params, decay=cfg.ema_decay, use_ema_warmup=True, foreach=fused is True)
+    ema = EMAModel(
+        params,
+        decay=cfg.ema_decay,
+        use_ema_warmup=True,
+        power=cfg.ema_power,
+        foreach=fused is True,
+    )
     ema.to(accelerator.device)
     gen = torch.Generator().manual_seed(seed)
     on_device = gen
@@ -280,7 +287,11 @@ def train_denoiser(
     read_losses(cfg.train_steps)
     ema.copy_to(params)
     restore_layout(unet)
-    return TrainResult(losses=losses, seconds=time.time() - started)
+    return TrainResult(
+        losses=losses,
+        seconds=time.time() - started,
+        ema_decay=float(ema.get_decay(ema.optimization_step)),
+    )
 
 
 @torch.no_grad()

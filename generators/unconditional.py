@@ -102,7 +102,12 @@ class UnconditionalGenerator:
             ),
         }
         (out / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
-        return {"losses": result.losses, "seconds": result.seconds, "n_train": len(real)}
+        return {
+            "losses": result.losses,
+            "seconds": result.seconds,
+            "ema_decay": result.ema_decay,
+            "n_train": len(real),
+        }
 
     def sample(
         self,

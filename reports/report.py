@@ -118,12 +118,13 @@ def write_report(
     # The tables' paired tests also cover the clinical indices, patient by patient.
     errors = patient_errors(per_patient)
     paired = pd.concat([per_sample, errors], ignore_index=True) if len(errors) else per_sample
-    tables = write_tables(runs, paired, out / "tables", fidelity=fidelity)
+    curves = validation_curves(tracking_uri, runs)
+    tables = write_tables(runs, paired, out / "tables", fidelity=fidelity, curves=curves)
     if run_dir is None:
         run_dir = sweep_folder(tracking_uri, experiment)
     figures = write_figures(
         runs,
-        validation_curves(tracking_uri, runs),
+        curves,
         out / "figures",
         fidelity=fidelity,
         per_patient=per_patient,

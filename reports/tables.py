@@ -122,9 +122,15 @@ def convergence_table(
     *,
     model: str | None = None,
     real_fraction: float | None = None,
+    curves: pd.DataFrame | None = None,
 ) -> str:
-    """Convergence per cell: epochs_to_95, val_auc and the speed-up over the real-only
-    baseline, baseline epochs_to_95 / cell epochs_to_95 for the same seed (1 for the baseline)."""
+    """Convergence per cell: epochs_to_95, val_auc and, given the validation `curves`
+    (`collect_curves`' frame: run_id, step, value), the speed-up over the real-only baseline.
+
+    The speed-up of a run is its baseline's (same seed) epochs_to_95 over the epochs the run
+    needs to reach that same score, 95 % of the baseline's best: a fixed target. Against
+    the run's own best instead, a run that never learns "converges" in its first epoch and
+    looks fastest. A run that never reaches the target within its epochs has speed-up 0."""
     runs = slice_runs(usable_runs(df), task=task)
     model = resolve_axis(runs, "model", model, "convergence_table")
     rf = resolve_axis(
@@ -133,25 +139,48 @@ def convergence_table(
     runs = slice_runs(runs, model=model, real_fraction=rf)
     if "epochs_to_95" not in runs.columns or runs["epochs_to_95"].isna().all():
         raise ValueError(f"convergence_table: no epochs_to_95 for task {task!r}")
-    epochs = runs.set_index("run_id")["epochs_to_95"]
-    pairs = match_baselines(runs).set_index("run_id")["baseline_run_id"]
-    base_epochs = pairs.map(epochs).reindex(runs["run_id"]).to_numpy(dtype=float)
-    speedup = np.where(baseline_rows(runs), 1.0, base_epochs / runs["epochs_to_95"].to_numpy())
     axes = ["mode", "protocol", "ratio", "prompt"]
-    runs = runs.assign(
-        speedup=np.where(runs["epochs_to_95"].notna(), speedup, np.nan),
-        cell=row_labels(runs, axes),
-    )
-    metrics = {"epochs_to_95": "epochs to 95%", "val_auc": "val. AUC", "speedup": "speed-up"}
+    runs = runs.assign(cell=row_labels(runs, axes))
+    metrics = {"epochs_to_95": "epochs to 95%", "val_auc": "val. AUC"}
     metrics = {m: h for m, h in metrics.items() if m in runs.columns}
+    speed = ""
+    if curves is not None and len(curves):
+        runs = runs.assign(speedup=_speedups(runs, curves))
+        metrics["speedup"] = "speed-up"
+        speed = (
+            r", and speed-up = the real-only run's epochs to 95\% of its best over the cell's"
+            r" epochs to reach that same score (same seed; 1 for the real-only run, 0 if never"
+            r" reached)"
+        )
     caption = (
         f"Convergence, task {escape_latex(task)} ({describe(model=model, real_fraction=rf)}):"
-        r" epochs to reach 95\% of the best validation score, area under the validation curve,"
-        r" and speed-up = baseline epochs / cell epochs (same seed; 1 for the real-only run)."
-        + constants_note(runs, axes)
+        r" epochs to reach 95\% of the run's best validation score, area under the validation"
+        r" curve" + speed + "." + constants_note(runs, axes)
     )
     label = f"tab:convergence-{slug(task, model, rf_slug(rf))}"
     return metrics_table(runs, "cell", metrics, caption, label, {"speedup": True})
+
+
+def _speedups(runs: pd.DataFrame, curves: pd.DataFrame) -> np.ndarray:
+    """Per run of `runs`: baseline epochs_to_95 / epochs to reach 95 % of the baseline's best
+    validation score (curve steps are 0-based epochs); 1 for a baseline, 0 for a run that
+    never reaches it, NaN without a baseline or a curve."""
+    curve = {run: g.sort_values("step") for run, g in curves.groupby("run_id")}
+    pairs = match_baselines(runs).set_index("run_id")["baseline_run_id"]
+    e95 = runs.set_index("run_id")["epochs_to_95"]
+    out = []
+    for run, is_base in zip(runs["run_id"], baseline_rows(runs), strict=True):
+        base = run if is_base else pairs.get(run)
+        if is_base:
+            out.append(1.0 if pd.notna(e95.get(run)) else np.nan)
+            continue
+        if base is None or run not in curve or base not in curve or pd.isna(e95.get(base)):
+            out.append(np.nan)
+            continue
+        target = 0.95 * curve[base]["value"].max()
+        reached = curve[run].loc[curve[run]["value"] >= target, "step"]
+        out.append(float(e95[base]) / (int(reached.iloc[0]) + 1) if len(reached) else 0.0)
+    return np.array(out, dtype=float)
 
 
 # Per-structure columns of the segmentation tasks, in table order; distances in mm where the
@@ -391,6 +420,7 @@ def write_tables(
     out_dir: str | Path,
     *,
     fidelity: pd.DataFrame | None = None,
+    curves: pd.DataFrame | None = None,
 ) -> list[Path]:
     """Write every table the data supports as `<name>.tex` in `out_dir`; return the paths.
 
@@ -437,7 +467,7 @@ def write_tables(
     if "epochs_to_95" in runs.columns:
         timed = runs[runs["epochs_to_95"].notna()]
         for task, model, rf in combos(timed, ["task", "model", "real_fraction"]):
-            tex = convergence_table(runs, task, model=model, real_fraction=rf)
+            tex = convergence_table(runs, task, model=model, real_fraction=rf, curves=curves)
             emit(f"convergence-{slug(task, model, rf_slug(rf))}", tex)
     if fidelity is not None and len(fidelity):
         recipe_cols = [c for c in RECIPE_FIELDS if c in fidelity.columns]

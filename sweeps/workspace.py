@@ -38,8 +38,8 @@ CELL_FORMAT = 2
 # twice got two KIDs: 1.26 and 1.11 for one set of the controls preset); 4 added the view
 # and the phase accuracies beside view x phase (issue 4's target is the view's); 5 added
 # the copies of the generator's training images (copy_share, nn_ratio); 6 the intensity
-# distance (intensity_w1).
-FIDELITY_FORMAT = 6
+# distance (intensity_w1); 7 centres its bins on the 8-bit levels.
+FIDELITY_FORMAT = 7
 
 # The solver: part of every synthetic set's key.
 _SOLVER_KEYS = ("sampler", "sample_steps", "timestep_spacing", "clip_sample")
@@ -276,7 +276,11 @@ class Workspace:
         tracker.log_params(run_id, {"generator": to_dict(self.cfg.generator)})
         losses = json.loads((stage.path / "losses.json").read_text())
         tracker.log_curves(run_id, {"train/loss": dict(enumerate(losses))})
-        tracker.log_metrics(run_id, {"train_seconds": stage.done["summary"].get("seconds", 0)})
+        summary = stage.done["summary"]
+        metrics = {"train_seconds": summary.get("seconds", 0)}
+        if "ema_decay" in summary:  # the decay reached (generator.ema_decay is a cap)
+            metrics["ema_decay_reached"] = summary["ema_decay"]
+        tracker.log_metrics(run_id, metrics)
         tracker.log_artifact(run_id, stage.path / "config.yaml")
         tracker.end_run(run_id)
 

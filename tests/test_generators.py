@@ -62,6 +62,9 @@ def test_unconditional_trains_samples_and_reloads(tmp_path, real, smoke_config, 
     pipe = DiffusionPipeline.from_pretrained(tmp_path)
     assert pipe.unet.config.in_channels == 5
     assert type(pipe).__name__ == "DDPMPipeline"
+    if not class_conditional:  # DDPMPipeline passes no class labels
+        out = pipe(batch_size=2, num_inference_steps=2, output_type="np").images
+        assert out.shape == (2, 32, 32, 5) and 0 <= out.min() <= out.max() <= 1
 
 
 def test_class_conditional_settings_do_not_read_preloaded_labels(
@@ -73,7 +76,7 @@ def test_class_conditional_settings_do_not_read_preloaded_labels(
 
     monkeypatch.setattr(Acceleration, "place", lambda self, tensor, device: tensor.to("meta"))
     monkeypatch.setattr(
-        diffusion, "train_denoiser", lambda *a, **k: diffusion.TrainResult(losses=[0.1], seconds=0)
+        diffusion, "train_denoiser", lambda *a, **k: diffusion.TrainResult([0.1], 0, 0.9)
     )
     cfg = tiny(smoke_config, class_conditional=True)
     ctx = GenerationContext(real, smoke_config.data, None)
@@ -126,6 +129,33 @@ def test_the_loss_is_on_the_configured_target(smoke_config, target, expected):
         expected = float(diffusion.training_scheduler(cfg).alphas_cumprod.mean())
         assert 0.45 < expected < 0.55
     assert np.mean(losses.losses) == pytest.approx(expected, rel=0.05)
+
+
+@pytest.mark.parametrize(("power", "cap"), [(2 / 3, 0.999), (0.75, 0.999), (0.75, 0.5)])
+def test_ema_decay_is_a_cap_on_the_warmup_schedule(smoke_config, power, cap):
+    """The decay of the last of 50 steps is min(cap, 1 - 50 ** -power) (diffusers' EMAModel
+    warmup; ``ema_decay`` is its cap), and the power changes the averaged weights. The
+    weight's gradient is constant, so it moves every step and its EMA lags it."""
+    cfg = dataclasses.replace(
+        smoke_config.generator, train_steps=50, lr=1e-3, ema_decay=cap, ema_power=power
+    )
+
+    class Ramp(_Constant):
+        def forward(self, sample, t, **kwargs):
+            return SimpleNamespace(sample=sample * 0 + self.w + 1)
+
+    def batches(gen):
+        while True:
+            yield torch.zeros(2, 1, 4, 4), {}
+
+    model = Ramp()
+    result = diffusion.train_denoiser(model, batches, cfg, torch.device("cpu"), 0, False)
+    assert result.ema_decay == pytest.approx(min(cap, 1 - 50**-power))
+    if cap > 0.9:  # below the cap the power decides the average
+        other = Ramp()
+        cfg = dataclasses.replace(cfg, ema_power=0.5)
+        diffusion.train_denoiser(other, batches, cfg, torch.device("cpu"), 0, False)
+        assert abs(float(model.w.detach()) - float(other.w.detach())) > 1e-4
 
 
 def test_joint_loss_weights_give_the_label_channels_their_share():

@@ -20,6 +20,9 @@ def test_convergence_by_hand():
 def test_running_best_holds_after_a_drop_and_ignores_nan():
     assert running_best_auc([0.5, 0.1, float("nan")], budget=4) == pytest.approx(0.5)
     assert epochs_to_fraction([]) is None
+    # A run that never learnt (Dice 0 throughout) has not converged in epoch 1.
+    assert epochs_to_fraction([0.0, 0.0, 0.0]) is None
+    assert convergence([0.0] * 3, [1.0] * 3, 3)["seconds_to_95"] is None
     assert epochs_to_fraction([float("nan"), 0.3]) == 2
     with pytest.raises(ValueError):
         running_best_auc([0.1], budget=0)

@@ -54,7 +54,10 @@ def test_the_resolved_config_round_trips_with_a_tasks_values(tmp_path):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("downstream.cls.train.lr=0", r"smoke.yaml: downstream.cls.train.lr must be > 0, got 0"),
+        (
+            "downstream.cls.train.lr=0",
+            r"smoke.yaml with --set downstream.cls.train.lr=0: downstream.cls.train.lr must be > 0",
+        ),
         ("downstream.seg.train.steps_per_epoch=-2", r"downstream.seg.train.steps_per_epoch must"),
         ("downstream.vlseg.train.precision=fp8", r"downstream.vlseg.train.precision: 'fp8' is"),
         ("downstream.cls.train.epoch=3", r"unknown key\(s\) downstream.cls.train.epoch; valid"),

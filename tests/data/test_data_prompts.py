@@ -77,6 +77,25 @@ def test_image_prompt_golden(kind, variant):
     assert image_prompt(kind, meta, variant) == IMAGE_GOLDEN[kind].format(place=place)
 
 
+def test_p7_names_an_absent_structure_without_a_shape():
+    """A label map without the structure (shape "none", e.g. a generated map) gets the
+    prompt without the shape phrase; its target is empty. One such map must not fail a cell."""
+    meta = META | {"shape_LV": "oval", "shape_MYO": "none", "shape_LA": "circle"}
+    assert structure_prompt(7, meta, "MYO") == (
+        "Myocardium in four-chamber view of the heart at end of the systole cycle of a "
+        "fifty-six-year-old male with poor image quality."
+    )
+    assert image_prompt(7, meta).endswith(
+        "with left ventricular cavity of oval shape and left atrium cavity of circle shape."
+    )
+    only = meta | {"shape_LV": "none", "shape_LA": "none"}
+    assert image_prompt(7, only) == image_prompt(6, only)
+    data = make_phantom(3, 32, seed=0)
+    data.masks[0][data.masks[0] == 3] = 0  # the first image loses its atrium
+    texts = prompts_for(add_shape_columns(data), 7, "LA", "fixed", 0)
+    assert texts[0].startswith("Left atrium cavity in ") and " of " in texts[1]
+
+
 def test_number_words():
     words = {0: "zero", 9: "nine", 13: "thirteen", 20: "twenty", 45: "forty-five", 56: "fifty-six"}
     words |= {80: "eighty", 99: "ninety-nine", 100: "one hundred", 104: "one hundred and four"}

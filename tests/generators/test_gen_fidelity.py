@@ -77,6 +77,11 @@ def test_intensity_distance_by_hand():
     # A set 10 levels brighter everywhere (none clipped) is 10 levels away.
     levels = np.random.default_rng(0).integers(20, 200, (8, 16, 16))
     assert intensity_distance(levels / 255, (levels + 10) / 255) == pytest.approx(10)
+    # A pixel goes to its nearest level: a third of a level either way moves nothing (with
+    # bin edges at k / 256 the darker set scored 0.44, the brighter one 0).
+    real = levels.astype(np.float32) / np.float32(255)
+    for shift in (-0.3, 0.3):
+        assert intensity_distance(real, real + np.float32(shift / 255)) == 0.0
 
 
 def test_encoder_trains_on_train_split_only(data, encoder):

@@ -149,15 +149,41 @@ def test_sb_table_escapes_protocols_and_orders_prompts():
     assert r"\label{tab:sb-clipseg-rf1}" in tex
 
 
-def test_convergence_speedup():
+def test_convergence_speedup_is_time_to_the_baselines_target():
+    """Speed-up = baseline epochs_to_95 / the cell's epochs to the baseline's 95 % score.
+    A run that never learns reaches 95 % of its own best (0) in epoch 1; against the
+    baseline's target it never arrives: speed-up 0, not 12."""
     runs, _ = _runs_and_samples()
-    runs["epochs_to_95"] = np.where(runs["mode"] == "none", 12.0, 4.0 + 2 * runs["seed"])
     runs["val_auc"] = 0.5
-    tex = convergence_table(runs, "seg")
+    curves = []
+
+    def curve(run_id, values):
+        curves.extend(dict(run_id=run_id, step=i, value=v) for i, v in enumerate(values))
+
+    e95 = {}
+    for run_id, mode, ratio, seed in runs[["run_id", "mode", "ratio", "seed"]].itertuples(False):
+        if mode == "none":  # best 0.8, target 0.76, first reached in epoch 12
+            curve(run_id, [0.1] * 11 + [0.8] * 5)
+            e95[run_id] = 12
+        elif (mode, ratio) == ("text", 1.0):  # reaches 0.76 in epoch 4 (seed 0) or 6
+            reach = 4 + 2 * seed
+            curve(run_id, [0.3] * (reach - 1) + [0.78] + [0.9] * 4)
+            e95[run_id] = reach + 1  # its own best (0.9) comes later: not what counts
+        elif mode == "corrupted":
+            curve(run_id, [0.0] * 16)
+            e95[run_id] = 1
+        else:
+            e95[run_id] = 5  # no curve logged: no speed-up
+    runs["epochs_to_95"] = runs["run_id"].map(e95).astype(float)
+    tex = convergence_table(runs, "seg", curves=pd.DataFrame(curves))
     # Speed-up per seed: 12/4 = 3, 12/6 = 2 -> 2.50 +- 0.71; baseline 1.
     assert r"\textbf{2.50 $\pm$ 0.71}" in _row(tex, r"text, ratio 1")
+    assert _row(tex, "corrupted, ratio 1").endswith(r"0.00 $\pm$ 0.00 \\")
     assert _row(tex, "real only").endswith(r"1.00 $\pm$ 0.00 \\")
-    assert r"epochs to 95\%" in tex
+    assert _row(tex, "semantic, ratio 1").endswith(r"-- \\")
+    assert r"epochs to 95\%" in tex and "0 if never" in tex
+    # Without curves there is no speed-up column.
+    assert "speed-up" not in convergence_table(runs, "seg")
 
 
 def _with_structures(runs, mm=True):
