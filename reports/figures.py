@@ -26,6 +26,7 @@ from reports.axes import (
     FIDELITY_REFERENCES,
     RECIPE_FIELDS,
     axis_value,
+    cell_ids,
     display_order,
     is_higher_better,
     slug,
@@ -332,11 +333,14 @@ def agreement_figures(
         panels = []
         for mode in display_order("mode", d["mode"]):
             of_mode = d[d["mode"] == mode]
-            score = of_mode.groupby("cell_key")[metric].mean().dropna()
+            cells = cell_ids(of_mode)
+            # By cell, not cell key: a key names one seed, and the best seed's run is picked
+            # by its test score.
+            score = of_mode.groupby(cells)[metric].mean().dropna()
             if score.empty:
                 continue
             best = score.idxmax() if is_higher_better(metric) else score.idxmin()
-            cell = of_mode[of_mode["cell_key"] == best]
+            cell = of_mode[cells == best]
             points = (
                 per_patient[per_patient["run_id"].isin(cell["run_id"])]
                 .groupby("patient")[["ef_pred", "ef_ref"]]

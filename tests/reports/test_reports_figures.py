@@ -229,6 +229,25 @@ def test_agreement_figure_shows_each_modes_best_cell_with_bias_and_limits():
     assert "Bland and Altman" in plot.caption and "best" in plot.caption
 
 
+def test_agreement_figure_picks_the_cell_by_its_seed_mean_and_averages_its_seeds():
+    # Cell keys name the seed, as the sweep logs them: oracle at ratio 0.5 has the best single
+    # seed (0.90), oracle at ratio 1 the best mean (0.80 against 0.60).
+    dice = {
+        ("none", "-", 0.0): [0.60, 0.62, 0.64],
+        ("oracle", "-", 0.5): [0.90, 0.45, 0.45],
+        ("oracle", "-", 1.0): [0.80, 0.80, 0.80],
+    }
+    runs = _runs(dice)
+    runs["cell_key"] = runs["run_id"]
+    per_patient = _per_patient(runs, lambda r: 3 * r.seed + 10 * r.ratio)
+    (plot,) = agreement_figures(runs, per_patient)
+    assert _titles(plot) == ["real only", "oracle: mix, ratio 1"]
+    axes = [ax for ax in plot.figure.axes if ax.get_visible()]
+    # Bias: the mean offset over seeds 0, 1 and 2 (+3 each), not one seed's.
+    assert [ax.texts[0].get_text().split(",")[0] for ax in axes] == ["bias +3.0", "bias +13.0"]
+    assert "(3 seeds)" in plot.caption
+
+
 def test_agreement_figure_needs_per_patient_rows_and_three_patients():
     runs = _runs()
     assert agreement_figures(runs, None) == []
