@@ -88,6 +88,37 @@ def test_ratio_figure_one_panel_per_fraction_and_baseline_line():
     assert r"mean $\pm$ std over seeds" in plot.caption and r"dice\_mean" in plot.caption
 
 
+def test_ratio_figure_draws_a_prompted_tasks_baseline_per_prompt_kind():
+    # vlseg's real-only baseline reads the prompt: P1 and P2 differ by far more than the seeds.
+    dice = {
+        ("none", "P1", 0.0): [0.50, 0.52],
+        ("none", "P2", 0.0): [0.70, 0.72],
+        ("oracle", "P1", 0.5): [0.60, 0.62],
+        ("oracle", "P1", 1.0): [0.64, 0.66],
+        ("oracle", "P2", 0.5): [0.74, 0.76],
+        ("oracle", "P2", 1.0): [0.78, 0.80],
+    }
+    (plot,) = ratio_figures(_runs(dice, task="vlseg"))
+    ax = plot.figure.axes[0]
+    grey = mode_palette(["none"])["real only"]
+    baselines = [ln for ln in ax.get_lines() if ln.get_color() == grey]
+    # One line per prompt kind at its own mean over seeds, in that kind's line style...
+    assert sorted(round(ln.get_ydata()[0], 3) for ln in baselines) == [0.51, 0.71]
+    cells = {round(ln.get_ydata()[0], 3): ln for ln in ax.get_lines() if ln.get_marker() == "o"}
+    assert [ln.get_linestyle() for ln in baselines] == ["-", "--"]  # P1 solid, P2 dashed
+    assert [cells[0.61].get_linestyle(), cells[0.75].get_linestyle()] == ["-", "--"]
+    # ...with a band of +- the std over its seeds, not over the pooled prompt kinds.
+    heights = [p.get_height() for p in ax.patches]
+    assert heights == pytest.approx([2 * np.std([0.50, 0.52], ddof=1)] * 2)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "real only",
+        "oracle",
+        "P1",
+        "P2",
+    ]
+    assert "real-only baseline of each prompt kind" in plot.caption
+
+
 def test_ratio_figure_needs_two_ratios():
     one_ratio = {k: v for k, v in DICE.items() if k[2] in (0.0, 1.0)}
     assert ratio_figures(_runs(one_ratio)) == []
