@@ -22,6 +22,9 @@ _ORDER = {
     "protocol": ["mix", "pretrain", "synthetic_only"],
 }
 _NUMERIC_AXES = {"ratio", "real_fraction", "seed"}
+# The axes that make a cell. A cell key names the seed too (`...-s0`), so grouping or counting
+# by key takes each seed's run for a cell of its own.
+CELL_AXES = ("task", "model", "real_fraction", "protocol", "mode", "ratio", "prompt")
 FIDELITY_COLUMNS = {
     "fd": "FD",
     "kid": "KID",
@@ -131,6 +134,13 @@ def usable_runs(df: pd.DataFrame) -> pd.DataFrame:
     if {"start_time", "cell_key", "seed"} <= set(df.columns):
         df = df.sort_values("start_time").drop_duplicates(["cell_key", "seed"], keep="last")
     return df
+
+
+def cell_ids(runs: pd.DataFrame) -> pd.Series:
+    """A number per run naming its cell (`CELL_AXES` without the seed): the runs of one
+    cell's seeds share it."""
+    axes = [a for a in CELL_AXES if a in runs.columns]
+    return runs.groupby(axes, sort=False, dropna=False).ngroup()
 
 
 def slug(*parts: object) -> str:

@@ -26,6 +26,7 @@ from reports.axes import (
     FIDELITY_REFERENCES,
     RECIPE_FIELDS,
     axis_value,
+    cell_ids,
     display_order,
     is_higher_better,
     slug,
@@ -34,11 +35,23 @@ from reports.axes import (
 from reports.figure_layout import FULL_WIDTH, PANEL_HEIGHT, Plot, ReportFigure
 from reports.latex import escape_latex
 from reports.sample_figures import sample_figures
-from reports.stats import BASELINE_MODE
+from reports.stats import BASELINE_MODE, PROMPTED_TASKS
 
 # Bootstrap of the validation curves' confidence band: fixed seed, so a report is reproducible.
 CI_LEVEL = 95
 N_BOOT = 500
+# Line styles of the prompt kinds (seaborn's first eight), set here so that a prompted task's
+# real-only baselines and the legend can draw each kind's style too.
+PROMPT_DASHES = [
+    "",
+    (4, 1.5),
+    (1, 1),
+    (3, 1.25, 1.5, 1.25),
+    (5, 1, 1, 1),
+    (3, 1.25, 1.25, 1.25, 1.25, 1.25),
+    (4, 1, 4, 1, 1, 1),
+    (3, 1.25, 3, 1.25, 1.25, 1.25),
+]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -175,20 +188,29 @@ def ratio_figures(runs: pd.DataFrame, palette: dict | None = None) -> list[Plot]
         protocols = display_order("protocol", cells["protocol"])
         fractions = display_order("real_fraction", d["real_fraction"])
         ratios = display_order("ratio", cells["ratio"])
-        prompts = cells["prompt"].nunique() > 1
+        prompt_order = display_order("prompt", cells["prompt"])
+        prompts = len(prompt_order) > 1
+        dashes = _prompt_dashes(prompt_order)
+        baselines = d[d["mode"] == BASELINE_MODE]
+        # A prompted task's baseline reads the prompt too: pooling its prompt kinds would mix
+        # their spread into the band. One baseline per kind, in that kind's line style.
+        per_prompt = task in PROMPTED_TASKS
+        if per_prompt:
+            baselines = baselines[baselines["prompt"].isin(prompt_order)]
         with _style():
             fig, axes = _figure(len(protocols), len(fractions), sharex=True, sharey=True)
             for i, protocol in enumerate(protocols):
                 for j, rf in enumerate(fractions):
                     ax = axes[i, j]
                     panel = cells[(cells["protocol"] == protocol) & (cells["real_fraction"] == rf)]
-                    base = d[(d["mode"] == BASELINE_MODE) & (d["real_fraction"] == rf)][metric]
-                    if len(base):
-                        mean, std = base.mean(), base.std(ddof=1)
-                        colour = palette[BASELINE_LABEL]
-                        ax.axhline(mean, color=colour, ls="--", lw=1, label=BASELINE_LABEL)
-                        if np.isfinite(std):
-                            ax.axhspan(mean - std, mean + std, color=colour, alpha=0.12, lw=0)
+                    base = baselines[baselines["real_fraction"] == rf]
+                    groups = (
+                        base.groupby("prompt")[metric]
+                        if per_prompt and prompts
+                        else [(None, base[metric])]
+                    )
+                    for prompt, values in groups:
+                        _baseline(ax, values, palette[BASELINE_LABEL], dashes.get(prompt))
                     if len(panel):
                         sns.lineplot(
                             panel,
@@ -197,6 +219,8 @@ def ratio_figures(runs: pd.DataFrame, palette: dict | None = None) -> list[Plot]
                             hue="mode_label",
                             hue_order=[h for h in _hue_order(cells) if h in set(panel.mode_label)],
                             style="prompt" if prompts else None,
+                            style_order=prompt_order if prompts else None,
+                            dashes=dashes if prompts else True,
                             palette=palette,
                             errorbar="sd",
                             err_style="bars",
@@ -210,18 +234,64 @@ def ratio_figures(runs: pd.DataFrame, palette: dict | None = None) -> list[Plot]
                     ax.set_title(f"{protocol}, real fraction {rf:g}")
                     ax.set_xlabel("synthetic:real ratio")
                     ax.set_ylabel(f"test {metric}")
-            _shared_legend(fig, axes, palette, _hue_order(d))
+            _shared_legend(
+                fig,
+                axes,
+                palette,
+                _hue_order(d),
+                dashes if prompts else {},
+                baseline_dashed=not (per_prompt and prompts),
+            )
+        if per_prompt and prompts:
+            base_text = (
+                "grey: the real-only baseline of each prompt kind, in that kind's line style,"
+                " with its $\\pm$ std band over seeds."
+            )
+        else:
+            base_text = "dashed: the real-only baseline with its $\\pm$ std band over seeds."
         caption = (
             f"Test {escape_latex(metric)} ({_direction(metric)}) against the synthetic:real"
             f" ratio ({_where(task=task, model=model)}): mean $\\pm$ std over seeds per"
-            " generation mode; dashed: the real-only baseline with its $\\pm$ std band."
+            " generation mode"
+            + (", a line style per prompt kind" if prompts else "")
+            + f"; {base_text}"
         )
         plots.append(Plot(f"ratio-{slug(task, model)}", fig, caption, "downstream"))
     return plots
 
 
-def _shared_legend(fig: Figure, axes: np.ndarray, palette: dict, labels: list[str]) -> None:
-    """One legend for all panels, in mode order, drawn on the first panel."""
+def _prompt_dashes(prompts: list[str]) -> dict[str, str | tuple]:
+    """The line style of each prompt kind, in display order."""
+    return {p: PROMPT_DASHES[k % len(PROMPT_DASHES)] for k, p in enumerate(prompts)}
+
+
+def _line_style(dash: str | tuple) -> str | tuple:
+    """A seaborn dash pattern as a matplotlib line style ("" is solid)."""
+    return (0, dash) if dash else "-"
+
+
+def _baseline(ax, values: pd.Series, colour: tuple, dash: str | tuple | None) -> None:
+    """The real-only baseline: a line at the mean over seeds with its +- std band, dashed or,
+    for one prompt kind of a prompted task, in that kind's style (`dash`)."""
+    if not len(values):
+        return
+    mean, std = values.mean(), values.std(ddof=1)
+    style = "--" if dash is None else _line_style(dash)
+    ax.axhline(mean, color=colour, ls=style, lw=1, label=BASELINE_LABEL)
+    if np.isfinite(std):
+        ax.axhspan(mean - std, mean + std, color=colour, alpha=0.12, lw=0)
+
+
+def _shared_legend(
+    fig: Figure,
+    axes: np.ndarray,
+    palette: dict,
+    labels: list[str],
+    dashes: dict[str, str | tuple],
+    baseline_dashed: bool = True,
+) -> None:
+    """One legend for all panels, in mode order then the prompt kinds' line styles (`dashes`,
+    none when one kind), drawn on the first panel."""
     from matplotlib.lines import Line2D
 
     handles = [
@@ -229,12 +299,13 @@ def _shared_legend(fig: Figure, axes: np.ndarray, palette: dict, labels: list[st
             [],
             [],
             color=palette[label],
-            ls="--" if label == BASELINE_LABEL else "-",
+            ls=("--" if baseline_dashed else "-") if label == BASELINE_LABEL else "-",
             marker=None if label == BASELINE_LABEL else "o",
         )
         for label in labels
     ]
-    axes[0, 0].legend(handles, labels, fontsize="small")
+    handles += [Line2D([], [], color="0.2", ls=_line_style(d)) for d in dashes.values()]
+    axes[0, 0].legend(handles, labels + list(dashes), fontsize="small")
 
 
 def heatmap_figures(runs: pd.DataFrame) -> list[Plot]:
@@ -332,11 +403,14 @@ def agreement_figures(
         panels = []
         for mode in display_order("mode", d["mode"]):
             of_mode = d[d["mode"] == mode]
-            score = of_mode.groupby("cell_key")[metric].mean().dropna()
+            cells = cell_ids(of_mode)
+            # By cell, not cell key: a key names one seed, and the best seed's run is picked
+            # by its test score.
+            score = of_mode.groupby(cells)[metric].mean().dropna()
             if score.empty:
                 continue
             best = score.idxmax() if is_higher_better(metric) else score.idxmin()
-            cell = of_mode[of_mode["cell_key"] == best]
+            cell = of_mode[cells == best]
             points = (
                 per_patient[per_patient["run_id"].isin(cell["run_id"])]
                 .groupby("patient")[["ef_pred", "ef_ref"]]

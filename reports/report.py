@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports.axes import usable_runs
+from reports.axes import cell_ids, usable_runs
 from reports.collect import (
     collect_curves,
     collect_failed,
@@ -66,7 +66,7 @@ def _facts(experiment: str, runs: pd.DataFrame) -> list[str]:
         return [f"Sweep {experiment}: no finished cell runs."]
     fractions = ", ".join(f"{f:g}" for f in sorted(ok["real_fraction"].dropna().unique()))
     return [
-        f"Sweep {experiment}: {ok['cell_key'].nunique()} cells, {len(ok)} finished runs over"
+        f"Sweep {experiment}: {cell_ids(ok).nunique()} cells, {len(ok)} finished runs over"
         f" {ok['seed'].nunique()} seed(s); tasks {', '.join(sorted(ok['task'].unique()))};"
         f" generation modes {', '.join(sorted(ok['mode'].unique()))}; real fractions"
         f" {fractions}.",

@@ -20,6 +20,11 @@ BASELINE_PROTOCOL = "mix"
 # the prompt conditions the segmenter itself, not only a generator.
 BASELINE_KEYS = ("task", "model", "real_fraction", "seed")
 PROMPTED_TASKS = ("vlseg",)
+# Tasks that score each test image once per structure (`downstream.vlseg`): a sample id is
+# `<image id>_<structure>`, and the per-structure Dice is the `dice_mean` of one structure.
+STRUCTURE_TASKS = ("vlseg",)
+STRUCTURE_DICE = {"LV": "dice_lv", "MYO": "dice_myo", "LA": "dice_la"}
+_STRUCTURE_SAMPLE = rf"^(?P<image>.+)_(?P<structure>{'|'.join(STRUCTURE_DICE)})$"
 
 # The smallest n at which an exact two-sided signed-rank test can reach p < 0.05
 # (all six differences of one sign: p = 2 / 2**6 = 0.031); with fewer pairs a test can only
@@ -136,6 +141,28 @@ def seed_mean(per_sample: pd.DataFrame, run_ids, metric: str) -> pd.Series:
     return sel.groupby("sample")["value"].mean()
 
 
+def image_samples(runs: pd.DataFrame, per_sample: pd.DataFrame) -> pd.DataFrame:
+    """`per_sample` (run_id, sample, metric, value) with the (image, structure) rows of the
+    `STRUCTURE_TASKS` runs made one row per image: each metric averaged over the image's
+    structures, and `dice_lv`, `dice_myo`, `dice_la` the `dice_mean` of the one structure.
+
+    The image is the unit of the paired tests: the structures of one image are not
+    independent samples (pairing them as such makes p too small), and the per-structure Dice
+    would otherwise have no per-sample values to be tested on."""
+    # A fresh index: `phase_samples` repeats labels, and the parts below align on them.
+    per_sample = per_sample[["run_id", "sample", "metric", "value"]].reset_index(drop=True)
+    ids = runs.loc[runs["task"].isin(STRUCTURE_TASKS), "run_id"]
+    parts = per_sample["sample"].astype(str).str.extract(_STRUCTURE_SAMPLE)
+    pair = per_sample["run_id"].isin(ids) & parts["structure"].notna()
+    if not pair.any():
+        return per_sample
+    rows = per_sample[pair].assign(sample=parts.loc[pair, "image"])
+    images = rows.groupby(["run_id", "sample", "metric"], sort=False)["value"].mean()
+    dice = rows[rows["metric"] == "dice_mean"]
+    structure = dice.assign(metric=parts.loc[dice.index, "structure"].map(STRUCTURE_DICE))
+    return pd.concat([per_sample[~pair], images.reset_index(), structure], ignore_index=True)
+
+
 def phase_samples(per_sample: pd.DataFrame, phase: str, metrics: list[str]) -> pd.DataFrame:
     """`per_sample` (the long layout) with its rows of `metrics` on the test images at
     `phase` ("ed" or "es") repeated as `<metric>_<phase>`: the per-image values behind seg's
@@ -158,13 +185,16 @@ def compare_to_baseline(
     """Test every `by` group of non-baseline runs against the matching real-only baselines.
 
     Only seeds that have both a cell run and a baseline run enter a group's test; per-sample
-    values are averaged over those seeds on each side, then paired by sample. All groups tested
-    in one call form one family for Holm's correction (one table = one family).
+    values are averaged over those seeds on each side, then paired by sample (for vlseg, by
+    image: `image_samples`). All groups tested in one call form one family for Holm's
+    correction (one table = one family).
     Returns `by` + n_pairs, n_seeds, statistic, p_value, p_holm, direction, median_diff.
     """
     by = [by] if isinstance(by, str) else list(by)
     pairs = match_baselines(runs)
     cells = runs.merge(pairs, on="run_id")
+    tested = per_sample["run_id"].isin(pd.concat([cells["run_id"], cells["baseline_run_id"]]))
+    per_sample = image_samples(runs, per_sample[tested])
     rows = []
     for key, group in cells.groupby(by, sort=False, dropna=False):
         res = paired_wilcoxon(

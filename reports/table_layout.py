@@ -18,6 +18,7 @@ import pandas as pd
 
 from reports.axes import (
     BASELINE_LABEL,
+    CELL_AXES,
     axis_value,
     is_higher_better,
     label_value,
@@ -38,7 +39,6 @@ ALPHA = 0.05
 # Axes a baseline run shares with the cells compared to it; it has no mode, ratio or protocol
 # of its own, so it belongs to every slice along those.
 _BASELINE_SHARED = ("task", "model", "real_fraction", "prompt")
-_CELL_AXES = ("task", "model", "real_fraction", "protocol", "mode", "ratio", "prompt")
 
 
 @dataclass
@@ -192,9 +192,8 @@ def primary_metric(df: pd.DataFrame, table: str) -> str:
 def check_unique(runs: pd.DataFrame, by: list[str]) -> None:
     """Each table entry must summarise one cell; pooling different cells would be silent.
 
-    A cell is its axes without the seed (a cell key names the seed too, `...-s0`, so counting
-    keys would take the seeds of one cell for different cells)."""
-    axes = [a for a in _CELL_AXES if a in runs.columns]
+    A cell is its axes without the seed (`CELL_AXES`)."""
+    axes = [a for a in CELL_AXES if a in runs.columns]
     if not axes or runs.empty:
         return
     counts = runs[by + axes].drop_duplicates().groupby(by, observed=True).size()

@@ -88,6 +88,37 @@ def test_ratio_figure_one_panel_per_fraction_and_baseline_line():
     assert r"mean $\pm$ std over seeds" in plot.caption and r"dice\_mean" in plot.caption
 
 
+def test_ratio_figure_draws_a_prompted_tasks_baseline_per_prompt_kind():
+    # vlseg's real-only baseline reads the prompt: P1 and P2 differ by far more than the seeds.
+    dice = {
+        ("none", "P1", 0.0): [0.50, 0.52],
+        ("none", "P2", 0.0): [0.70, 0.72],
+        ("oracle", "P1", 0.5): [0.60, 0.62],
+        ("oracle", "P1", 1.0): [0.64, 0.66],
+        ("oracle", "P2", 0.5): [0.74, 0.76],
+        ("oracle", "P2", 1.0): [0.78, 0.80],
+    }
+    (plot,) = ratio_figures(_runs(dice, task="vlseg"))
+    ax = plot.figure.axes[0]
+    grey = mode_palette(["none"])["real only"]
+    baselines = [ln for ln in ax.get_lines() if ln.get_color() == grey]
+    # One line per prompt kind at its own mean over seeds, in that kind's line style...
+    assert sorted(round(ln.get_ydata()[0], 3) for ln in baselines) == [0.51, 0.71]
+    cells = {round(ln.get_ydata()[0], 3): ln for ln in ax.get_lines() if ln.get_marker() == "o"}
+    assert [ln.get_linestyle() for ln in baselines] == ["-", "--"]  # P1 solid, P2 dashed
+    assert [cells[0.61].get_linestyle(), cells[0.75].get_linestyle()] == ["-", "--"]
+    # ...with a band of +- the std over its seeds, not over the pooled prompt kinds.
+    heights = [p.get_height() for p in ax.patches]
+    assert heights == pytest.approx([2 * np.std([0.50, 0.52], ddof=1)] * 2)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "real only",
+        "oracle",
+        "P1",
+        "P2",
+    ]
+    assert "real-only baseline of each prompt kind" in plot.caption
+
+
 def test_ratio_figure_needs_two_ratios():
     one_ratio = {k: v for k, v in DICE.items() if k[2] in (0.0, 1.0)}
     assert ratio_figures(_runs(one_ratio)) == []
@@ -227,6 +258,25 @@ def test_agreement_figure_shows_each_modes_best_cell_with_bias_and_limits():
     lines = sorted(ln.get_ydata()[0] for ln in axes[1].get_lines())
     np.testing.assert_allclose(lines, [0, 5 - loa, 5, 5 + loa])  # zero, limits, bias
     assert "Bland and Altman" in plot.caption and "best" in plot.caption
+
+
+def test_agreement_figure_picks_the_cell_by_its_seed_mean_and_averages_its_seeds():
+    # Cell keys name the seed, as the sweep logs them: oracle at ratio 0.5 has the best single
+    # seed (0.90), oracle at ratio 1 the best mean (0.80 against 0.60).
+    dice = {
+        ("none", "-", 0.0): [0.60, 0.62, 0.64],
+        ("oracle", "-", 0.5): [0.90, 0.45, 0.45],
+        ("oracle", "-", 1.0): [0.80, 0.80, 0.80],
+    }
+    runs = _runs(dice)
+    runs["cell_key"] = runs["run_id"]
+    per_patient = _per_patient(runs, lambda r: 3 * r.seed + 10 * r.ratio)
+    (plot,) = agreement_figures(runs, per_patient)
+    assert _titles(plot) == ["real only", "oracle: mix, ratio 1"]
+    axes = [ax for ax in plot.figure.axes if ax.get_visible()]
+    # Bias: the mean offset over seeds 0, 1 and 2 (+3 each), not one seed's.
+    assert [ax.texts[0].get_text().split(",")[0] for ax in axes] == ["bias +3.0", "bias +13.0"]
+    assert "(3 seeds)" in plot.caption
 
 
 def test_agreement_figure_needs_per_patient_rows_and_three_patients():

@@ -115,3 +115,37 @@ def test_compare_averages_seeds_before_pairing():
     assert row["n_pairs"] == 10 and row["n_seeds"] == 2
     assert row["median_diff"] == pytest.approx(0.2)
     assert row["direction"] == 1 and row["p_holm"] < 0.01
+
+
+def test_vlseg_pairs_images_not_structures_and_tests_each_structure():
+    # vlseg scores each image once per structure (sample `<image>_<structure>`); the cell
+    # gains 0.1 on LV, 0.2 on MYO and 0.3 on LA of each of 8 images.
+    runs = pd.DataFrame(
+        [
+            _run("b0", "none", 0, prompt="P1", task="vlseg"),
+            _run("c0", "text", 0, prompt="P1", task="vlseg"),
+        ]
+    )
+    gains = {"LV": 0.1, "MYO": 0.2, "LA": 0.3}
+    rows = [
+        dict(
+            run_id=run_id,
+            sample=f"patient{i}_4CH_ED_{structure}",
+            metric="dice_mean",
+            value=0.5 + 0.01 * i + (run_id == "c0") * gain,
+        )
+        for run_id in ("b0", "c0")
+        for i in range(8)
+        for structure, gain in gains.items()
+    ]
+    per_sample = pd.DataFrame(rows)
+    tests = {
+        metric: compare_to_baseline(runs, per_sample, "mode", metric).iloc[0]
+        for metric in ("dice_mean", "dice_lv", "dice_myo", "dice_la")
+    }
+    # One pair per image: the mean over its three structures, or the structure's own Dice.
+    assert {m: t["n_pairs"] for m, t in tests.items()} == dict.fromkeys(tests, 8)
+    medians = {m: t["median_diff"] for m, t in tests.items()}
+    assert medians == pytest.approx(
+        {"dice_mean": 0.2, "dice_lv": 0.1, "dice_myo": 0.2, "dice_la": 0.3}
+    )
