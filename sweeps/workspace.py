@@ -221,6 +221,10 @@ class Workspace:
         if generator.trains:  # the controls run no sampler: its settings change nothing
             gen = to_dict(self.cfg.generator)
             spec["sampling"] = {k: gen[k] for k in _SOLVER_KEYS + _MODE_SAMPLING_KEYS.get(mode, ())}
+            if gen["sampler"] == "ddpm":
+                # Its step noise is drawn per image since (generators/diffusion.py), so a
+                # set drawn before, which depended on sample_batch_size, is not reused.
+                spec["sampling"]["step_noise"] = "per-image"
         elif generator.samples_real:
             # Drawn from the fraction's patients, which no generator key carries here.
             spec["subset_seed"] = self.cfg.grid.subset_seed
