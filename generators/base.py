@@ -40,6 +40,9 @@ class Generator(Protocol):
     """A generation mode. ``train`` writes a model folder; ``sample`` reads it."""
 
     trains: bool  # False for simulator-based controls (nothing to train)
+    # True where ``sample`` reads ``ctx.real_train``: its set then depends on the real
+    # fraction's patient subset (grid.subset_seed) even when no trained model carries it.
+    samples_real: bool
 
     def check(self, data: DataConfig, cfg: GeneratorConfig, label: str | None) -> None:
         """Raise ``ValueError``, before any work, if this mode cannot run on ``data`` with

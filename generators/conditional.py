@@ -143,6 +143,7 @@ class ConditionalGenerator:
     """A conditional diffusion generator; see the module docstring."""
 
     trains = True
+    samples_real = True  # conditioned on the training images' metadata and label maps
     mode = "conditional"
     prompts = False
     masks = False

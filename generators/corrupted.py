@@ -30,6 +30,7 @@ def derangement(n: int, rng: np.random.Generator) -> np.ndarray:
 
 class CorruptedGenerator:
     trains = False
+    samples_real = True  # the real training images, relabelled
 
     def check(self, data: DataConfig, cfg: GeneratorConfig, label: str | None) -> None:
         check_label("corrupted", label, IMAGE_LABELS)  # real images, real metadata

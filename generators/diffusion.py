@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from diffusers import (
     DDIMScheduler,
@@ -314,8 +315,11 @@ def sample(
     """Draw ``n`` samples of ``shape`` (C, H, W) -> ``(n, C, H, W)`` on CPU.
 
     ``kwargs_for(slice)`` gives the conditioning of the samples in that slice (e.g. class
-    labels). The initial noise of sample ``i`` depends only on ``seed`` and ``i``'s batch,
-    so the result does not depend on the device.
+    labels). The noise of sample ``i`` depends only on ``seed`` and ``i``, not on the device
+    or ``batch_size``: its initial noise is the ``i``-th draw of one CPU stream seeded by
+    ``seed`` (batches take consecutive draws), and the noise DDPM adds at every step comes
+    from a CPU stream of its own (:func:`step_generators`). Batches of other sizes still
+    round differently in the denoiser (about 1e-6).
 
     Classifier-free guidance: with ``uncond_kwargs_for`` (the same slice's conditioning with
     the prompt dropped) and ``guidance_scale != 1``, the model's estimate (noise or velocity,
@@ -338,6 +342,7 @@ def sample(
         sl = slice(start, min(n, start + batch_size))
         b = sl.stop - sl.start
         x = torch.randn((b, *shape), generator=gen).to(device)
+        steps_gen = step_generators(seed, sl)
         kwargs = {k: v.to(device) for k, v in (kwargs_for(sl) if kwargs_for else {}).items()}
         if guided:
             uncond = {k: v.to(device) for k, v in uncond_kwargs_for(sl).items()}
@@ -350,8 +355,23 @@ def sample(
                 if guided:  # combined in float32: the difference of two half estimates is small
                     eps_u = unet(model_in, t, **uncond).sample.float()
                     eps = eps_u + guidance_scale * (eps.float() - eps_u)
-            x = scheduler.step(eps.float(), t, x, generator=gen).prev_sample
+            # Not ``gen``: DDPM's step noise drawn from it made every later batch's initial
+            # noise, and so the set, depend on the batch size.
+            x = scheduler.step(eps.float(), t, x, generator=steps_gen).prev_sample
         out.append(x.cpu())
         bar.update(b)
     bar.close()
     return torch.cat(out)
+
+
+def step_generators(seed: int, sl: slice) -> list[torch.Generator]:
+    """One CPU generator per sample of ``sl`` for the noise a stochastic sampler (DDPM) adds
+    at each step, seeded by ``(seed, i)`` for sample ``i``: diffusers draws each sample's
+    noise from its own generator of the list, whatever batch the sample is in. The
+    deterministic samplers (DDIM, DPM-Solver++) draw nothing from them."""
+    return [
+        torch.Generator().manual_seed(
+            int(np.random.SeedSequence((seed, i)).generate_state(1, np.uint64)[0])
+        )
+        for i in range(sl.start, sl.stop)
+    ]

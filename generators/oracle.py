@@ -20,6 +20,7 @@ ORACLE_FIRST_PATIENT = 1_000_000
 
 class OracleGenerator:
     trains = False
+    samples_real = False  # fresh simulator patients
 
     def check(self, data: DataConfig, cfg: GeneratorConfig, label: str | None) -> None:
         if data.source != "phantom":

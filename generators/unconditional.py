@@ -42,6 +42,7 @@ def class_labels(data: EchoData) -> np.ndarray:
 
 class UnconditionalGenerator:
     trains = True
+    samples_real = False
 
     def __init__(self, device: str = "auto") -> None:
         self.device = device

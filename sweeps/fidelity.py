@@ -247,6 +247,9 @@ def fidelity_stage(ws: Workspace, mode: Mode, prompt: Prompt | None, fraction: f
         "quality": quality.stage.digest if quality else None,
         "k": k,
         "reference": REFERENCE_SPLIT,
+        # Copies are counted against the fraction's patients (ws.real_train), which the
+        # synthetic key of a control such as the oracle does not name.
+        "subset_seed": ws.cfg.grid.subset_seed,
         "format": FIDELITY_FORMAT,
     }
 

@@ -179,7 +179,10 @@ def measure_rates(runs: Path | str | list[Path]) -> Rates:
         for folder in _stages(run, "synth"):
             spec, done = _spec(folder), _done(folder)
             seconds[spec["mode"]] += record(folder)
-            units[spec["mode"]] += done["summary"]["n_images"] * spec["sampling"]["sample_steps"]
+            # A control's set runs no sampler and its key names none: the sweep's steps, as
+            # its target's work is counted (project).
+            steps = spec.get("sampling", {}).get("sample_steps", cfg.generator.sample_steps)
+            units[spec["mode"]] += done["summary"]["n_images"] * steps
 
         seconds, units = totals["fid"]
         for folder in _stages(run, "fidelity"):

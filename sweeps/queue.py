@@ -14,7 +14,8 @@ run again (at most ``max_retries`` times; a later sweep re-enqueues it anyway).
 Database storages use Optuna's own heartbeat (``fail_stale_trials``); the journal file has
 none, so its heartbeat is a trial system attribute compared with the local clock. A trial
 whose worker died before its first heartbeat has no sign of life but its start time, which
-then stands in for it (Optuna alone would wait for it forever).
+then stands in for it (Optuna alone would wait for it forever). A retry starts with a copy
+of its dead predecessor's system attributes; their heartbeat and claim marker are not its own.
 
 A trial also records the sweep's ``config`` (``Workspace.results_config``: a hash of the
 settings that decide a cell's result), and a queue sees only the trials of its own. A sweep
@@ -173,11 +174,25 @@ class CellQueue:
             if self.store.native_heartbeat:
                 with quiet_experimental():
                     optuna.storages.fail_stale_trials(self.study)
-                self._requeue_silent(lambda t: None if _CLAIMED in t.system_attrs else _start(t))
+                self._requeue_silent(self._unbeaten_since)
             else:
-                self._requeue_silent(lambda t: t.system_attrs.get(_HEARTBEAT) or _start(t))
+                self._requeue_silent(lambda t: _latest(t.system_attrs.get(_HEARTBEAT), _start(t)))
         except _TRANSIENT as exc:
             log.warning("could not check for stale trials: %s", exc)
+
+    def _unbeaten_since(self, trial: FrozenTrial) -> float | None:
+        """The start of a trial that never beat to Optuna; None once it did (Optuna judges it).
+
+        A retry holds a copy of its dead predecessor's system attributes (Optuna's retry
+        callback), claim marker included. That copy predates the retry's start by more than
+        the grace period (the predecessor was failed as stale before the retry existed), so
+        only a marker from about the trial's start on (a heartbeat interval's slack, for
+        databases that store whole seconds) is its own."""
+        start = _start(trial)
+        claimed = trial.system_attrs.get(_CLAIMED)
+        if claimed is None or start is None or claimed < start - self.store.heartbeat_interval:
+            return start
+        return None
 
     def _requeue_silent(self, last_sign_of_life) -> None:
         """Fail and retry RUNNING trials whose last sign of life (unix time, or None to
@@ -241,6 +256,11 @@ class CellQueue:
 
 def _start(trial: FrozenTrial) -> float | None:
     return None if trial.datetime_start is None else _unix(trial.datetime_start)
+
+
+def _latest(*moments: float | None) -> float | None:
+    # A retry's copied heartbeat is its predecessor's, older than the retry's own start.
+    return max((m for m in moments if m is not None), default=None)
 
 
 def _unix(moment: datetime) -> float:

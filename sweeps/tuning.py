@@ -5,13 +5,19 @@ The scientific axes are crossed by the grid; the nuisance hyperparameters of tra
 ``sweep.tune_optimizers`` / ``sweep.tune_schedulers`` list candidates) are tuned here so that
 no arm of the comparison is judged with settings that suit another (Google's tuning playbook).
 
-- ``sweep.tune_scope: reference`` (default): per task a study named ``<sweep>-tune-<task>``
-  trains the task's real-only reference cell (largest real fraction, first seed)
-  ``sweep.tune_trials`` times; the winners are frozen into ``downstream.<task>.train`` of
-  the resolved config, so every cell of that task uses them (and its stage key changes
-  with them) and the other tasks keep their own.
+- ``sweep.tune_scope: reference`` (default): per task a study named
+  ``<sweep>-tune-<task>-<hash>`` trains the task's real-only reference cell (largest real
+  fraction, first seed) ``sweep.tune_trials`` times; the winners are frozen into
+  ``downstream.<task>.train`` of the resolved config, so every cell of that task uses them
+  (and its stage key changes with them) and the other tasks keep their own.
 - ``sweep.tune_scope: cell``: every cell gets a study of its own with the same budget,
-  ``<sweep>-tune-<cell key>``, run by the worker that claims the cell.
+  ``<sweep>-tune-<cell key>-<hash>``, run by the worker that claims the cell.
+
+The hash (:func:`study_name`) covers what a trial's score depends on, so a study is
+reused only for the same search of the same training: changed data, synthetic set, task
+settings, subset seed or search start a new study (an old one, found by name alone, gave
+its stale winners back and ran no trial). The budget is not in it: a larger
+``sweep.tune_trials`` extends a study, a smaller one takes the best of its first trials.
 
 TPE proposes values; a median pruner stops a trial whose per-epoch validation score falls
 below the median of earlier trials at that epoch. Each trial is an MLflow child run of the
@@ -30,13 +36,14 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from benchmark.config import Config
+from benchmark.config import Config, to_dict
 from benchmark.data.assembly import take_synthetic
 from benchmark.data.records import EchoData
 from benchmark.downstream_config import TrainConfig
 from benchmark.grid import GridCell, Mode, Protocol
 from benchmark.grid import Task as GridTask
 from benchmark.runtime import resolve_device, seed_everything
+from benchmark.stages import Stage, spec_hash
 from downstream.protocols import run_protocol
 from downstream.registry import build_model, build_task
 from downstream.training import Task, fit
@@ -106,8 +113,20 @@ def tuned_keys(cfg: Config) -> tuple[str, ...]:
     )
 
 
-def study_name(cfg: Config, suffix: str) -> str:
-    return f"{cfg.name}-tune-{suffix}"
+def study_name(ws: Workspace, cell: GridCell, suffix: str, synthetic: Stage | None) -> str:
+    """``<sweep>-tune-<suffix>-<hash>``: the hash covers the tuned cell's stage spec (cell
+    key, data, ``synthetic`` set, the task's settings but the tuned ones, subset seed) and
+    the search (every ``sweep.tune_*`` setting but the budget, ``tune_trials``)."""
+    cfg = ws.cfg
+    cell_spec = {k: v for k, v in ws.cell_spec(cell, synthetic).items() if k != "format"}
+    settings = cell_spec["downstream"]
+    # A trial replaces the tuned values: the task's own ones do not change its score.
+    train = {k: v for k, v in settings["train"].items() if k not in tuned_keys(cfg)}
+    cell_spec["downstream"] = {**settings, "train": train}
+    search = {
+        k: v for k, v in to_dict(cfg.sweep).items() if k.startswith("tune_") and k != "tune_trials"
+    }
+    return f"{cfg.name}-tune-{suffix}-{spec_hash({'cell': cell_spec, 'search': search})[:12]}"
 
 
 def tune_cell(
@@ -119,7 +138,10 @@ def tune_cell(
 ) -> dict:
     """Run (or finish) the tuning study of ``cell``; returns its :func:`winners`."""
     sweep = ws.cfg.sweep
-    name = study_name(ws.cfg, suffix or cell.key())
+    synth_stage, synthetic = None, None
+    if cell.uses_generator:  # before seeding, as for the cell stage; its key names the study
+        synth_stage, synthetic = ws.synthetic_stage(cell.mode, cell.prompt, cell.real_fraction)
+    name = study_name(ws, cell, suffix or cell.key(), synth_stage)
     with ws.lock(name):
         study = optuna.create_study(
             study_name=name,
@@ -130,25 +152,28 @@ def tune_cell(
             pruner=optuna.pruners.MedianPruner(n_startup_trials=sweep.tune_startup_trials),
         )
         _fail_orphans(study, store)
-        used = sum(1 for t in study.get_trials(deepcopy=False, states=_FINISHED) if not _orphan(t))
+        used = len(_counted(study))
         if used < sweep.tune_trials:
-            objective = _Objective(ws, cell, name, parent_id)
+            objective = _Objective(ws, cell, name, parent_id, synthetic)
             # A diverging learning rate is a result (a bad trial), not a crash of the sweep.
             study.optimize(
                 objective, n_trials=sweep.tune_trials - used, catch=(FloatingPointError,)
             )
-        try:
-            best = study.best_trial
-        except ValueError:
-            raise RuntimeError(f"tuning study {name}: no trial completed") from None
+        # The first tune_trials trials: a study run with a larger budget before answers a
+        # smaller one as a study of that budget would.
+        complete = [
+            t for t in _counted(study)[: sweep.tune_trials] if t.state is TrialState.COMPLETE
+        ]
+        if not complete:
+            raise RuntimeError(f"tuning study {name}: no trial completed")
+        best = max(complete, key=lambda t: t.value)
     log.info("tuned %s: %s (val %.4f)", name, best.params, best.value)
     return winners(best.params, ws.cfg)
 
 
 def winners(params: dict, cfg: Config) -> dict:
     """The training settings to freeze from a best trial's ``params``: those of
-    :func:`tuned_keys` it holds (a study resumed after its search grew keeps its earlier
-    trials, which did not suggest the new settings; the task keeps its own for those)."""
+    :func:`tuned_keys` it holds (the task keeps its own for any other)."""
     return consistent({k: params[k] for k in tuned_keys(cfg) if k in params})
 
 
@@ -162,6 +187,12 @@ def consistent(values: dict) -> dict:
 
 def _orphan(trial: optuna.trial.FrozenTrial) -> bool:
     return bool(trial.user_attrs.get("orphaned"))
+
+
+def _counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The finished trials that count against the budget (not a dead tuner's), in order."""
+    trials = study.get_trials(deepcopy=False, states=_FINISHED)
+    return sorted((t for t in trials if not _orphan(t)), key=lambda t: t.number)
 
 
 def _fail_orphans(study: optuna.Study, store: SweepStorage) -> None:
@@ -195,8 +226,16 @@ def suggest(trial: optuna.Trial, cfg: Config, task: GridTask | str) -> TrainConf
 class _Objective:
     """One tuning trial: train the cell with suggested values, score on validation."""
 
-    def __init__(self, ws: Workspace, cell: GridCell, name: str, parent_id: str | None) -> None:
+    def __init__(
+        self,
+        ws: Workspace,
+        cell: GridCell,
+        name: str,
+        parent_id: str | None,
+        synthetic: EchoData | None,
+    ) -> None:
         self.ws, self.cell, self.name, self.parent_id = ws, cell, name, parent_id
+        self.synthetic = synthetic  # the cell's synthetic set, or None
 
     def __call__(self, trial: optuna.Trial) -> float:
         train_cfg = suggest(trial, self.ws.cfg, self.cell.task)
@@ -208,11 +247,6 @@ class _Objective:
             "tuned_cell": self.cell.key(),
             "task": self.cell.task.value,
         }
-        synthetic = None
-        if self.cell.uses_generator:  # before seeding, as for the cell stage
-            _, synthetic = self.ws.synthetic_stage(
-                self.cell.mode, self.cell.prompt, self.cell.real_fraction
-            )
         task, model = build(self.ws, self.cell)
         run_id = tracker.start_run(f"{self.name}-{trial.number}", tags, self.parent_id)
         tracker.log_params(run_id, {k: getattr(train_cfg, k) for k in tuned_keys(self.ws.cfg)})
@@ -230,7 +264,7 @@ class _Objective:
             tracker.end_run(run_id, status)
 
         try:
-            score = train_once(self.ws, self.cell, task, model, synthetic, train_cfg, on_epoch)
+            score = train_once(self.ws, self.cell, task, model, self.synthetic, train_cfg, on_epoch)
         except optuna.TrialPruned:
             close("pruned")
             raise

@@ -41,7 +41,7 @@ CELL_FORMAT = 2
 # distance (intensity_w1); 7 centres its bins on the 8-bit levels.
 FIDELITY_FORMAT = 7
 
-# The solver: part of every synthetic set's key.
+# The solver: part of the key of every synthetic set a trained generator samples.
 _SOLVER_KEYS = ("sampler", "sample_steps", "timestep_spacing", "clip_sample")
 # Generator settings that change sampling only; they stay out of the generator's key so a
 # new sampler reuses the trained model.
@@ -208,19 +208,27 @@ class Workspace:
     def _synthetic_spec(
         self, mode: Mode, prompt: Prompt | None, fraction: float, gen_stage: Stage | None
     ) -> dict:
-        return {
+        spec = {
             "generator": gen_stage.digest if gen_stage else None,
             "data": self.data_stage.digest,
             "mode": mode.value,
             "prompt": prompt.value if mode in PROMPTED_MODES and prompt else None,
             "real_fraction": fraction,
             "n": self.n_synthetic(fraction),
-            "sampling": {
-                k: to_dict(self.cfg.generator)[k]
-                for k in _SOLVER_KEYS + _MODE_SAMPLING_KEYS.get(mode, ())
-            },
             "seed": self.cfg.generator.seed,
         }
+        generator = get_generator(mode, self.cfg.device)
+        if generator.trains:  # the controls run no sampler: its settings change nothing
+            gen = to_dict(self.cfg.generator)
+            spec["sampling"] = {k: gen[k] for k in _SOLVER_KEYS + _MODE_SAMPLING_KEYS.get(mode, ())}
+            if gen["sampler"] == "ddpm":
+                # Its step noise is drawn per image since (generators/diffusion.py), so a
+                # set drawn before, which depended on sample_batch_size, is not reused.
+                spec["sampling"]["step_noise"] = "per-image"
+        elif generator.samples_real:
+            # Drawn from the fraction's patients, which no generator key carries here.
+            spec["subset_seed"] = self.cfg.grid.subset_seed
+        return spec
 
     def synthetic_stage(
         self, mode: Mode, prompt: Prompt | None, fraction: float

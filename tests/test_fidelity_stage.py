@@ -13,6 +13,7 @@ from sweeps.fidelity import fidelity_stage, segmenter_stage
 from sweeps.workspace import Workspace
 from tests.conftest import CONFIGS
 
+JUDGES_OFF = ["fidelity.segmenter_epochs=0", "fidelity.quality_epochs=0"]
 MASK_DICE = ("mask_dice_mean", "mask_dice_lv", "mask_dice_myo", "mask_dice_la")
 
 
@@ -99,6 +100,15 @@ def test_judges_can_be_turned_off(tmp_path, smoke_config):
     )
     assert not any(k.startswith(("mask_dice", "cond_quality")) for k in result)
     assert not list((tmp_path / "fidelity").glob("segmenter-*"))
+
+
+def test_copies_are_counted_against_the_patient_subset_of_the_sweep(tmp_path):
+    """copy_share compares a set with the fraction's training patients (grid.subset_seed),
+    which the oracle's synthetic key does not name: the fidelity key does."""
+    for seed in (0, 1):
+        overrides = [f"grid.subset_seed={seed}", *JUDGES_OFF]
+        ws = Workspace(load_config(CONFIGS / "smoke.yaml", overrides), tmp_path, progress=False)
+        assert fidelity_stage(ws, Mode.ORACLE, None, 0.5).computed  # measured, not reused
 
 
 def test_quality_judge_is_skipped_without_quality_labels(tmp_path, smoke_config):

@@ -114,6 +114,13 @@ def test_unit_costs_by_hand(run):
     assert rates.wall_seconds == pytest.approx(143)
 
 
+def test_a_control_set_is_measured_with_the_sweeps_steps(run):
+    # The oracle's key names no sampler (it runs none): 40 images x the sweep's 10 steps.
+    spec = {"spec": {"mode": "oracle"}}
+    stage(run, "synth", "oracle-x", 81, 4, summary={"n_images": 40}, spec_json=spec)
+    assert measure_rates(run).sampling_per_image_step["oracle"] == pytest.approx(0.01)
+
+
 def test_projection_by_hand(run):
     # Target: the same models, seg real-only and unconditional mix at ratio 1.
     cfg = load_config(CONFIGS / "smoke.yaml", GRID)

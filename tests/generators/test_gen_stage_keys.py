@@ -5,8 +5,10 @@ import json
 
 import pytest
 
+from benchmark.config import load_config
 from benchmark.grid import Mode, Prompt
 from sweeps.workspace import Workspace
+from tests.conftest import CONFIGS
 
 
 def spec(smoke_config, tmp_path, mode, prompt, **generator):
@@ -63,6 +65,33 @@ def test_the_solver_is_in_the_synthetic_key(smoke_config, tmp_path):
     assert sets["leading", False]["sampling"]["timestep_spacing"] == "leading"
     assert sets["trailing", True]["sampling"]["clip_sample"] is True
     assert len({json.dumps(s, sort_keys=True) for s in sets.values()}) == 3
+
+
+def test_a_control_set_drawn_from_real_images_follows_the_patient_subset(tmp_path):
+    """The corrupted control relabels the fraction's real training patients, and trains no
+    generator whose key would name them: a new grid.subset_seed is a new set, not the old
+    one of other patients."""
+    sets = {}
+    for seed in (0, 1):
+        cfg = load_config(CONFIGS / "smoke.yaml", [f"grid.subset_seed={seed}"])
+        ws = Workspace(cfg, tmp_path, progress=False)
+        stage, synth = ws.synthetic_stage(Mode.CORRUPTED, None, 0.5)
+        assert stage.computed
+        assert set(synth.meta.patient) <= set(ws.real_train(0.5).meta.patient)
+        sets[seed] = set(synth.meta.patient)
+    assert sets[0] != sets[1]
+
+
+@pytest.mark.parametrize("mode", [Mode.ORACLE, Mode.CORRUPTED])
+def test_the_controls_keys_hold_no_sampler(tmp_path, mode):
+    """The controls run no sampler: another sampler, step count or batch leaves their sets
+    (and their cells) as they are."""
+    keys = set()
+    for change in ([], ["generator.sampler=ddpm", "generator.sample_steps=20"]):
+        cfg = load_config(CONFIGS / "smoke.yaml", [*change, "generator.sample_batch_size=5"])
+        spec = Workspace(cfg, tmp_path, progress=False)._synthetic_spec(mode, None, 1.0, None)
+        keys.add(json.dumps(spec, sort_keys=True))
+    assert len(keys) == 1 and "sampling" not in json.loads(keys.pop())
 
 
 def test_speed_options_stay_out_of_the_generator_key(smoke_config, tmp_path):

@@ -12,7 +12,7 @@ import pytest
 
 from benchmark.config import ConfigError, SweepConfig, load_config
 from benchmark.redact import mask_uri
-from sweeps.queue import CELL_KEY, CellQueue
+from sweeps.queue import _CLAIMED, _HEARTBEAT, CELL_KEY, CellQueue
 from sweeps.storage import open_storage
 from sweeps.workspace import Workspace
 
@@ -98,6 +98,31 @@ def test_a_silent_worker_loses_its_cell_and_a_beating_one_keeps_it(storage_url, 
     assert queue.study.get_trials()[dead.number].state is optuna.trial.TrialState.FAIL
     queue.study.tell(alive, 0.5)
     assert queue.complete(["dead", "alive"]) == {"alive"}
+
+
+def test_a_retry_is_judged_by_its_own_signs_of_life(storage_url, tmp_path):
+    """A retry copies its dead predecessor's system attributes (Optuna's retry callback):
+    neither their claim marker (which made a retry whose worker died before its first beat
+    RUNNING forever) nor their heartbeat (which failed a retry just claimed) is its own."""
+    queue = open_queue(storage_url, tmp_path)
+    queue.enqueue_missing(["a"])
+    dead = queue.claim(["a"])
+    dead_id = queue.storage.get_trial_id_from_study_id_trial_number(queue.study_id, dead.number)
+    # Its worker beat, then died long ago; another worker failed it and queued the retry.
+    for attr in (_CLAIMED, _HEARTBEAT):
+        if attr in queue.storage.get_trial(dead_id).system_attrs:
+            queue.storage.set_trial_system_attr(dead_id, attr, time.time() - 60)
+    assert queue.storage.set_trial_state_values(dead_id, optuna.trial.TrialState.FAIL)
+    queue.store.retry(queue.study, queue.storage.get_trial(dead_id))
+    (retry,) = queue.study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    # A worker takes the retry and dies before its first heartbeat.
+    retry_id = queue.storage.get_trial_id_from_study_id_trial_number(queue.study_id, retry.number)
+    assert queue.storage.set_trial_state_values(retry_id, optuna.trial.TrialState.RUNNING)
+    queue.requeue_stale()
+    assert queue.pending(["a"]) == (0, 1)  # within the grace period of its own start
+    time.sleep(FAST.grace_period + 1.5)
+    queue.requeue_stale()
+    assert queue.pending(["a"]) == (1, 0)  # back in the queue, not RUNNING forever
 
 
 def test_workers_racing_for_the_queue_split_it(storage_url, tmp_path):

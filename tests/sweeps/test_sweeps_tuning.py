@@ -5,6 +5,7 @@ resolved config that the task's cells then train with."""
 from __future__ import annotations
 
 from collections import Counter
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -14,7 +15,18 @@ from sweeps_support import finish, start_sweep
 
 from benchmark.config import ConfigError, load_config
 from sweeps.plan import grid_cells
-from sweeps.tuning import TUNED, consistent, reference_cells, suggest, tuned_keys, winners
+from sweeps.storage import open_storage
+from sweeps.tuning import (
+    TUNED,
+    consistent,
+    reference_cells,
+    study_name,
+    suggest,
+    tune_cell,
+    tuned_keys,
+    winners,
+)
+from sweeps.workspace import Workspace
 from tests.conftest import CONFIGS
 
 # Five trials, pruning allowed from the third; a learning-rate range wide enough that some
@@ -49,10 +61,10 @@ def test_tuning_each_task_prunes_completes_and_freezes_its_winners(tmp_path):
     assert summary["failed"] == {} and summary["cells"] == 2
 
     best, states = {}, {}
+    storage = f"sqlite:///{out}/optuna.db"
     for task in ("seg", "cls"):
-        study = optuna.load_study(
-            study_name=f"smoke-tune-{task}", storage=f"sqlite:///{out}/optuna.db"
-        )
+        (name,) = [n for n in optuna.get_all_study_names(storage) if f"-tune-{task}-" in n]
+        study = optuna.load_study(study_name=name, storage=storage)
         states[task] = Counter(t.state for t in study.get_trials())
         assert states[task][optuna.trial.TrialState.COMPLETE] >= 1
         assert sum(states[task].values()) == 5
@@ -90,6 +102,63 @@ def test_tuning_each_task_prunes_completes_and_freezes_its_winners(tmp_path):
     # Every trial searched the recipe too, and logged what it trained with.
     assert {r.data.params["optimizer"] for r in runs} <= {"adamw", "sgd"}
     assert {r.data.params["scheduler"] for r in runs} <= {"cosine", "plateau"}
+
+
+# Two one-epoch trials of seg's real-only cell: a second each.
+SHORT = ["sweep.tune_trials=2", "sweep.tune_epochs=[1,1]", "sweep.tune_batch_sizes=[8]"]
+
+
+def tune_seg(out, *overrides):
+    """Tune seg's reference cell of the smoke grid in ``out``; (winners, trials per study)."""
+    cfg = load_config(CONFIGS / "smoke.yaml", [*SHORT, *overrides])
+    store = open_storage(None, out, cfg.sweep)
+    ws = Workspace(cfg, out, progress=False)
+    tuned = tune_cell(ws, store, reference_cells(grid_cells(cfg))["seg"], None, suffix="seg")
+    studies = optuna.get_all_study_summaries(store.storage)
+    return tuned, sorted(s.n_trials for s in studies)
+
+
+def test_a_study_is_reused_for_the_same_search_only(tmp_path):
+    """A study found by name alone gave its winners back after the search changed (an lr
+    outside the new range) and ran no trial; now a changed search is a new study, and the
+    same search reuses its study without a trial more."""
+    low, trials = tune_seg(tmp_path, "sweep.tune_lr=[1.0e-4,1.0e-3]")
+    assert 1e-4 <= low["lr"] <= 1e-3 and trials == [2]
+    assert tune_seg(tmp_path, "sweep.tune_lr=[1.0e-4,1.0e-3]") == (low, [2])
+    high, trials = tune_seg(tmp_path, "sweep.tune_lr=[0.05,0.1]")
+    assert 0.05 <= high["lr"] <= 0.1 and trials == [2, 2]
+    # The budget is not the search: more trials extend the study, fewer read its first.
+    first, trials = tune_seg(tmp_path, "sweep.tune_lr=[0.05,0.1]", "sweep.tune_trials=1")
+    assert trials == [2, 2] and 0.05 <= first["lr"] <= 0.1
+
+
+def test_the_study_name_follows_what_a_trial_trains():
+    def name(*overrides):
+        cfg = load_config(CONFIGS / "smoke.yaml", list(overrides))
+        ws = Workspace(cfg, "/nonexistent", progress=False)
+        ws.__dict__["data_stage"] = SimpleNamespace(digest="data")  # nothing computed
+        return study_name(ws, reference_cells(grid_cells(cfg))["seg"], "seg", None)
+
+    base = name()
+    assert base.startswith("smoke-tune-seg-")
+    for changed in (
+        "grid.subset_seed=1",
+        "downstream.seg.num_res_units=2",
+        "downstream.train.patience=5",
+        "downstream.augment=false",
+        "sweep.tune_seed=1",
+        "sweep.tune_weight_decay=[1.0e-5,1.0e-3]",
+        "sweep.tune_optimizers=[adamw,sgd]",
+    ):
+        assert name(changed) != base, changed
+    # What a trial replaces or counts, or another task's settings, leave the study as is.
+    for same in (
+        "downstream.seg.train.lr=1.0e-2",
+        "downstream.train.epochs=7",
+        "sweep.tune_trials=40",
+        "downstream.cls.train.patience=9",
+    ):
+        assert name(same) == base, same
 
 
 def test_each_task_is_tuned_on_its_real_only_cell_and_vlseg_on_a_named_structure():
