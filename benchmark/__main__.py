@@ -183,9 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from filelock import FileLock
 
+    from benchmark.distributed import refuse_several
     from sweeps.grid import check_runnable, run_sweep
     from sweeps.plan import grid_cells
 
+    refuse_several(
+        "sweep",
+        "a sweep spreads its cells over workers (--workers, one GPU each); train one generator "
+        "on several GPUs with `accelerate launch -m benchmark generate ...`",
+    )
     if args.tune:
         args.overrides = [*args.overrides, "sweep.tune=true"]
     if args.workers is not None:
@@ -282,11 +288,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from benchmark.distributed import refuse_several
     from benchmark.grid import GridCell, Mode, Prompt, Protocol, Task, canonicalize
     from sweeps.cell import cell_stage, log_cell
     from sweeps.grid import check_runnable
     from sweeps.workspace import Workspace
 
+    refuse_several(
+        "run",
+        "train the cell's generator on several GPUs with `accelerate launch -m benchmark "
+        "generate ...` first, then run the cell as one process",
+    )
     cfg, out = _load(args)
     try:
         cell = canonicalize(
@@ -325,18 +337,31 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from benchmark.distributed import Ranks, world_size
     from benchmark.grid import PROMPTED_MODES, Mode, Prompt
+    from benchmark.runtime import resolve_device
     from sweeps.workspace import Workspace
 
     cfg, out = _load(args)
     mode = Mode(args.mode)
     if mode is Mode.NONE:
         raise ValueError("--mode none generates nothing; pick a generation mode")
-    ws = Workspace(cfg, out, progress=not args.quiet)
+    ranks = None
+    if world_size() > 1:
+        # Under torchrun / accelerate launch: the generator trains data parallel on every
+        # rank; the main process alone writes the stages, samples and measures.
+        ranks = Ranks.join(cpu=resolve_device(cfg.device).type == "cpu")
+    main_rank = ranks is None or ranks.is_main
+    ws = Workspace(cfg, out, progress=not args.quiet and main_rank, ranks=ranks)
     prompt = Prompt(args.prompt) if args.prompt else None
     if prompt is None and mode in PROMPTED_MODES:
         prompt = Prompt.P1  # as canonicalize does for a cell
     gen = ws.generator_stage(mode, prompt, args.real_fraction)
+    if ranks is not None:
+        ranks.leave()
+        if not main_rank:
+            return 0  # its share of the training is done; the main process goes on alone
+        ws = ws.alone()
     synth, data = ws.synthetic_stage(mode, prompt, args.real_fraction)
     info = {
         "pipeline": str(gen.path) if gen else None,

@@ -5,6 +5,11 @@ it depends on (a JSON-able spec). It is computed into a temporary sibling, compl
 ``spec.json`` and ``done.json``, then atomically renamed into place, so a folder under its
 final name is always finished. A file lock beside it keeps two processes (or machines on a
 shared file system) from computing the same stage at once; the loser waits and reuses.
+
+Under a multi-process launch (``torchrun``; :mod:`benchmark.distributed`) only the main
+process takes those locks: it decides and broadcasts, the other ranks follow (see
+:meth:`StageStore.get_or_compute`), so no rank waits on a lock held by one that is itself
+waiting for it in a collective.
 """
 
 from __future__ import annotations
@@ -14,16 +19,20 @@ import json
 import os
 import shutil
 import socket
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
 
 from benchmark import faults
+
+if TYPE_CHECKING:
+    from benchmark.distributed import Ranks
 
 # Bump when the meaning of a stage's files changes, so old caches are not reused.
 STAGE_FORMAT = 1
@@ -57,9 +66,11 @@ class Stage:
 class StageStore:
     """The stage folders of one sweep output directory."""
 
-    def __init__(self, root: Path, lock_timeout: float = -1) -> None:
+    def __init__(self, root: Path, lock_timeout: float = -1, ranks: Ranks | None = None) -> None:
         self.root = Path(root)
         self.lock_timeout = lock_timeout  # seconds; -1 waits forever
+        # The processes of a multi-process launch (benchmark.distributed); None: this one.
+        self.ranks = ranks
 
     def path_for(self, kind: str, spec: Any, label: str = "") -> Path:
         digest = spec_hash(spec)
@@ -79,6 +90,7 @@ class StageStore:
         label: str = "",
         resolved_config: str | None = None,
         extra_seconds: float = 0.0,
+        collective: bool = False,
     ) -> Stage:
         """Return the stage for ``spec``, running ``compute(tmp_dir)`` if it is not done.
 
@@ -88,7 +100,92 @@ class StageStore:
         folder is removed and nothing under the final name appears. ``extra_seconds``: work
         for this stage done before the call (its share of a training shared with other
         stages), added to the ``seconds`` that ``done.json`` records.
+
+        With ``ranks`` of several processes every rank must make the same calls in the same
+        order. The main process alone takes the lock, decides whether the stage exists and
+        computes and writes it; the others receive the finished stage by broadcast. With
+        ``collective`` (a data-parallel training), once the main process holds the lock
+        and found no stage, every rank runs ``compute``: the others into a scratch folder
+        that is then deleted, so the stage is still written once, by the main process.
         """
+        if self.ranks is None or self.ranks.count < 2:
+            return self._get_or_compute(kind, spec, compute, label, resolved_config, extra_seconds)
+        if self.ranks.is_main:
+            return self._lead(
+                kind, spec, compute, label, resolved_config, extra_seconds, collective
+            )
+        return self._follow(compute)
+
+    def _lead(
+        self,
+        kind: str,
+        spec: Any,
+        compute: Callable[[Path], dict | None],
+        label: str,
+        resolved_config: str | None,
+        extra_seconds: float,
+        collective: bool,
+    ) -> Stage:
+        """The main process's part of :meth:`get_or_compute` under several ranks. It
+        broadcasts ``("compute", None)`` when a collective stage is to be computed (under
+        its lock), then ``("stage", stage)``, or ``("error", text)`` if it failed."""
+        ranks = self.ranks
+        announced = computed = False
+
+        def announce() -> None:
+            nonlocal announced
+            ranks.broadcast(("compute", None))
+            announced = True
+
+        def run(tmp: Path) -> dict | None:
+            nonlocal computed
+            summary = compute(tmp)
+            computed = True
+            return summary
+
+        try:
+            stage = self._get_or_compute(
+                kind,
+                spec,
+                run,
+                label,
+                resolved_config,
+                extra_seconds,
+                before_compute=announce if collective else None,
+            )
+        except Exception as exc:
+            # The others wait for the decision, or for the stage after a collective compute
+            # that returned. If that compute itself raised, they may be inside one of its
+            # collectives: nothing more is sent, and this process's exit ends the launch.
+            if not announced or computed:
+                ranks.broadcast(("error", f"{type(exc).__name__}: {exc}"))
+            raise
+        ranks.broadcast(("stage", stage))
+        return stage
+
+    def _follow(self, compute: Callable[[Path], dict | None]) -> Stage:
+        """Another rank's part of :meth:`get_or_compute`: the main process's decision."""
+        what, payload = self.ranks.broadcast()
+        if what == "compute":  # a collective stage: take part, write nothing
+            with tempfile.TemporaryDirectory(prefix="echosynth-rank-") as scratch:
+                compute(Path(scratch))
+            what, payload = self.ranks.broadcast()
+        if what == "error":
+            raise RuntimeError(f"the main process failed: {payload}")
+        return payload
+
+    def _get_or_compute(
+        self,
+        kind: str,
+        spec: Any,
+        compute: Callable[[Path], dict | None],
+        label: str = "",
+        resolved_config: str | None = None,
+        extra_seconds: float = 0.0,
+        before_compute: Callable[[], None] | None = None,
+    ) -> Stage:
+        """:meth:`get_or_compute` in this process; ``before_compute`` is called under the
+        lock once it is certain that the stage is to be computed."""
         path = self.path_for(kind, spec, label)
         if path.exists():
             return self._read(path, kind, spec)
@@ -96,6 +193,8 @@ class StageStore:
         with FileLock(str(path) + ".lock", timeout=self.lock_timeout):
             if path.exists():  # another process finished it while we waited
                 return self._read(path, kind, spec)
+            if before_compute is not None:
+                before_compute()
             _remove_orphans(path)
             tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             tmp.mkdir()

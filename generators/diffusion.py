@@ -1,10 +1,10 @@
 """Shared diffusion training and sampling for every generator mode.
 
 Training: the DDPM loss on the velocity or the noise (``generator.prediction_type``) with
-accelerate (device placement, autocast on GPU at ``generator.precision``, multi-GPU via
-``accelerate launch``), AdamW, EMA weights, gradient clipping, a progress bar and a loss
-curve. Sampling: DDPM, DDIM or DPM-Solver++ from diffusers, batched and seeded, with optional
-classifier-free guidance.
+accelerate (device placement, autocast on GPU at ``generator.precision``, data parallel
+over the processes of ``accelerate launch`` / ``torchrun``), AdamW, EMA weights, gradient
+clipping, a progress bar and a loss curve. Sampling: DDPM, DDIM or DPM-Solver++ from
+diffusers, batched and seeded, with optional classifier-free guidance.
 """
 
 from __future__ import annotations
@@ -212,6 +212,13 @@ def train_denoiser(
     the batch stream's own): CPU runs are bitwise reproducible, GPU runs need no host draws.
     A non-finite loss raises ``FloatingPointError`` naming its step, within
     ``LOSS_READ_EVERY`` steps of it.
+
+    Under several processes (``accelerate launch``, ``torchrun``; every rank calls this with
+    the same arguments) the training is data parallel: rank ``r`` seeds its batch stream and
+    its noise with ``seed + r``, so the ranks draw different batches, and DDP averages their
+    gradients; a step then sees ``cfg.batch_size`` images per rank. The optimizer and EMA
+    steps follow the averaged gradients, so the weights stay identical on every rank; the
+    losses returned (and checked) are the mean over the ranks. One process: rank 0, ``seed``.
     """
     import time
 
@@ -241,21 +248,27 @@ def train_denoiser(
         foreach=fused is True,
     )
     ema.to(accelerator.device)
-    gen = torch.Generator().manual_seed(seed)
+    rank_seed = seed + accelerator.process_index  # different batches and noise on each rank
+    gen = torch.Generator().manual_seed(rank_seed)
     on_device = gen
     if accelerator.device.type != "cpu":
-        on_device = torch.Generator(accelerator.device).manual_seed(seed)
+        on_device = torch.Generator(accelerator.device).manual_seed(rank_seed)
     stream = batches(gen)
     weights = None if channel_weights is None else channel_weights.to(accelerator.device)
     step_losses = torch.empty(cfg.train_steps, device=accelerator.device)
     losses: list[float] = []
     started = time.time()
     model.train()
-    bar = tqdm(range(cfg.train_steps), desc="train generator", disable=not progress, leave=False)
+    show = progress and accelerator.is_main_process
+    bar = tqdm(range(cfg.train_steps), desc="train generator", disable=not show, leave=False)
 
     def read_losses(upto: int) -> None:
-        """Copy step losses ``len(losses)..upto-1`` to the host (one wait for the device)."""
-        block = step_losses[len(losses) : upto].tolist()
+        """Copy step losses ``len(losses)..upto-1`` to the host (one wait for the device);
+        under several ranks their mean, so every rank sees (and stops at) the same value."""
+        block = step_losses[len(losses) : upto]
+        if accelerator.num_processes > 1:
+            block = accelerator.reduce(block, reduction="mean")
+        block = block.tolist()
         bad = next((i for i, v in enumerate(block) if not math.isfinite(v)), None)
         if bad is not None:
             raise FloatingPointError(

@@ -20,6 +20,7 @@ from benchmark.data.assembly import select_real_fraction
 from benchmark.data.fingerprint import source_fingerprint
 from benchmark.data.records import DATA_FORMAT, EchoData
 from benchmark.data.sources import load_real
+from benchmark.distributed import Ranks
 from benchmark.grid import PROMPTED_MODES, GridCell, Mode, Prompt
 from benchmark.imaging import save_grid
 from benchmark.redact import mask_config
@@ -62,10 +63,18 @@ class Workspace:
     cfg: Config
     out: Path
     progress: bool = True
+    # The processes of a multi-process launch (``generate`` under torchrun): the main one
+    # computes and writes every stage, all of them train the generator (benchmark.distributed).
+    ranks: Ranks | None = None
 
     def __post_init__(self) -> None:
         self.out = Path(self.out).resolve()
-        self.store = StageStore(self.out)
+        self.store = StageStore(self.out, ranks=self.ranks)
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes stages and MLflow runs (True when run alone)."""
+        return self.ranks is None or self.ranks.is_main
 
     @cached_property
     def resolved(self) -> str:
@@ -87,8 +96,16 @@ class Workspace:
 
     def with_config(self, cfg: Config) -> Workspace:
         """The same folder under another config (tuned values); the tracker is reused."""
-        other = Workspace(cfg, self.out, self.progress)
+        other = Workspace(cfg, self.out, self.progress, self.ranks)
         other.__dict__["tracker"] = self.tracker
+        return other
+
+    def alone(self) -> Workspace:
+        """The main process's workspace once the other ranks have left: no broadcasts."""
+        other = Workspace(self.cfg, self.out, self.progress)
+        other.__dict__.update(
+            {k: v for k, v in self.__dict__.items() if k in ("tracker", "data_stage", "real")}
+        )
         return other
 
     def lock(self, name: str) -> FileLock:
@@ -193,12 +210,15 @@ class Workspace:
             return summary
 
         spec = self._generator_spec(mode, prompt, fraction)
+        # Collective: under several ranks all of them train it (data parallel), the main
+        # process writes it.
         stage = self.store.get_or_compute(
-            "gen", spec, compute, label=mode.value, resolved_config=self.resolved
+            "gen", spec, compute, label=mode.value, resolved_config=self.resolved, collective=True
         )
-        # An all_kinds model serves every prompt kind: its run carries none.
-        logged = generator_prompt(self.cfg, mode, prompt) if mode in PROMPTED_MODES else prompt
-        self.log_generator(stage, mode, logged, fraction)
+        if self.is_main:
+            # An all_kinds model serves every prompt kind: its run carries none.
+            logged = generator_prompt(self.cfg, mode, prompt) if mode in PROMPTED_MODES else prompt
+            self.log_generator(stage, mode, logged, fraction)
         return stage
 
     def n_synthetic(self, fraction: float) -> int:

@@ -91,6 +91,19 @@ def test_errors_exit_2_with_a_message(argv, message, capsys):
     assert err.startswith("error: ") and message in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("command", [["sweep"], ["run", "--task", "seg"]])
+def test_sweep_and_run_refuse_a_multi_process_launch(command, monkeypatch, tmp_path, capsys):
+    """Under torchrun every process would run the whole command (and wait on each other's
+    stage locks): they stop at once instead; `generate` is the command that trains on
+    several processes."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main([*command, "--config", "smoke", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "does not run under torchrun / accelerate launch (WORLD_SIZE=2)" in err
+    assert "accelerate launch -m benchmark generate" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_diverged_training_exits_2_without_traceback(monkeypatch, capsys):
     import benchmark.__main__ as cli
 

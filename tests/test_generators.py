@@ -158,6 +158,40 @@ def test_ema_decay_is_a_cap_on_the_warmup_schedule(smoke_config, power, cap):
         assert abs(float(model.w.detach()) - float(other.w.detach())) > 1e-4
 
 
+def test_each_rank_draws_its_own_batches_and_noise(monkeypatch, smoke_config):
+    """Under several processes rank r seeds its batch stream and its noise with seed + r, so
+    data parallel training sees different images on each; rank 0 (or a single process)
+    draws exactly what it drew before there were ranks."""
+    import accelerate
+
+    cfg = dataclasses.replace(smoke_config.generator, train_steps=3, lr=1e-12)
+    x0 = torch.zeros(4, 1, 8, 8)
+
+    def train():
+        seeds = []
+
+        def batches(gen):
+            seeds.append(gen.initial_seed())
+            while True:
+                yield x0, {}
+
+        losses = diffusion.train_denoiser(_Constant(), batches, cfg, torch.device("cpu"), 7, False)
+        return seeds, losses.losses
+
+    alone = train()
+    by_rank = {}
+    for rank in (0, 1):
+
+        class RankAccelerator(accelerate.Accelerator):
+            process_index = rank  # as accelerate reports it on that rank
+
+        monkeypatch.setattr(accelerate, "Accelerator", RankAccelerator)
+        by_rank[rank] = train()
+    assert alone[0] == by_rank[0][0] == [7] and by_rank[1][0] == [8]
+    # x0 = 0 and a zero prediction: each loss is the mean square of the noise drawn.
+    assert by_rank[0][1] == alone[1] and by_rank[1][1] != alone[1]
+
+
 def test_joint_loss_weights_give_the_label_channels_their_share():
     """The weights keep the loss's scale (mean 1); 0.8 is the plain mean over 1 + 4
     channels. With the whole error in the image channel, the loss is the image's share."""

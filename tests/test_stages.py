@@ -79,3 +79,96 @@ def test_two_processes_never_compute_the_same_stage(tmp_path):
         p.join(60)
         assert p.exitcode == 0
     assert len(list(markers.iterdir())) == 1
+
+
+class FakeRanks:
+    """A rank of a multi-process launch without a process group: the main one records what
+    it broadcasts, another one is handed what the main one would have sent."""
+
+    def __init__(self, index: int, incoming=()) -> None:
+        self.index, self.count = index, 2
+        self.is_main = index == 0
+        self.sent: list = []
+        self.incoming = list(incoming)
+
+    def broadcast(self, obj=None):
+        if self.is_main:
+            self.sent.append(obj)
+            return obj
+        return self.incoming.pop(0)
+
+
+def _writer(calls):
+    def compute(folder):
+        calls.append(folder)
+        (folder / "weights.bin").write_bytes(b"w")
+        return {"steps": 4}
+
+    return compute
+
+
+@pytest.mark.parametrize("collective", [False, True])
+def test_the_main_rank_decides_computes_and_broadcasts(tmp_path, collective):
+    calls = []
+    ranks = FakeRanks(0)
+    store = StageStore(tmp_path, ranks=ranks)
+    stage = store.get_or_compute("gen", {"a": 1}, _writer(calls), collective=collective)
+    assert stage.computed and len(calls) == 1 and (stage.path / "weights.bin").exists()
+    # A collective stage is announced under its lock, so the others train with it.
+    assert ranks.sent == [("compute", None)] * collective + [("stage", stage)]
+    ranks.sent.clear()
+    again = store.get_or_compute("gen", {"a": 1}, _writer(calls), collective=collective)
+    assert not again.computed and len(calls) == 1 and ranks.sent == [("stage", again)]
+
+
+def test_another_rank_takes_part_in_a_collective_stage_and_writes_nothing(tmp_path):
+    done = StageStore(tmp_path / "main").get_or_compute("gen", {"a": 1}, lambda f: None)
+    calls = []
+    ranks = FakeRanks(1, [("compute", None), ("stage", done)])
+    store = StageStore(tmp_path / "other", ranks=ranks)
+    assert store.get_or_compute("gen", {"a": 1}, _writer(calls), collective=True) is done
+    assert len(calls) == 1 and not calls[0].exists()  # a scratch folder, deleted
+    assert tmp_path / "other" not in calls[0].parents and not (tmp_path / "other").exists()
+    # A stage that exists, or one that is not collective: the main one's answer, no work.
+    ranks.incoming = [("stage", done)]
+    assert store.get_or_compute("gen", {"a": 1}, _writer(calls), collective=True) is done
+    assert len(calls) == 1 and not ranks.incoming
+
+
+def test_another_rank_fails_with_the_main_ranks_error(tmp_path):
+    store = StageStore(tmp_path, ranks=FakeRanks(1, [("error", "StaleStageError: stale")]))
+    with pytest.raises(RuntimeError, match="main process failed: StaleStageError: stale"):
+        store.get_or_compute("data", {"v": 1}, _writer([]))
+    assert not tmp_path.exists() or not any(tmp_path.rglob("weights.bin"))
+
+
+def test_the_main_rank_broadcasts_its_error_to_the_waiting_ranks(tmp_path):
+    stage = StageStore(tmp_path).get_or_compute("data", {"v": 1}, lambda f: None)
+    (stage.path / "done.json").unlink()
+    ranks = FakeRanks(0)
+    with pytest.raises(StaleStageError):
+        StageStore(tmp_path, ranks=ranks).get_or_compute("data", {"v": 1}, _writer([]))
+    assert ranks.sent[0][0] == "error" and "damaged" in ranks.sent[0][1]
+    # After a collective compute that returned, the others wait for the stage: told too.
+    ranks = FakeRanks(0)
+
+    def unwritable(folder):
+        (folder / "config.yaml").mkdir()  # resolved_config cannot be written over it
+
+    with pytest.raises(OSError):
+        StageStore(tmp_path, ranks=ranks).get_or_compute(
+            "gen", {"g": 1}, unwritable, resolved_config="a: 1\n", collective=True
+        )
+    assert [m[0] for m in ranks.sent] == ["compute", "error"]
+
+
+def test_a_collective_compute_that_raises_sends_nothing_more(tmp_path):
+    """The others may be inside one of its collectives: the launcher ends them."""
+    ranks = FakeRanks(0)
+
+    def diverged(folder):
+        raise FloatingPointError("generator loss became nan at step 3")
+
+    with pytest.raises(FloatingPointError):
+        StageStore(tmp_path, ranks=ranks).get_or_compute("gen", {"g": 1}, diverged, collective=True)
+    assert ranks.sent == [("compute", None)]
