@@ -68,6 +68,10 @@ class GeneratorConfig:
     ema_decay: float = 0.999
     ema_power: float = 2 / 3  # EMAModel's default; the diffusers example uses 3/4
     grad_clip: float = 1.0
+    # Every this many steps the training is saved beside its stage and a killed run resumes
+    # from the last save (generators/resume.py); 0: never. Not in any key: a resumed
+    # training is the one that was never stopped.
+    checkpoint_every: int = 0
     sampler: Literal["ddpm", "ddim", "dpmsolver++"] = "ddim"
     sample_steps: int = 50
     sample_batch_size: int = 64
@@ -111,7 +115,7 @@ class GeneratorConfig:
             "sample_steps",
             "sample_batch_size",
         )
-        non_negative(self, "generator", "weight_decay", "seed")
+        non_negative(self, "generator", "weight_decay", "seed", "checkpoint_every")
         if not self.block_out_channels or any(c <= 0 for c in self.block_out_channels):
             raise ValueError("generator.block_out_channels must be positive integers")
         levels = self.cross_attention_levels

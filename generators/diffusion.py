@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from benchmark.config import GeneratorConfig
 from benchmark.runtime import autocast, autocast_dtype
+from generators import resume
 from generators.acceleration import Acceleration, restore_layout
 
 # A batch is (x0, model kwargs): x0 (B, C, H, W) in [-1, 1]; kwargs e.g. class_labels (B,).
@@ -258,9 +259,35 @@ def train_denoiser(
     step_losses = torch.empty(cfg.train_steps, device=accelerator.device)
     losses: list[float] = []
     started = time.time()
+
+    def draw(x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step's noise and timesteps for the batch ``x0`` (on the device)."""
+        noise = torch.randn(x0.shape, generator=on_device, device=on_device.device)
+        t = torch.randint(
+            0, cfg.timesteps, (x0.shape[0],), generator=on_device, device=on_device.device
+        )
+        return noise, t
+
+    checkpoint = resume.next_checkpoint()
+    saved = checkpoint.load() if checkpoint else None
+    first = 0
+    if saved is not None:
+        first, losses = _restore(saved, cfg, unet, optimizer, ema, accelerator)
+        step_losses[:first] = torch.tensor(losses, device=accelerator.device)
+        started -= saved["seconds"]
+        for _ in range(first):  # the random draws of the steps done, without the model
+            x0, _ = next(stream)
+            draw(x0.to(accelerator.device))
     model.train()
     show = progress and accelerator.is_main_process
-    bar = tqdm(range(cfg.train_steps), desc="train generator", disable=not show, leave=False)
+    bar = tqdm(
+        range(first, cfg.train_steps),
+        desc="train generator",
+        disable=not show,
+        leave=False,
+        initial=first,
+        total=cfg.train_steps,
+    )
 
     def read_losses(upto: int) -> None:
         """Copy step losses ``len(losses)..upto-1`` to the host (one wait for the device);
@@ -281,10 +308,7 @@ def train_denoiser(
         x0, kwargs = next(stream)
         x0 = x0.to(accelerator.device, non_blocking=True)
         kwargs = {k: v.to(accelerator.device, non_blocking=True) for k, v in kwargs.items()}
-        noise = torch.randn(x0.shape, generator=on_device, device=on_device.device)
-        t = torch.randint(
-            0, cfg.timesteps, (x0.shape[0],), generator=on_device, device=on_device.device
-        )
+        noise, t = draw(x0)
         noisy = scheduler.add_noise(x0, noise, t)
         with accelerator.autocast():
             pred = model(noisy, t, **kwargs).sample
@@ -296,8 +320,14 @@ def train_denoiser(
         optimizer.zero_grad(set_to_none=True)
         ema.step(params)
         step_losses[step] = loss.detach()
-        if (step + 1) % LOSS_READ_EVERY == 0:
+        last = step + 1 == cfg.train_steps
+        if (step + 1) % LOSS_READ_EVERY == 0 or (checkpoint and (checkpoint.due(step) or last)):
             read_losses(step + 1)
+        # The finished phase is kept too: a resume of a later phase redoes none of it.
+        if checkpoint and (checkpoint.due(step) or last) and accelerator.is_main_process:
+            checkpoint.save(
+                _state(step + 1, losses, time.time() - started, unet, optimizer, ema, accelerator)
+            )
     read_losses(cfg.train_steps)
     ema.copy_to(params)
     restore_layout(unet)
@@ -306,6 +336,44 @@ def train_denoiser(
         seconds=time.time() - started,
         ema_decay=float(ema.get_decay(ema.optimization_step)),
     )
+
+
+def _state(step, losses, seconds, unet, optimizer, ema, accelerator) -> dict:
+    """What a resumed training needs of one after ``step`` steps (tensors on the CPU)."""
+    scaler = getattr(accelerator, "scaler", None)
+    return {
+        "step": step,
+        "losses": list(losses),
+        "seconds": seconds,
+        "model": {k: v.detach().cpu() for k, v in unet.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "ema": ema.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        # The global streams (dropout, if a model has any): the rest is replayed from seeds.
+        "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def _restore(saved, cfg, unet, optimizer, ema, accelerator) -> tuple[int, list[float]]:
+    """Load a checkpoint's states; returns (steps done, their losses)."""
+    step = int(saved["step"])
+    if not 0 < step <= cfg.train_steps or len(saved["losses"]) != step:
+        raise ValueError(
+            f"generator checkpoint at step {step} does not fit generator.train_steps "
+            f"{cfg.train_steps}: delete its folder to train from the start"
+        )
+    unet.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    ema.load_state_dict(saved["ema"])
+    ema.to(accelerator.device)
+    scaler = getattr(accelerator, "scaler", None)
+    if scaler is not None and saved["scaler"] is not None:
+        scaler.load_state_dict(saved["scaler"])
+    torch.set_rng_state(saved["rng"])
+    if saved["cuda_rng"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(saved["cuda_rng"])
+    return step, [float(v) for v in saved["losses"]]
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@ stages of DESIGN.md; each records exactly the inputs it depends on in its spec.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -26,6 +27,7 @@ from benchmark.imaging import save_grid
 from benchmark.redact import mask_config
 from benchmark.stages import Stage, StageStore, spec_hash
 from benchmark.tracking import Tracker, artifact_location_for, default_tracking_uri
+from generators import resume
 from generators.base import GenerationContext
 from generators.registry import get_generator
 from sweeps.plan import generator_prompt, synthetic_count
@@ -50,6 +52,8 @@ _SAMPLING_KEYS = _SOLVER_KEYS + ("sample_batch_size", "n_samples", "guidance_sca
 # Speed options (CUDA only, generators/acceleration.py): they change float rounding, not
 # what is trained or sampled, so neither key holds them.
 _SPEED_KEYS = ("channels_last", "compile", "cuda_graphs", "preload")
+# How often a training is saved to resume from: it changes no result.
+_RESUME_KEYS = ("checkpoint_every",)
 # Sampling settings only some modes read: part of those modes' synthetic key only.
 _MODE_SAMPLING_KEYS = {
     Mode.TEXT: ("guidance_scale",),
@@ -181,7 +185,7 @@ class Workspace:
         gen_cfg = {
             k: v
             for k, v in to_dict(self.cfg.generator).items()
-            if k not in _SAMPLING_KEYS + _SPEED_KEYS
+            if k not in _SAMPLING_KEYS + _SPEED_KEYS + _RESUME_KEYS
         }
         gen_prompt = generator_prompt(self.cfg, mode, prompt)
         return {
@@ -199,23 +203,31 @@ class Workspace:
         if not generator.trains:
             return None
         ctx = self._context(mode, prompt, fraction)
+        spec = self._generator_spec(mode, prompt, fraction)
+        # Beside the stage, under a name no stage or temporary folder has: it outlives a
+        # killed process, and a rerun of the same key resumes from it.
+        final = self.store.path_for("gen", spec, mode.value)
+        checkpoints = final.with_name(f".{final.name}.resume")
 
         def compute(tmp: Path) -> dict:
             # Seeded here: the model's initial weights would otherwise depend on whatever
             # this process drew before (which cells ran first, in which worker).
-            with torch.random.fork_rng(devices=[]):
+            with (
+                torch.random.fork_rng(devices=[]),
+                resume.resumable(checkpoints, self.cfg.generator.checkpoint_every),
+            ):
                 torch.manual_seed(self.cfg.generator.seed)
                 summary = generator.train(ctx, self.cfg.generator, tmp, self.progress)
             (tmp / "losses.json").write_text(json.dumps(summary.pop("losses", [])))
             return summary
 
-        spec = self._generator_spec(mode, prompt, fraction)
         # Collective: under several ranks all of them train it (data parallel), the main
         # process writes it.
         stage = self.store.get_or_compute(
             "gen", spec, compute, label=mode.value, resolved_config=self.resolved, collective=True
         )
         if self.is_main:
+            shutil.rmtree(checkpoints, ignore_errors=True)  # the stage is written
             # An all_kinds model serves every prompt kind: its run carries none.
             logged = generator_prompt(self.cfg, mode, prompt) if mode in PROMPTED_MODES else prompt
             self.log_generator(stage, mode, logged, fraction)
