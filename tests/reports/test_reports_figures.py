@@ -88,6 +88,14 @@ def test_ratio_figure_one_panel_per_fraction_and_baseline_line():
     assert r"mean $\pm$ std over seeds" in plot.caption and r"dice\_mean" in plot.caption
 
 
+def _data_height(ax, patch) -> float:
+    """A band's height in data units: ``axhspan`` returns a Rectangle in newer matplotlib,
+    a Polygon (no ``get_height``) in older ones."""
+    to_data = patch.get_transform() - ax.transData  # it includes the patch transform
+    ys = to_data.transform(patch.get_path().vertices)[:, 1]
+    return float(ys.max() - ys.min())
+
+
 def test_ratio_figure_draws_a_prompted_tasks_baseline_per_prompt_kind():
     # vlseg's real-only baseline reads the prompt: P1 and P2 differ by far more than the seeds.
     dice = {
@@ -108,7 +116,7 @@ def test_ratio_figure_draws_a_prompted_tasks_baseline_per_prompt_kind():
     assert [ln.get_linestyle() for ln in baselines] == ["-", "--"]  # P1 solid, P2 dashed
     assert [cells[0.61].get_linestyle(), cells[0.75].get_linestyle()] == ["-", "--"]
     # ...with a band of +- the std over its seeds, not over the pooled prompt kinds.
-    heights = [p.get_height() for p in ax.patches]
+    heights = [_data_height(ax, p) for p in ax.patches]
     assert heights == pytest.approx([2 * np.std([0.50, 0.52], ddof=1)] * 2)
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [
         "real only",
