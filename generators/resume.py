@@ -20,7 +20,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ STATE_FILE = "state.pt"
 class _Checkpointing:
     folder: Path
     every: int
-    calls: int = field(default=0)
+    calls: int = 0  # train_denoiser calls so far: the next one's phase
 
 
 _CURRENT: ContextVar[_Checkpointing | None] = ContextVar("generator_checkpointing", default=None)

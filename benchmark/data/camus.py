@@ -164,14 +164,22 @@ def list_cases(root: str | Path) -> tuple[str, list[Case]]:
     return layout, cases
 
 
-def _read_splits(base: Path) -> dict[str, str] | None:
-    """patient -> split from ``database_split`` next to ``database_nifti``, if present."""
+def split_lists(base: Path) -> dict[str, Path] | None:
+    """split -> its list in ``database_split`` next to ``database_nifti`` (``base``); None
+    without that folder."""
     folder = base.parent / "database_split"
     if not folder.is_dir():
         return None
+    return {split: folder / f"subgroup_{name}.txt" for split, name in SPLIT_FILES.items()}
+
+
+def _read_splits(base: Path) -> dict[str, str] | None:
+    """patient -> split from ``database_split`` next to ``database_nifti``, if present."""
+    lists = split_lists(base)
+    if lists is None:
+        return None
     out = {}
-    for split, name in SPLIT_FILES.items():
-        path = folder / f"subgroup_{name}.txt"
+    for split, path in lists.items():
         if not path.exists():
             raise DataError(path, "missing split list (database_split has the others)")
         for line in path.read_text(errors="replace").splitlines():

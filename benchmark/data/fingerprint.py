@@ -42,14 +42,12 @@ def source_fingerprint(cfg: DataConfig) -> str | None:
 def camus_files(root: Path) -> list[Path]:
     """The cfg files, split lists and ED/ES images and label maps of a CAMUS tree, with a
     MetaImage header's data file (every file of the patient folder named after the case)."""
-    from benchmark.data.camus import find_layout, list_cases
+    from benchmark.data.camus import list_cases, split_lists
 
-    layout, base = find_layout(root)
-    _, cases = list_cases(root)
-    # Only the NIfTI release has split lists (database_split beside database_nifti).
-    files = (
-        list((base.parent / "database_split").glob("subgroup_*.txt")) if layout == "nifti" else []
-    )
+    layout, cases = list_cases(root)
+    # Only the NIfTI release has split lists; the loader reads those beside its patients.
+    lists = split_lists(cases[0].image.parent.parent) if layout == "nifti" else None
+    files = [p for p in (lists or {}).values() if p.is_file()]
     for case in cases:
         files.append(case.cfg)
         stem = f"{case.image.parent.name}_{case.view}_{case.phase}"
