@@ -1,19 +1,16 @@
-"""reports.figures: which figures the data supports, what they show, and how they are saved."""
+"""The report's figures (reports.figures and its figure modules): which figures the data
+supports, what they show, and how they are saved."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from reports.figures import (
-    agreement_figures,
-    curve_figures,
-    fidelity_figures,
-    heatmap_figures,
-    mode_palette,
-    ratio_figures,
-    write_figures,
-)
+from reports.agreement_figures import agreement_figures
+from reports.fidelity_figures import fidelity_figures
+from reports.figure_style import mode_palette
+from reports.figures import write_figures
 from reports.sample_figures import sample_figures, synthetic_sets
+from reports.score_figures import curve_figures, heatmap_figures, ratio_figures
 
 # (mode, prompt, ratio) -> dice of seeds 0 and 1.
 DICE = {
