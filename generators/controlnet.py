@@ -138,7 +138,8 @@ def fit_controlnet(
     unet.requires_grad_(False)  # the base stays as trained; only the control branch learns
     prompt_length = int(data.states.shape[1])
     model = ControlledUNet(unet, controlnet, prompt_length)
-    # Another seed than the base's: otherwise both phases draw the same noise and timesteps.
+    # Another seed than the base's: otherwise both phases draw the same noise and timesteps
+    # (under several processes the other ranks' seeds derive from it: `rank_seed`).
     control = diffusion.train_denoiser(
         model, data.batches(cfg), cfg, device, cfg.seed + 1, progress
     )

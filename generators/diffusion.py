@@ -216,7 +216,7 @@ def train_denoiser(
 
     Under several processes (``accelerate launch``, ``torchrun``; every rank calls this with
     the same arguments) the training is data parallel: rank ``r`` seeds its batch stream and
-    its noise with ``seed + r``, so the ranks draw different batches, and DDP averages their
+    its noise with :func:`rank_seed`, so the ranks draw different batches, and DDP averages their
     gradients; a step then sees ``cfg.batch_size`` images per rank. The optimizer and EMA
     steps follow the averaged gradients, so the weights stay identical on every rank; the
     losses returned (and checked) are the mean over the ranks. One process: rank 0, ``seed``.
@@ -249,11 +249,11 @@ def train_denoiser(
         foreach=fused is True,
     )
     ema.to(accelerator.device)
-    rank_seed = seed + accelerator.process_index  # different batches and noise on each rank
-    gen = torch.Generator().manual_seed(rank_seed)
+    own_seed = rank_seed(seed, accelerator.process_index)  # each rank its batches and noise
+    gen = torch.Generator().manual_seed(own_seed)
     on_device = gen
     if accelerator.device.type != "cpu":
-        on_device = torch.Generator(accelerator.device).manual_seed(rank_seed)
+        on_device = torch.Generator(accelerator.device).manual_seed(own_seed)
     stream = batches(gen)
     weights = None if channel_weights is None else channel_weights.to(accelerator.device)
     step_losses = torch.empty(cfg.train_steps, device=accelerator.device)
@@ -443,6 +443,18 @@ def sample(
         bar.update(b)
     bar.close()
     return torch.cat(out)
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank ``rank``'s batch stream and noise in a training seeded ``seed``:
+    ``seed`` itself on rank 0 (one process trains as it always did), a child of ``seed`` from
+    ``SeedSequence(seed, spawn_key=(rank,))`` on the others. Not ``seed + rank``: that is
+    rank 0's stream of the training seeded ``seed + rank``, such as the ControlNet's second
+    phase (``seed + 1``) or the run of the next seed."""
+    if rank == 0:
+        return seed
+    child = np.random.SeedSequence(seed, spawn_key=(rank,))
+    return int(child.generate_state(1, np.uint64)[0] >> np.uint64(1))  # < 2**63
 
 
 def step_generators(seed: int, sl: slice) -> list[torch.Generator]:

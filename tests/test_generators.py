@@ -159,8 +159,8 @@ def test_ema_decay_is_a_cap_on_the_warmup_schedule(smoke_config, power, cap):
 
 
 def test_each_rank_draws_its_own_batches_and_noise(monkeypatch, smoke_config):
-    """Under several processes rank r seeds its batch stream and its noise with seed + r, so
-    data parallel training sees different images on each; rank 0 (or a single process)
+    """Under several processes rank r seeds its batch stream and its noise with its own seed,
+    so data parallel training sees different images on each; rank 0 (or a single process)
     draws exactly what it drew before there were ranks."""
     import accelerate
 
@@ -187,9 +187,20 @@ def test_each_rank_draws_its_own_batches_and_noise(monkeypatch, smoke_config):
 
         monkeypatch.setattr(accelerate, "Accelerator", RankAccelerator)
         by_rank[rank] = train()
-    assert alone[0] == by_rank[0][0] == [7] and by_rank[1][0] == [8]
+    assert alone[0] == by_rank[0][0] == [7] and by_rank[1][0] == [diffusion.rank_seed(7, 1)]
     # x0 = 0 and a zero prediction: each loss is the mean square of the noise drawn.
     assert by_rank[0][1] == alone[1] and by_rank[1][1] != alone[1]
+
+
+def test_rank_seeds_are_no_other_trainings_stream():
+    """No rank of a training draws the stream of another rank of another nearby seed: with
+    seed + rank, rank 1 of seed s drew what rank 0 of seed s + 1 drew (the ControlNet's second
+    phase, or the next seed's run)."""
+    seeds = {(s, r): diffusion.rank_seed(s, r) for s in range(40) for r in range(8)}
+    assert len(set(seeds.values())) == len(seeds)
+    assert all(seeds[s, 0] == s for s in range(40))  # one process trains as before
+    assert all(0 <= v < 2**63 for v in seeds.values())  # a valid torch.Generator seed
+    assert diffusion.rank_seed(5, 3) == diffusion.rank_seed(5, 3)  # the same on every call
 
 
 def test_joint_loss_weights_give_the_label_channels_their_share():
