@@ -419,3 +419,6 @@ def test_parts_rehearsed_on_cpu_with_the_gpu_machines_packages(tmp_path):
     ):
         assert section in summary.stdout
     assert "| hybrid, P3 |" in summary.stdout and "| vlseg | P3 | 0.1 |" in summary.stdout
+    # run.sh wrote the same summary (under the machine's packages) and printed it last.
+    assert (tree / "out" / "summary.md").read_text() == summary.stdout
+    assert done.stdout.endswith(summary.stdout)

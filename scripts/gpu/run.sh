@@ -19,7 +19,9 @@
 # are projected here with `project --from A --from B`) and archive it without weights or
 # images.
 # Output in $OUT (gpu-out/ when OUT is unset): <part>.log, bench-paper.json,
-# <part>.tar.gz, projection-paper.json.
+# <part>.tar.gz, projection-paper.json, and summary.md (scripts/gpu/summarise.py's tables of
+# the issues, also printed last, so that the call's output tail holds them even if its files
+# do not come back).
 # ARGs after -- go to the bench and sweep commands (e.g. --set generator.train_steps=4000;
 # the CPU rehearsal in tests/test_gpu_kit.py shrinks both presets this way).
 set -uo pipefail
@@ -139,4 +141,8 @@ install
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
 FAILED=0
 for part in "${PARTS[@]}"; do run_part "$part"; done
+if ! "$PYTHON" scripts/gpu/summarise.py "$OUT" >"$OUT/summary.md" 2>&1; then
+  echo "run.sh: summarise.py failed (its output is in summary.md)"
+fi
+cat "$OUT/summary.md"
 exit "$FAILED"  # the last failing part's status; every part runs regardless
