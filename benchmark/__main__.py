@@ -346,6 +346,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     mode = Mode(args.mode)
     if mode is Mode.NONE:
         raise ValueError("--mode none generates nothing; pick a generation mode")
+    if cfg.fidelity.enabled and cfg.fidelity.inception_weights:
+        from benchmark.inception import check_available
+
+        check_available(cfg.fidelity.inception_weights)  # before the training, not after
     ranks = None
     if world_size() > 1:
         # Under torchrun / accelerate launch: the generator trains data parallel on every

@@ -217,7 +217,8 @@ class TrackingConfig:
 @dataclass
 class FidelityConfig:
     """Fidelity of every synthetic set, in the features of an echo encoder trained on the
-    real training split (InceptionV3 weights are not available offline)."""
+    real training split, and with InceptionV3's FID weights from a local file when given
+    (they are not available offline)."""
 
     enabled: bool = True
     encoder_steps: int = 300  # training steps of the echo encoder (view x phase classifier)
@@ -226,9 +227,16 @@ class FidelityConfig:
     # real training split (validation picks the checkpoint); 0 turns the metric off.
     segmenter_epochs: int = 20  # mask alignment: Dice of its prediction vs the image's label
     quality_epochs: int = 20  # conditioning fidelity of image quality (Good/Medium/Poor)
+    # A local file of InceptionV3's FID weights (torch-fidelity's
+    # weights-inception-2015-12-05-6726825d.pth, or it as .safetensors): the standard FID and
+    # KID are measured too (benchmark/inception.py; needs the `fid` extra). None: echo
+    # encoder distances only.
+    inception_weights: str | None = None
 
     def __post_init__(self) -> None:
         positive(self, "fidelity", "encoder_steps", "k")
+        if self.inception_weights is not None and not str(self.inception_weights).strip():
+            raise ValueError("fidelity.inception_weights must be a file path or null, got ''")
         for name in ("segmenter_epochs", "quality_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"fidelity.{name} must be >= 0, got {getattr(self, name)}")

@@ -1,7 +1,8 @@
 """Fidelity of a synthetic set against the real training split, in an echo encoder's features.
 
 InceptionV3 weights are not available offline, so distances are measured in the features of a
-small encoder trained here on the real training split (view x phase classification): the
+small encoder trained here on the real training split (view x phase classification; the
+standard FID, when a weights file is given, is :mod:`benchmark.inception`'s): the
 Fréchet distance (reported as ``fd_echo``, never as FID) and KID through torchmetrics with this
 encoder as the custom feature extractor, and improved precision / recall (Kynkäänniemi et al.,
 2019: k-NN balls in feature space). Conditioning fidelity is the encoder's accuracy at

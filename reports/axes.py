@@ -26,6 +26,9 @@ _NUMERIC_AXES = {"ratio", "real_fraction", "seed"}
 # by key takes each seed's run for a cell of its own.
 CELL_AXES = ("task", "model", "real_fraction", "protocol", "mode", "ratio", "prompt")
 FIDELITY_COLUMNS = {
+    # The standard FID and KID (InceptionV3 features), where the sweep had the weights.
+    "fid": "FID",
+    "kid_inception": "KID (Inc.)",
     "fd": "FD",
     "kid": "KID",
     "precision": "precision",
@@ -54,6 +57,8 @@ INTENSITY_COLUMNS = {"intensity_w1": "intensity W1"}
 # real sample (the validation split) against the same reference; for the judged ones the
 # judge's score on the real test images.
 FIDELITY_REFERENCES = {
+    "fid": "fid_floor",
+    "kid_inception": "kid_inception_floor",
     "fd": "fd_floor",
     "kid": "kid_floor",
     "precision": "precision_floor",
@@ -72,7 +77,7 @@ FIDELITY_REFERENCES = {
 REFERENCE_LABEL = "real images"
 # KID is an unbiased estimate of a squared distance: values below 0 are noise about 0, and
 # rank as 0 (a tie), not as better than 0.
-RANK_FLOORS = {"kid": 0.0}
+RANK_FLOORS = {"kid": 0.0, "kid_inception": 0.0}
 # The real-trained judges whose recipe params the caption names: param prefix -> judge.
 JUDGES = {"recipe.segmenter": "segmenter", "recipe.quality_classifier": "quality classifier"}
 RECIPE_FIELDS = {
@@ -82,6 +87,7 @@ RECIPE_FIELDS = {
     "recipe.n": "N",
     "recipe.reference_split": "reference split",
     "recipe.n_floor": "floor N",
+    "recipe.inception_sha256": "Inception SHA-256",
 }
 
 

@@ -304,7 +304,9 @@ def fidelity_table(fid: pd.DataFrame) -> str:
         recipe[RECIPE_FIELDS[c]] = values[0]
     recipe = {k: v for k, v in recipe.items() if not pd.isna(v)}
     # The intensity distance beside the other distribution measures, before the judged ones.
-    distribution = {m: FIDELITY_COLUMNS[m] for m in ("fd", "kid", "precision", "recall")}
+    distribution = {
+        m: FIDELITY_COLUMNS[m] for m in ("fid", "kid_inception", "fd", "kid", "precision", "recall")
+    }
     columns = distribution | INTENSITY_COLUMNS | FIDELITY_COLUMNS | COPY_COLUMNS | MASK_DICE_COLUMNS
     metrics = {m: h for m, h in columns.items() if m in fid and fid[m].notna().any()}
     if not metrics:
@@ -314,8 +316,9 @@ def fidelity_table(fid: pd.DataFrame) -> str:
         fid = fid.assign(real_fraction=np.nan)
     runs = fid.assign(generator=row_labels(fid, ["mode", "prompt", "real_fraction"], always=2))
     runs, reference_note = _with_reference_row(runs, metrics)
-    if "weights SHA-256" in recipe:
-        recipe["weights SHA-256"] = str(recipe["weights SHA-256"])[:12]
+    for name in ("weights SHA-256", "Inception SHA-256"):
+        if name in recipe:
+            recipe[name] = str(recipe[name])[:12]
     described = "; ".join(f"{k} {escape_latex(v)}" for k, v in recipe.items())
     fractions = fid["real_fraction"].dropna().unique()
     one = len(fractions) == 1
@@ -333,6 +336,14 @@ def fidelity_table(fid: pd.DataFrame) -> str:
             else ""
         )
         + (
+            " FID and KID (Inc.): the standard Fr\\'echet Inception distance and KID, in"
+            " InceptionV3's 2048-d pool features with the FID weights (SHA-256 in the recipe),"
+            " images resized to 299 px, grey as three equal channels; FD and KID are in the"
+            " echo encoder's features."
+            if "fid" in metrics
+            else ""
+        )
+        + (
             " Copies: share of synthetic images nearer (RMS pixel difference) to an image"
             " their generator was trained on than every real test image is."
             if "copy_share" in metrics
@@ -342,7 +353,7 @@ def fidelity_table(fid: pd.DataFrame) -> str:
         + (f" Synthetic sets for {describe(real_fraction=fractions[0])}." if one else "")
         + _judged_note(fid)
         + reference_note
-        + (f" {_KID_NOTE}" if "kid" in metrics else "")
+        + (f" {_KID_NOTE}" if "kid" in metrics or "kid_inception" in metrics else "")
     )
     label = "tab:fidelity" + (f"-{slug(*recipe.values())}" if recipe else "")
     # Repeated fidelity runs of one synthetic set are replicates, not training seeds.

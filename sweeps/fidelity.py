@@ -9,6 +9,10 @@ floor, a second real sample (the validation split, ``n_floor`` images) against t
 reference, shows what FD, KID, precision and recall real images get (``*_floor``): what a
 perfect generator would approach at these sample sizes.
 
+With ``fidelity.inception_weights`` (a local file), the standard FID and KID too
+(``fid``, ``kid_inception``, and their floors; :mod:`benchmark.inception`), in InceptionV3's
+features with those weights, their SHA-256 in the recipe.
+
 Intensity (``intensity_w1``; :func:`benchmark.fidelity.intensity_distance`): the distance
 between the synthetic and the test images' grey-level histograms, which the encoder's
 features do not see; ``intensity_w1_floor`` is the validation split's.
@@ -63,6 +67,7 @@ from benchmark.fidelity import (
     weights_hash,
 )
 from benchmark.grid import PROMPTED_MODES, Mode, Prompt, Task
+from benchmark.inception import standard_fidelity, weights_digest
 from benchmark.runtime import resolve_device
 from benchmark.stages import Stage
 from downstream.classification import TARGETS
@@ -252,6 +257,9 @@ def fidelity_stage(ws: Workspace, mode: Mode, prompt: Prompt | None, fraction: f
         "subset_seed": ws.cfg.grid.subset_seed,
         "format": FIDELITY_FORMAT,
     }
+    inception = ws.cfg.fidelity.inception_weights
+    if inception:  # in the key only when given: sets measured without it keep theirs
+        spec["inception"] = weights_digest(inception)
 
     def compute(tmp: Path) -> dict:
         test = ws.real.split(REFERENCE_SPLIT)
@@ -299,6 +307,9 @@ def fidelity_stage(ws: Workspace, mode: Mode, prompt: Prompt | None, fraction: f
             result["quality_classifier"] = quality.recipe()
             result["cond_quality_acc"] = quality_accuracy(quality, synthetic)
             result["cond_quality_acc_real"] = quality_accuracy(quality, test)
+        if inception:
+            device = resolve_device(ws.cfg.device)
+            result |= standard_fidelity(inception, reference, synthetic.images, second, device)
         (tmp / "fidelity.json").write_text(json.dumps(result, indent=2))
         return {"fd": result["fd_echo"]}
 
@@ -349,6 +360,15 @@ def _log_fidelity_run(ws: Workspace, stage: Stage, tags: dict[str, str]) -> str 
                 if "n_generator_train" in result
                 else {}
             ),
+            **(
+                {
+                    "recipe.inception": result["inception_extractor"],
+                    "recipe.inception_sha256": result["inception_sha256"],
+                    "recipe.inception_resolution": result["inception_resolution"],
+                }
+                if "inception_sha256" in result
+                else {}
+            ),
             **_judge_params("segmenter", result.get("segmenter")),
             **_judge_params("quality_classifier", result.get("quality_classifier")),
             "generator": to_dict(ws.cfg.generator),
@@ -371,7 +391,16 @@ def _log_fidelity_run(ws: Workspace, stage: Stage, tags: dict[str, str]) -> str 
     ]
     copies = ("copy_share", "copy_share_real", "nn_ratio", "nn_ratio_real")
     intensity = ("intensity_w1", "intensity_w1_floor")
-    metrics |= {k: result[k] for k in (*floor, *conditioning, *copies, *intensity) if k in result}
+    standard = (
+        "fid",
+        "fid_floor",
+        "kid_inception",
+        "kid_inception_std",
+        "kid_inception_floor",
+        "kid_inception_floor_std",
+    )
+    shown = (*floor, *conditioning, *copies, *intensity, *standard)
+    metrics |= {k: result[k] for k in shown if k in result}
     # Judged metrics, where their judge exists and the set has what they need (NaN and
     # absent values are not logged).
     judged = ("mask_dice_", "cond_quality_acc")

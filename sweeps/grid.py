@@ -31,6 +31,7 @@ from benchmark import faults
 from benchmark.config import Config, to_dict
 from benchmark.data.sources import check_source
 from benchmark.grid import TRAINED_MODES, GridCell, Mode, Task, parse_key
+from benchmark.inception import check_available as check_inception
 from benchmark.redact import mask_config, mask_uri
 from benchmark.stages import Stage
 from benchmark.tracking import flatten
@@ -88,6 +89,8 @@ def check_runnable(cfg: Config, cells: list[GridCell]) -> None:
         cls = any(c.task is Task.CLS and c.mode is mode for c in cells)
         get_generator(mode, cfg.device).check(cfg.data, cfg.generator, target if cls else None)
     check_source(cfg.data)  # a missing data root fails here, not after an hour of work
+    if cfg.fidelity.enabled and cfg.fidelity.inception_weights and modes:
+        check_inception(cfg.fidelity.inception_weights)  # so do FID weights and their extra
     check_urls(cfg.sweep.storage, cfg.tracking.uri)  # so does a URL that cannot work
 
 
