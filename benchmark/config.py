@@ -43,6 +43,9 @@ class GeneratorConfig:
     # rest. 0.8 is the plain mean over the 1 + 4 channels, which left the image noisy.
     joint_label_share: float = 0.5
     class_conditional: bool = False  # unconditional mode: condition on view x phase
+    # Unconditional mode: one model per view x phase class instead (DE's), each trained for
+    # train_steps on its class's images; exclusive with class_conditional.
+    per_class_models: bool = False
     timesteps: int = 1000
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
     # What the UNet predicts: the velocity (Salimans & Ho 2022) or the added noise (DDPM,
@@ -145,6 +148,11 @@ class GeneratorConfig:
         if self.text_training not in ("per_kind", "all_kinds"):
             raise ValueError(
                 f"generator.text_training must be per_kind or all_kinds, got {self.text_training!r}"
+            )
+        if self.class_conditional and self.per_class_models:
+            raise ValueError(
+                "generator.class_conditional and generator.per_class_models are exclusive: "
+                "one model conditioned on the class, or one model per class"
             )
         if self.mask_copies < 1:
             raise ValueError(f"generator.mask_copies must be >= 1, got {self.mask_copies}")

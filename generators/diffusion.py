@@ -445,16 +445,21 @@ def sample(
     return torch.cat(out)
 
 
+def child_seed(seed: int, *key: int) -> int:
+    """A seed derived from ``seed`` for the stream named by ``key`` (``SeedSequence(seed,
+    spawn_key=key)``): streams of different keys, and of different seeds, do not overlap as
+    ``seed + k`` would (that is the seed of another run)."""
+    child = np.random.SeedSequence(seed, spawn_key=key)
+    return int(child.generate_state(1, np.uint64)[0] >> np.uint64(1))  # < 2**63
+
+
 def rank_seed(seed: int, rank: int) -> int:
     """The seed of rank ``rank``'s batch stream and noise in a training seeded ``seed``:
     ``seed`` itself on rank 0 (one process trains as it always did), a child of ``seed`` from
     ``SeedSequence(seed, spawn_key=(rank,))`` on the others. Not ``seed + rank``: that is
     rank 0's stream of the training seeded ``seed + rank``, such as the ControlNet's second
     phase (``seed + 1``) or the run of the next seed."""
-    if rank == 0:
-        return seed
-    child = np.random.SeedSequence(seed, spawn_key=(rank,))
-    return int(child.generate_state(1, np.uint64)[0] >> np.uint64(1))  # < 2**63
+    return seed if rank == 0 else child_seed(seed, rank)
 
 
 def step_generators(seed: int, sl: slice) -> list[torch.Generator]:

@@ -54,6 +54,9 @@ _SAMPLING_KEYS = _SOLVER_KEYS + ("sample_batch_size", "n_samples", "guidance_sca
 _SPEED_KEYS = ("channels_last", "compile", "cuda_graphs", "preload")
 # How often a training is saved to resume from: it changes no result.
 _RESUME_KEYS = ("checkpoint_every",)
+# Settings added after generators were cached, with the value that trains what was trained
+# before: left out of the key at that value, so those generators keep their keys.
+_LATER_DEFAULTS = {"per_class_models": False}
 # Sampling settings only some modes read: part of those modes' synthetic key only.
 _MODE_SAMPLING_KEYS = {
     Mode.TEXT: ("guidance_scale",),
@@ -186,6 +189,7 @@ class Workspace:
             k: v
             for k, v in to_dict(self.cfg.generator).items()
             if k not in _SAMPLING_KEYS + _SPEED_KEYS + _RESUME_KEYS
+            and not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])
         }
         gen_prompt = generator_prompt(self.cfg, mode, prompt)
         return {

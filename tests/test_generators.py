@@ -46,6 +46,7 @@ def test_unconditional_trains_samples_and_reloads(tmp_path, real, smoke_config, 
     assert len(summary["losses"]) == 2 and all(np.isfinite(summary["losses"]))
     settings = json.loads((tmp_path / "echosynth.json").read_text())
     assert settings["class_conditional"] is class_conditional
+    assert settings["per_class_models"] is False
 
     synth = gen.sample(tmp_path, ctx, cfg, n=5, seed=3, progress=False)
     assert synth.images.shape == (5, 32, 32) and synth.masks.shape == (5, 32, 32)
@@ -65,6 +66,58 @@ def test_unconditional_trains_samples_and_reloads(tmp_path, real, smoke_config, 
     if not class_conditional:  # DDPMPipeline passes no class labels
         out = pipe(batch_size=2, num_inference_steps=2, output_type="np").images
         assert out.shape == (2, 32, 32, 5) and 0 <= out.min() <= out.max() <= 1
+
+
+def test_per_class_models_train_one_model_per_class(tmp_path, real, smoke_config):
+    """DE's setup: a DDPMPipeline per view x phase class, each on its class's images; a set
+    draws the classes in the training data's proportions, each image from its class's
+    model with noise of its own."""
+    from generators.unconditional import _draw, class_folder
+
+    cfg = tiny(smoke_config, per_class_models=True)
+    gen = UnconditionalGenerator("cpu")
+    gen.check(smoke_config.data, cfg, "phase")  # its images carry view and phase for cls
+    # Without the 2CH ED images: that class gets no model and is never drawn.
+    kept = real.subset(~((real.meta["view"] == "2CH") & (real.meta["phase"] == "ED")).to_numpy())
+    ctx = GenerationContext(kept, smoke_config.data, None)
+    summary = gen.train(ctx, cfg, tmp_path, progress=False)
+    assert len(summary["losses"]) == 2 * 3  # 2 steps for each of the 3 classes present
+    settings = json.loads((tmp_path / "echosynth.json").read_text())
+    assert settings["per_class_models"] and settings["class_frequencies"][0] == 0
+    assert sorted(settings["class_folders"]) == ["1", "2", "3"]
+    assert not (tmp_path / class_folder(0)).exists()
+    for c in (1, 2, 3):
+        pipe = DiffusionPipeline.from_pretrained(tmp_path / class_folder(c))  # plain diffusers
+        assert type(pipe).__name__ == "DDPMPipeline" and pipe.unet.config.in_channels == 5
+    # Class models differ: each trained on other images from another seed.
+    weights = [
+        (tmp_path / class_folder(c) / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+        for c in (1, 2, 3)
+    ]
+    assert len(set(weights)) == 3
+
+    synth = gen.sample(tmp_path, ctx, cfg, n=12, seed=3, progress=False)
+    classes = list(zip(synth.meta["view"], synth.meta["phase"]))
+    assert synth.images.shape == (12, 32, 32) and synth.masks.shape == (12, 32, 32)
+    assert ("2CH", "ED") not in classes and len(set(classes)) > 1
+    assert (synth.meta["label_source"] == "generated").all()
+    np.testing.assert_array_equal(
+        gen.sample(tmp_path, ctx, cfg, n=12, seed=3, progress=False).images, synth.images
+    )
+    # Each image is its class model's, in the set's order.
+    for c in {CLASSES.index(k) for k in classes}:
+        members = [i for i, k in enumerate(classes) if k == CLASSES[c]]
+        own = _draw(
+            tmp_path / class_folder(c),
+            cfg,
+            len(members),
+            diffusion.child_seed(3, 0, c),
+            None,
+            torch.device("cpu"),
+            False,
+        )
+        images, _ = joint.decode(own)
+        np.testing.assert_array_equal(synth.images[members], images)
 
 
 def test_class_conditional_settings_do_not_read_preloaded_labels(

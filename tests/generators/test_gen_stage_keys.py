@@ -115,6 +115,16 @@ def test_hybrid_variant_is_in_the_generator_key(smoke_config, tmp_path):
     assert concat != control and control["generator"]["hybrid_variant"] == "controlnet"
 
 
+def test_per_class_models_enter_the_key_only_when_on(smoke_config, tmp_path):
+    # Off, the key is what it was before the setting existed: cached generators are reused.
+    off = spec(smoke_config, tmp_path, Mode.UNCONDITIONAL, None)
+    assert "per_class_models" not in off["generator"]
+    on = spec(smoke_config, tmp_path, Mode.UNCONDITIONAL, None, per_class_models=True)
+    assert on["generator"]["per_class_models"] is True
+    with pytest.raises(ValueError, match="class_conditional and generator.per_class_models"):
+        dataclasses.replace(smoke_config.generator, class_conditional=True, per_class_models=True)
+
+
 def test_unknown_hybrid_variant_is_a_config_error():
     from benchmark.config import ConfigError, load_config
     from tests.conftest import CONFIGS
