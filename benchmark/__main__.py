@@ -321,19 +321,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = json.loads((stage.path / "metrics.json").read_text())
     metrics = summary["test"] | {k: summary[k] for k in ("epochs_to_95", "val_auc")}
     if args.json:
-        # NaN (an AUROC of a one-class test set, an EF correlation of two patients) is not
-        # JSON: it is printed as null, so strict parsers (jq) read the line too.
-        metrics = {
-            k: None if isinstance(v, float) and not math.isfinite(v) else v
-            for k, v in metrics.items()
-        }
         line = {"cell_key": cell.key(), "metrics": metrics, "stage": str(stage.path)}
-        print(json.dumps(line, allow_nan=False))
+        print(_json_line(line))
     else:
         print(cell.key())
         for k, v in metrics.items():
             print(f"  {k:>14}: {v}")
     return 0
+
+
+def _json_line(obj: object) -> str:
+    """``obj`` as one line of strict JSON. NaN and infinities (an AUROC of a one-class test
+    set, a view accuracy of images that carry no view) are not JSON: they are printed as
+    null, so strict parsers (jq) read the line too."""
+
+    def clean(v: object) -> object:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(obj), allow_nan=False)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -378,7 +389,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
         fid = fidelity_stage(ws, mode, prompt, args.real_fraction)
         info["fidelity"] = json.loads((fid.path / "fidelity.json").read_text())
-    print(json.dumps(info) if args.json else "\n".join(f"{k}: {v}" for k, v in info.items()))
+    print(_json_line(info) if args.json else "\n".join(f"{k}: {v}" for k, v in info.items()))
     return 0
 
 

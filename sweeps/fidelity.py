@@ -74,7 +74,7 @@ from downstream.classification import TARGETS
 from downstream.classification import augmentation as encoder_augmentation
 from downstream.registry import build_model, build_task
 from downstream.training import fit
-from sweeps.workspace import FIDELITY_FORMAT, Workspace
+from sweeps.workspace import FIDELITY_FORMAT, SAMPLES_FILE, Workspace
 
 REFERENCE_SPLIT = "test"
 # benchmark.fidelity.mask_alignment's keys -> metric suffixes (downstream's structure names).
@@ -317,15 +317,21 @@ def fidelity_stage(ws: Workspace, mode: Mode, prompt: Prompt | None, fraction: f
         "fidelity", spec, compute, label=mode.value, resolved_config=ws.resolved
     )
     with ws.lock(f"mlflow-{stage.key}"):  # several workers measure the same set
-        log_fidelity(ws, stage, mode, prompt, fraction)
+        log_fidelity(ws, stage, mode, prompt, fraction, synth_stage.path / SAMPLES_FILE)
     return stage
 
 
 def log_fidelity(
-    ws: Workspace, stage: Stage, mode: Mode, prompt: Prompt | None, fraction: float
+    ws: Workspace,
+    stage: Stage,
+    mode: Mode,
+    prompt: Prompt | None,
+    fraction: float,
+    samples: Path | None = None,
 ) -> None:
-    """One MLflow run per fidelity stage, logged once, carrying the full recipe. It
-    supersedes the runs of the same (mode, prompt, real fraction) from other stages (a
+    """One MLflow run per fidelity stage, logged once, carrying the full recipe and the
+    set's sample grid (``samples``, the synthetic stage's ``samples.png``, where it exists).
+    It supersedes the runs of the same (mode, prompt, real fraction) from other stages (a
     sweep of other settings into the same folder): the set the sweep now uses, measured
     as it now measures, is the one a report shows."""
     tracker = ws.tracker
@@ -333,12 +339,14 @@ def log_fidelity(
     tags = {"mode": mode.value, "prompt": shown_prompt, "real_fraction": str(fraction)}
     run_id = tracker.logged_run("fidelity", "stage", stage.key)
     if run_id is None:
-        run_id = _log_fidelity_run(ws, stage, tags)
+        run_id = _log_fidelity_run(ws, stage, tags, samples)
     if run_id is not None:
         tracker.supersede("fidelity", tags, keep=run_id)
 
 
-def _log_fidelity_run(ws: Workspace, stage: Stage, tags: dict[str, str]) -> str | None:
+def _log_fidelity_run(
+    ws: Workspace, stage: Stage, tags: dict[str, str], samples: Path | None
+) -> str | None:
     tracker = ws.tracker
     result = json.loads((stage.path / "fidelity.json").read_text())
     run_id = tracker.start_run(
@@ -406,6 +414,8 @@ def _log_fidelity_run(ws: Workspace, stage: Stage, tags: dict[str, str]) -> str 
     judged = ("mask_dice_", "cond_quality_acc")
     metrics |= {k: v for k, v in result.items() if k.startswith(judged)}
     tracker.log_metrics(run_id, metrics)
+    if samples is not None and samples.is_file():  # what the set looks like, beside its scores
+        tracker.log_artifact(run_id, samples)
     tracker.end_run(run_id)
     return run_id
 

@@ -28,7 +28,7 @@ from sweeps.fidelity import log_fidelity
 from sweeps.grid import parent_run
 from sweeps.queue import CONFIG, CellQueue
 from sweeps.storage import open_storage
-from sweeps.workspace import Workspace
+from sweeps.workspace import SAMPLES_FILE, Workspace
 
 KINDS = ("generator", "fidelity", "cell")
 
@@ -88,6 +88,7 @@ def sync(out: Path, tracking_uri: str | None = None, progress: bool = True) -> d
     swept_keys = set(swept.values())
     in_use = {_spec(s)["synthetic"] for s in cells if s.key in swept_keys}
     by_digest = {s.digest: _spec(s) for s in synths}
+    synth_paths = {s.digest: s.path for s in synths}
     for stage in sorted(fidelity, key=lambda s: str(s.done.get("finished", ""))):
         synthetic = _spec(stage)["synthetic"]
         made_from = by_digest.get(synthetic)
@@ -104,6 +105,7 @@ def sync(out: Path, tracking_uri: str | None = None, progress: bool = True) -> d
                         Mode(made_from["mode"]),
                         _prompt(made_from["prompt"]),
                         made_from["real_fraction"],
+                        synth_paths[synthetic] / SAMPLES_FILE,
                     )
         bar.update()
 

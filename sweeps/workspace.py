@@ -52,6 +52,8 @@ _SAMPLING_KEYS = _SOLVER_KEYS + ("sample_batch_size", "n_samples", "guidance_sca
 # Speed options (CUDA only, generators/acceleration.py): they change float rounding, not
 # what is trained or sampled, so neither key holds them.
 _SPEED_KEYS = ("channels_last", "compile", "cuda_graphs", "preload")
+# A synthetic stage's grid of sample images and their label maps (also in its fidelity run).
+SAMPLES_FILE = "samples.png"
 # How often a training is saved to resume from: it changes no result.
 _RESUME_KEYS = ("checkpoint_every",)
 # Settings added after generators were cached, with the value that trains what was trained
@@ -284,7 +286,7 @@ class Workspace:
                 self.progress,
             )
             synth.save(tmp)
-            save_grid(tmp / "samples.png", synth.images, synth.masks)
+            save_grid(tmp / SAMPLES_FILE, synth.images, synth.masks)
             return {"n_images": len(synth)}
 
         stage = self.store.get_or_compute(

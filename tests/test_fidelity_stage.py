@@ -39,6 +39,8 @@ def test_fidelity_stage_logs_once_with_recipe(tmp_path, smoke_config):
     assert run.data.params["recipe.reference_split"] == "test"
     assert run.data.params["recipe.weights_sha256"] == result["weights_hash"]
     assert {"fd", "kid", "precision", "recall", "cond_view_phase_acc"} <= set(run.data.metrics)
+    # The set's sample grid beside its scores.
+    assert "samples.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
     # Mask alignment (the oracle's images have exact labels) and its real-image reference,
     # with the segmenter's recipe; quality conditioning likewise.
     judged = {*MASK_DICE, "mask_dice_real", "cond_quality_acc", "cond_quality_acc_real"}

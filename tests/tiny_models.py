@@ -46,3 +46,23 @@ def save_tiny_clipseg(folder, vision_layers: int, image_size: int, dim: int):
     CLIPSegForImageSegmentation(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def save_tiny_clip(folder, text_only: bool = False):
+    """A tiny CLIP (seeded) with MiniLM's (BERT) tokenizer, saved in ``folder`` as a
+    pretrained one would be: the whole ``CLIPModel``, or its ``CLIPTextModel`` alone.
+    Returns ``folder``."""
+    import torch
+    from transformers import AutoTokenizer, CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel
+
+    from benchmark.text_encoder import encoder_path
+
+    tokenizer = AutoTokenizer.from_pretrained(encoder_path("minilm"))
+    towers = tiny_towers(tokenizer, vision_layers=1, image_size=32)
+    torch.manual_seed(0)
+    if text_only:
+        CLIPTextModel(CLIPTextConfig(**towers["text_config"])).save_pretrained(folder)
+    else:
+        CLIPModel(CLIPConfig(**towers, projection_dim=8)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

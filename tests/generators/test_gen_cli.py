@@ -1,4 +1,4 @@
-"""`python -m benchmark generate` for each conditional mode on the smoke preset."""
+"""`python -m benchmark generate` for each mode on the smoke preset."""
 
 import json
 from pathlib import Path
@@ -29,7 +29,7 @@ def test_generate_cli(mode, variant, out, capsys):
     for setting in settings:
         argv += ["--set", f"generator.{setting}"]
     assert main(argv) == 0
-    info = json.loads(capsys.readouterr().out)
+    info = json.loads(capsys.readouterr().out, parse_constant=_not_json)
     assert info["mode"] == mode and info["n_images"] == 4
     if variant == "controlnet":
         index = json.loads((Path(info["pipeline"]) / "model_index.json").read_text())
@@ -40,6 +40,28 @@ def test_generate_cli(mode, variant, out, capsys):
     assert set(np.unique(synth.masks)) <= {0, 1, 2, 3}
     assert (synth.meta["source"] == "synthetic").all()
     assert ("prompt" in synth.meta.columns) == (mode != "semantic")
+
+
+def _not_json(name: str):
+    raise AssertionError(f"{name} in the --json line: not JSON (RFC 8259)")
+
+
+@pytest.mark.parametrize("mode", ["unconditional", "oracle"])
+def test_generate_cli_mask_free_and_control(mode, out, capsys):
+    argv = ["generate", "--config", "smoke", "--mode", mode, "--out", str(out), "--json"]
+    argv += ["--quiet"]
+    for setting in ["train_steps=2", "sample_steps=2", "n_samples=4"]:
+        argv += ["--set", f"generator.{setting}"]
+    assert main(argv) == 0
+    # Strict JSON: the view accuracy of images that carry no view is null, not NaN.
+    info = json.loads(capsys.readouterr().out, parse_constant=_not_json)
+    assert info["n_images"] == 4 and (info["pipeline"] is None) == (mode == "oracle")
+    if mode == "unconditional":
+        assert info["fidelity"]["cond_view_acc"] is None
+    synth = EchoData.load(info["synthetic"])
+    expected = {"unconditional": "generated", "oracle": "phantom"}[mode]
+    assert (synth.meta["label_source"] == expected).all()
+    assert synth.images.shape == (4, 32, 32) and synth.masks.shape == (4, 32, 32)
 
 
 def test_generate_a_prompted_mode_without_prompt_samples_p1(out, capsys):

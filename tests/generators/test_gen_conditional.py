@@ -254,3 +254,45 @@ def test_cross_attention_sits_at_the_lowest_levels(smoke, levels, down):
     assert list(unet.config.up_block_types) == [b.replace("Down", "Up") for b in down[::-1]]
     out = unet(torch.randn(1, 1, 16, 16), 3, encoder_hidden_states=torch.randn(1, 4, 8))
     assert out.sample.shape == (1, 1, 16, 16)
+
+
+@pytest.mark.parametrize("text_only", [False, True])
+def test_a_local_clip_folder_is_a_text_encoder(tmp_path, text_only):
+    """A whole CLIP checkpoint (the usual download) gives its text tower, a saved
+    CLIPTextModel itself; the per-token states are the text model's last hidden layer."""
+    from transformers import CLIPModel, CLIPTextModel
+
+    from benchmark.text_encoder import TextEncoder
+    from tests.tiny_models import save_tiny_clip
+
+    folder = save_tiny_clip(tmp_path / "clip", text_only=text_only)
+    encoder = TextEncoder(str(folder))
+    assert isinstance(encoder.model, CLIPTextModel) and encoder.dim == 32
+    prompts = ["Apical two-chamber view of the heart.", ""]
+    states, mask = encoder.encode_tokens(prompts)
+    batch = encoder.tokenizer(prompts, padding=True, return_tensors="pt")
+    cls = CLIPTextModel if text_only else CLIPModel
+    model = cls.from_pretrained(folder).eval()
+    tower = model if text_only else model.text_model
+    with torch.no_grad():
+        want = tower(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    keep = batch["attention_mask"].bool()
+    assert torch.equal(mask.bool(), keep)
+    torch.testing.assert_close(states[keep], want.last_hidden_state[keep])
+    assert encoder.encode(prompts).shape == (2, 32)
+
+
+def test_text_generator_trains_on_a_local_clip_encoder(phantom, smoke, tmp_path):
+    from tests.tiny_models import save_tiny_clip
+
+    folder = save_tiny_clip(tmp_path / "clip")
+    cfg = tiny(smoke, text_encoder=str(folder))
+    ctx = GenerationContext(phantom.split("train"), smoke.data, 3)
+    gen = TextGenerator("cpu")
+    summary = gen.train(ctx, cfg, tmp_path / "gen", progress=False)
+    assert len(summary["losses"]) == 2 and all(np.isfinite(summary["losses"]))
+    pipe = load_pipeline(tmp_path / "gen")
+    assert pipe.config.prompt_encoder == str(folder)
+    assert pipe.unet.config.cross_attention_dim == 32  # the CLIP text tower's width
+    synth = gen.sample(tmp_path / "gen", ctx, cfg, n=3, seed=0, progress=False)
+    assert synth.images.shape == (3, 32, 32) and synth.masks.shape == (3, 32, 32)

@@ -138,6 +138,8 @@ def test_unreachable_server_then_sync_backfills_exactly_once(
         assert run.data.metrics["test/dice_mean"] == metrics["test"]["dice_mean"]
         assert len(client.get_metric_history(run.info.run_id, "val/dice_mean")) >= 1
         assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"per_sample.csv"}
+    (fidelity,) = client.search_runs([exp.experiment_id], "tags.kind = 'fidelity'")
+    assert "samples.png" in {a.path for a in client.list_artifacts(fidelity.info.run_id)}
 
     again = _cli(tmp_path, "sync-again", "sync", str(out), "--json", "--quiet")
     assert again.wait() == 0, again.output()[-3000:]
