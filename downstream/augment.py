@@ -64,19 +64,32 @@ class BatchAugment:
         """``(n, 2, 3)`` output-to-input maps in ``affine_grid``'s normalised coordinates."""
         angle = _uniform(n, -self.rotate, self.rotate, gen)
         scale = 1 + _uniform(2 * n, -self.scale, self.scale, gen).view(n, 2)
-        shift = _uniform(2 * n, -self.translate, self.translate, gen).view(n, 2) * 2
-        cos, sin = torch.cos(angle), torch.sin(angle)
-        # Forward map x' = S R x + t; affine_grid wants its inverse (output -> input).
-        forward = torch.stack(
-            [
-                torch.stack([scale[:, 0] * cos, -scale[:, 0] * sin], 1),
-                torch.stack([scale[:, 1] * sin, scale[:, 1] * cos], 1),
-            ],
-            1,
-        )
-        inverse = torch.linalg.inv(forward)
-        offset = -(inverse @ shift.unsqueeze(-1))
-        return torch.cat([inverse, offset], dim=2)
+        shift = _uniform(2 * n, -self.translate, self.translate, gen).view(n, 2)
+        return affine_theta(angle, scale, shift)
+
+
+def affine_theta(angle: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``(n, 2, 3)`` ``affine_grid`` maps (output to input) of the forward maps
+    ``x' = S R x + t``: rotation by ``angle`` ``(n,)`` radians, scale ``(n, 2)`` (x, y), shift
+    ``(n, 2)`` (x, y) in fractions of the side, about the image centre. On a square image
+    (every image here is ``data.size`` square) the warp is MONAI's ``Affine(rotate_params=
+    angle, scale_params=1 / scale, translate_params=-t * side / scale)`` ((H, W) order,
+    pixels; checked in ``tests/test_augment.py``): MONAI scales and shifts the sampling grid,
+    this the image, so a drawn scale ``1 + u`` is MONAI's ``1 / (1 + u)`` and a shift ``t``
+    MONAI's ``-t / (1 + u)``: the same ranges to first order, symmetric about no change."""
+    shift = shift * 2  # affine_grid's coordinates span [-1, 1]
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    # Forward map x' = S R x + t; affine_grid wants its inverse (output -> input).
+    forward = torch.stack(
+        [
+            torch.stack([scale[:, 0] * cos, -scale[:, 0] * sin], 1),
+            torch.stack([scale[:, 1] * sin, scale[:, 1] * cos], 1),
+        ],
+        1,
+    )
+    inverse = torch.linalg.inv(forward)
+    offset = -(inverse @ shift.unsqueeze(-1))
+    return torch.cat([inverse, offset], dim=2)
 
 
 def _uniform(n: int, low: float, high: float, gen: torch.Generator) -> torch.Tensor:

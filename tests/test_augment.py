@@ -4,6 +4,7 @@ applied to a whole batch; label maps warped with their image by nearest neighbou
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from downstream.augment import BatchAugment, _contrast
@@ -112,3 +113,50 @@ def test_loader_repeats_order_and_draws_for_a_seed():
     assert any(not torch.equal(a, b) for a, b in zip(epoch(3), epoch(4)))
     ordered = [b["label"].tolist() for b in seeded_loader(items, None, 4, False, 0)]
     assert ordered == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+@pytest.mark.parametrize(
+    ("angle", "scale", "shift"),
+    [(0.15, (1.05, 0.95), (0.05, 0.08)), (-0.17, (0.92, 1.08), (-0.09, 0.03))],
+)
+def test_the_warp_is_monais_affine(angle, scale, shift):
+    """For fixed parameters, the batched warp equals MONAI's Affine (bilinear, zeros
+    outside) with the parameters mapped as affine_theta's docstring says."""
+    import torch.nn.functional as F
+    from monai.transforms import Affine
+
+    from downstream.augment import affine_theta
+
+    side = 32
+    image = torch.rand(1, side, side, generator=torch.Generator().manual_seed(0))
+    theta = affine_theta(torch.tensor([angle]), torch.tensor([scale]), torch.tensor([shift]))
+    grid = F.affine_grid(theta, [1, 1, side, side], align_corners=False)
+    ours = F.grid_sample(image[None], grid, padding_mode="zeros", align_corners=False)[0]
+    (sx, sy), (tx, ty) = scale, shift
+    monai = Affine(
+        rotate_params=angle,
+        scale_params=(1 / sy, 1 / sx),
+        translate_params=(-ty * side / sy, -tx * side / sx),
+        padding_mode="zeros",
+        mode="bilinear",
+        image_only=True,
+    )(image)
+    torch.testing.assert_close(ours, torch.as_tensor(monai), atol=1e-5, rtol=0)
+
+
+def test_intensity_and_contrast_are_monais_transforms():
+    from monai.transforms import AdjustContrast, ScaleIntensity
+
+    image = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 3 - 1
+    gamma = torch.tensor([0.7, 1.4])
+    ours = _contrast(image, gamma, torch.tensor([True, True]))
+    for k in range(2):
+        want = AdjustContrast(gamma=float(gamma[k]))(image[k])
+        torch.testing.assert_close(ours[k], torch.as_tensor(want), atol=1e-6, rtol=1e-6)
+    aug = BatchAugment(p_affine=0.0, p_intensity=1.0, p_gamma=0.0)
+    gen = torch.Generator().manual_seed(2)
+    scaled = aug({"image": image}, gen)["image"]
+    factor = (scaled.flatten(1) / image.flatten(1)).mean(1)  # 1 + f per sample
+    for k in range(2):
+        want = ScaleIntensity(minv=None, maxv=None, factor=float(factor[k] - 1))(image[k])
+        torch.testing.assert_close(scaled[k], torch.as_tensor(want), atol=1e-5, rtol=1e-5)

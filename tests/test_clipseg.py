@@ -110,3 +110,32 @@ def test_cris_trains_as_a_vlseg_task(tiny_clip, smoke_config):
     assert 0 <= metrics["dice_mean"] <= 1
     with pytest.raises(ConfigError, match="clip_path is required"):
         load_config(None, ["downstream.vlseg.model=cris"])
+
+
+def test_cris_logits_are_the_prompts_kernel_on_the_pixels(tiny_clip):
+    """CRIS's text-to-pixel decoding: each pixel's logit is the prompt's sentence vector (as
+    a 1x1 kernel) applied to that pixel's features, so the prompt decides the mask: two
+    prompts give two masks on one image, padding changes nothing, and with the kernel zeroed
+    no logit is left."""
+    from downstream.cris import CrisNet
+
+    torch.manual_seed(0)
+    net = CrisNet(tiny_clip, dim=32, layers=1).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_clip)
+
+    def tokens(prompts, length):
+        t = tokenizer(prompts, padding="max_length", max_length=length, return_tensors="pt")
+        return torch.stack([t["input_ids"], t["attention_mask"]], 1)
+
+    image = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(1)).repeat(2, 1, 1, 1)
+    prompts = ["the left ventricle", "the left atrium"]
+    with torch.no_grad():
+        logits = net(image, tokens(prompts, 12))
+        padded = net(image, tokens(prompts, 20))
+    assert logits.shape == (2, 1, 32, 32)
+    assert (logits[0] - logits[1]).abs().max() > 1e-4  # the prompt picks the mask
+    torch.testing.assert_close(padded, logits, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        net.kernel.weight.zero_()
+        net.kernel.bias.zero_()
+        assert net(image, tokens(prompts, 12)).abs().max() == 0

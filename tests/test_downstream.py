@@ -70,6 +70,9 @@ def test_pretrain_fine_tunes_with_a_fresh_optimiser(data, smoke_config, monkeypa
     assert (d1, d2) == ("pretrain", "finetune")
     assert pre.optimizer_id != fine.optimizer_id  # a new optimiser for the fine-tune
     assert len(fine.val_score) == 2  # fresh epoch counter and early-stopping state
+    # a fresh schedule: the fine-tune's learning rates start over (here, on as many steps,
+    # they repeat the pretraining's, which decayed)
+    assert fine.lr == pre.lr and pre.lr[-1] < pre.lr[0]
     # the fine-tune starts from the pretrained best weights: only they are carried over
     assert all(torch.equal(pretrained[k], fine_start[k]) for k in pretrained)
     assert out.pretrain is pre and out.final is fine

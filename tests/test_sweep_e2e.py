@@ -68,6 +68,12 @@ def test_smoke_sweep_then_rerun_recomputes_nothing(tmp_path):
         assert 0 <= run.data.metrics["test/dice_mean"] <= 1
         assert len(client.get_metric_history(run.info.run_id, "val/dice_mean")) >= 1
         assert run.data.params["downstream.train.epochs"] == "3"
+        # Convergence, as the stage's metrics.json has it (epochs_to_95: none if never).
+        summary = json.loads((out / "cells" / run.data.tags["stage"] / "metrics.json").read_text())
+        assert run.data.metrics["val_auc"] == pytest.approx(summary["val_auc"])
+        if summary["epochs_to_95"] is not None:
+            assert run.data.metrics["epochs_to_95"] == summary["epochs_to_95"]
+            assert run.data.metrics["seconds_to_95"] == pytest.approx(summary["seconds_to_95"])
     gens = client.search_runs([exp.experiment_id], "tags.kind = 'generator'")
     assert len(gens) == 1  # one generator serves both ratios
     assert len(client.get_metric_history(gens[0].info.run_id, "train/loss")) == 30

@@ -131,3 +131,29 @@ def test_early_stopping_follows_the_selection_score(smoke_config, selection, bes
     result = fit(model, task, data.split("train"), data.split("val"), cfg, device, 0, False)
     assert result.best_epoch == best and len(result.val_score) == epochs
     assert result.val_score == [1.0] * epochs  # the curve stays the task's metric
+
+
+def test_fit_returns_the_best_epochs_weights(smoke_config):
+    """The model comes back with the weights it had when validated at its best epoch, not
+    the last epoch's."""
+    import copy
+
+    seen = []
+
+    class Snapshots(ScriptedTask):
+        def validate(self, model, data, device):
+            seen.append(copy.deepcopy(model.state_dict()))
+            return super().validate(model, data, device)
+
+    data = make_phantom(4, 32, seed=0)
+    cfg = dataclasses.replace(smoke_config.downstream.train, epochs=5, patience=10, batch_size=8)
+    task = Snapshots([0.5, 0.9, 0.3, 0.2, 0.1], None)
+    model = build_model(smoke_config.downstream.seg)
+    device = torch.device("cpu")
+    result = fit(
+        model, task, data.split("train"), data.split("val"), cfg, device, 0, progress=False
+    )
+    assert result.best_epoch == 2 and len(seen) == 5
+    weights = result.model.state_dict()
+    assert all(torch.equal(weights[k], seen[1][k]) for k in weights)
+    assert not all(torch.equal(weights[k], seen[-1][k]) for k in weights)
