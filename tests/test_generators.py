@@ -152,6 +152,36 @@ def test_training_reduces_the_loss(real, smoke_config):
     assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:10])
 
 
+@pytest.mark.parametrize("clip", [0.0, 1e-3])
+def test_gradients_are_clipped_to_grad_clip(real, smoke_config, monkeypatch, clip):
+    """The optimizer steps on gradients of norm at most generator.grad_clip (0: unclipped)."""
+    cfg = dataclasses.replace(smoke_config.generator, train_steps=3, timesteps=10, grad_clip=clip)
+    x0 = joint.encode(real.images, real.masks)
+    unet = diffusion.build_unet(cfg, 32, 5, None)
+    norms = []
+    step = torch.optim.AdamW.step
+
+    def spy(self, *args, **kwargs):
+        grads = [
+            p.grad for group in self.param_groups for p in group["params"] if p.grad is not None
+        ]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+
+    def batches(gen):
+        while True:
+            yield x0[torch.randint(0, len(x0), (4,), generator=gen)], {}
+
+    diffusion.train_denoiser(unet, batches, cfg, torch.device("cpu"), 0, False)
+    assert len(norms) == 3
+    if clip:
+        assert max(norms) <= clip * (1 + 1e-4)
+    else:
+        assert min(norms) > 1e-2  # what an untrained UNet's loss gives, far above 1e-3
+
+
 class _Constant(torch.nn.Module):
     """A denoiser that predicts 0 everywhere (its one weight cannot move at lr 1e-12)."""
 
