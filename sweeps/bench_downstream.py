@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -212,9 +213,11 @@ def bench_tracking(cfg: Config, data: EchoData, result: FitResult, device: torch
 
     The logged folder holds what a cell stage holds (metrics, curves, per-sample and
     per-patient tables, resolved config) from the downstream bench's trained model; each
-    repeat logs another cell key (logging is idempotent per key). The share is of a cell that
-    trains the seg task's configured epochs at the measured seconds per epoch: early
-    stopping makes cells shorter, the share larger.
+    repeat logs another cell from a stage folder of its own (logging is idempotent per stage:
+    one folder repeated would time the lookup that finds it logged). The share is of a cell
+    that trains the seg task's configured epochs at the measured seconds per epoch, and of
+    the shortest cell early stopping allows (``patience`` epochs after the first): what a
+    real cell's share lies between.
     """
     bench = cfg.bench
     task, model_name = build_task(TASK, cfg.downstream)
@@ -244,25 +247,34 @@ def bench_tracking(cfg: Config, data: EchoData, result: FitResult, device: torch
         if tested.per_patient is not None:
             tested.per_patient.to_csv(folder / PER_PATIENT, index=False)
         (folder / "config.yaml").write_text(dump_config(cfg))
-        stage = Stage(path=folder, kind="cells", digest="bench", done={}, computed=True)
-        seconds = []
+        seconds, runs = [], set()
         for seed in range(bench.tracking_repeats):
+            own = shutil.copytree(folder, tmp / f"cell-{seed}")
+            stage = Stage(path=own, kind="cells", digest=f"bench-{seed}", done={}, computed=True)
             cell = GridCell(TASK, Mode.NONE, None, 0.0, Protocol.MIX, 1.0, seed)
-            elapsed, run_id = timed(lambda cell=cell: log_cell(ws, cell, stage, None), device)
+            elapsed, run_id = timed(
+                lambda cell=cell, stage=stage: log_cell(ws, cell, stage, None), device
+            )
             if run_id is None:  # log_cell leaves an unreachable store to a later sync
                 raise RuntimeError(f"tracking bench: could not log to {ws.tracking_uri}")
             seconds.append(elapsed)
+            runs.add(run_id)
     per_epoch = float(np.mean(result.epoch_seconds))
-    cell_epochs = cfg.downstream.train_for(TASK).epochs
+    train = cfg.downstream.train_for(TASK)
+    cell_epochs = train.epochs
+    shortest_epochs = min(train.epochs, train.patience + 1)
     cell_seconds = per_epoch * cell_epochs
     mean = float(np.mean(seconds))
     return {
         "store": "sqlite",
         "cells_logged": len(seconds),
+        "runs_logged": len(runs),  # one per cell: each repeat logged, none found logged
         "seconds_per_cell_log": mean,
         "max_seconds_per_cell_log": max(seconds),
         "cell_epochs": cell_epochs,
         "cell_seconds": cell_seconds,
         "percent_of_cell": 100 * mean / cell_seconds,
+        "shortest_cell_epochs": shortest_epochs,
+        "percent_of_shortest_cell": 100 * mean / (per_epoch * shortest_epochs),
         "percent_of_bench_cell": 100 * mean / sum(result.epoch_seconds),
     }

@@ -35,7 +35,7 @@ SHRINK = [
     "bench.downstream_epochs=1",
     "bench.ensemble_members=2",
     "bench.fidelity_images=8",
-    "bench.tracking_repeats=1",
+    "bench.tracking_repeats=2",
     "fidelity.encoder_steps=2",
     "downstream.seg.channels=[4,8]",
 ]
@@ -112,6 +112,9 @@ def test_bench_prints_one_json_line_of_consistent_figures(capsys):
     assert tracking["percent_of_cell"] == pytest.approx(
         100 * tracking["seconds_per_cell_log"] / tracking["cell_seconds"]
     )
+    # Each repeat logged a run of its own (not a lookup of the first one's).
+    assert tracking["runs_logged"] == tracking["cells_logged"] == 2
+    assert tracking["percent_of_shortest_cell"] >= tracking["percent_of_cell"]
 
 
 def test_flop_counter_matches_hand_counts():

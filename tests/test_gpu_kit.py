@@ -155,6 +155,33 @@ def test_summary_checks_the_issues_targets_by_hand():
     assert [t["pass"] for t in summarise.generator_targets([semantic])] == [False]
 
 
+def test_summary_of_a_bench_stopped_by_its_time_limit(tmp_path):
+    """run.sh's timeout leaves bench-paper.json empty; the sections the bench finished are in
+    bench.log, one JSON line each, and the summary reads them (the rest: not measured)."""
+    summarise = summarise_module()
+    (tmp_path / "bench-paper.json").write_text("")
+    gen = {"ratio": 3.4, "project": {"mfu": 0.3}}
+    sampling = {
+        "samplers": [{"sampler": "dpmsolver++", "steps": 10, "ratio": 11, "fd_ratio": 1.02}]
+    }
+    (tmp_path / "bench.log").write_text(
+        "bench: generator_train ...\n"
+        f"bench: generator_train = {json.dumps(gen)}\n"
+        "bench: sampling done in 40.0 s: ...\n"
+        f"bench: sampling = {json.dumps(sampling)}\n"
+        "bench: downstream ...\n"
+    )
+    rows = summarise.summarise(tmp_path)["bench"]
+    assert [(r["value"], r["pass"]) for r in rows] == [
+        (3.4, True),
+        (11, True),
+        (None, None),
+        (None, None),
+    ]
+    text = summarise.markdown({"sweeps": {}, "bench": rows})
+    assert text.count("not measured") == 2
+
+
 def test_coverage_prompts_hold_every_word_of_the_phantoms_prompts():
     # The packed encoder keeps the tokens of coverage_prompts() only; tokens are per word.
     from benchmark.data.phantom import make_phantom

@@ -3,8 +3,9 @@
     python scripts/gpu/summarise.py OUT_DIR [--json]
 
 OUT_DIR holds scripts/gpu/run.sh's files: ``<part>.tar.gz`` (a sweep folder without weights
-or images), ``bench-paper.json``, ``projection-paper.json``; or it is an unpacked sweep
-folder. A section is printed (markdown) for each input found:
+or images), ``bench-paper.json`` (or, for a bench stopped by its time limit, the sections
+``bench.log`` recorded), ``projection-paper.json``; or it is an unpacked sweep folder. A
+section is printed (markdown) for each input found:
 
 - generators (issue 4): per synthetic set, the generator's training seconds, FD and KID in
   the echo encoder's features against the real test images with the real-vs-real floor,
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import statistics
 import sys
 import tarfile
@@ -166,21 +168,60 @@ def downstream_rows(run: Path) -> list[dict]:
     return rows
 
 
+def read_bench(out: Path) -> dict | None:
+    """``bench --json``'s line (``bench-paper.json``), or, where the bench was stopped before
+    it printed that line (run.sh's time limit), the sections it finished, from the
+    ``bench: <section> = {...}`` lines of ``bench.log``; None when neither has any."""
+    path = out / "bench-paper.json"
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            pass  # empty or cut short: the log's sections below
+    log = out / "bench.log"
+    if not log.is_file():
+        return None
+    sections = {}
+    for line in log.read_text(errors="replace").splitlines():
+        found = re.match(r"bench: (\w+) = (\{.*\})\s*$", line)
+        if found:
+            sections[found[1]] = json.loads(found[2])
+    return sections or None
+
+
 def bench_criteria(bench: dict) -> list[dict]:
-    """Issue 8's criteria from ``bench --json``: each figure, its target, and whether met."""
-    gen = bench["generator_train"]
-    mfu = gen["project"].get("mfu")
-    name = f"generator training vs reference (MFU {_f(mfu)})"
-    rows = [_criterion(name, gen["ratio"], ">= 3", gen["ratio"] >= 3)]
-    for s in bench["sampling"]["samplers"]:
+    """Issue 8's criteria from ``bench --json``: each figure, its target, and whether met;
+    a section the bench did not finish gives its criterion with no value ("not measured")."""
+    rows = []
+    gen = bench.get("generator_train")
+    name = "generator training vs reference"
+    if gen is None:
+        rows.append(_criterion(name, None, ">= 3", None))
+    else:
+        name += f" (MFU {_f(gen['project'].get('mfu'))})"
+        rows.append(_criterion(name, gen["ratio"], ">= 3", gen["ratio"] >= 3))
+    if "sampling" not in bench:
+        rows.append(_criterion("sampling vs the DDIM reference", None, ">= 10", None))
+    for s in bench.get("sampling", {}).get("samplers", []):
         fd = s["fd_ratio"]
         name = f"sampling {s['sampler']}:{s['steps']} vs the DDIM reference (FD ratio {_f(fd)})"
         ok = s["ratio"] >= 10 and fd is not None and fd <= 1.1
         rows.append(_criterion(name, s["ratio"], ">= 10 at FD ratio <= 1.1", ok))
-    grid = bench["downstream"]["grid"]["ratio"]
-    rows.append(_criterion("downstream grid vs one cell at a time", grid, ">= 3", grid >= 3))
-    share = bench["tracking"]["percent_of_cell"]
-    rows.append(_criterion("MLflow logging, % of a cell", share, "< 2", share < 2))
+    name = "downstream grid vs one cell at a time"
+    if "downstream" not in bench:
+        rows.append(_criterion(name, None, ">= 3", None))
+    else:
+        grid = bench["downstream"]["grid"]["ratio"]
+        rows.append(_criterion(name, grid, ">= 3", grid >= 3))
+    name = "MLflow logging, % of a cell"
+    tracking = bench.get("tracking")
+    if tracking is None:
+        rows.append(_criterion(name, None, "< 2", None))
+    else:
+        share = tracking["percent_of_cell"]
+        if "percent_of_shortest_cell" in tracking:
+            name += f" (of the shortest cell: {_f(tracking['percent_of_shortest_cell'], 2)})"
+        rows.append(_criterion(name, share, "< 2", share < 2))
     return rows
 
 
@@ -235,7 +276,7 @@ BENCH_COLUMNS = [
     ("criterion", lambda c: c["criterion"]),
     ("value", lambda c: _f(c["value"], 2)),
     ("target", lambda c: c["target"]),
-    ("verdict", lambda c: _mark(c["pass"])),
+    ("verdict", lambda c: "not measured" if c["value"] is None else _mark(c["pass"])),
 ]
 
 
@@ -299,8 +340,9 @@ def summarise(out: Path) -> dict:
                 "generator_targets": generator_targets(gens),
                 "downstream": downstream_rows(run),
             }
-    if (out / "bench-paper.json").is_file():
-        summary["bench"] = bench_criteria(_json(out / "bench-paper.json"))
+    bench = read_bench(out)
+    if bench is not None:
+        summary["bench"] = bench_criteria(bench)
     if (out / "projection-paper.json").is_file():
         summary["projection"] = _json(out / "projection-paper.json")
     return summary
