@@ -17,24 +17,28 @@ def seeded_loader(
     seed: int,
     device: torch.device | None = None,
 ) -> DataLoader:
-    """Shuffled batches when ``train`` (ordered otherwise) of ``items``, each collated batch
-    moved to ``device`` (if given) and then passed through ``augment``
-    (``downstream.augment``) if given, with draws of its own seeded stream so that the order
-    and the augmentation do not depend on each other.
+    """Shuffled batches when ``train`` (ordered otherwise) of ``items``, on ``device`` (if
+    given), each passed through ``augment`` (``downstream.augment``) if given, with draws of
+    its own seeded stream so that the order and the augmentation do not depend on each other.
 
-    Augmenting after the move runs the warp on the device; the draws stay on the CPU
-    generator, so a GPU run sees the same augmentation parameters as a CPU run."""
+    The items are collated once into stacked tensors, moved to ``device`` once (the small
+    datasets live on the GPU: no host-to-device copy per step), and a batch is an index into
+    them: the same batches, in the same order, as collating each batch's items. Augmenting
+    on the device runs the warp there; the draws stay on the CPU generator, so a GPU run sees
+    the same augmentation parameters as a CPU run."""
+    stacked = default_collate(items) if items else {}
+    if device is not None:
+        stacked = {k: v.to(device) for k, v in stacked.items()}
 
-    def collate(samples: list[dict]) -> dict:
-        batch = default_collate(samples)
-        if device is not None:
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    def collate(index: list[int]) -> dict:
+        where = torch.as_tensor(index)
+        batch = {k: v[where.to(v.device)] for k, v in stacked.items()}
         return batch if augment is None else augment(batch, draws)
 
     draws = torch.Generator().manual_seed(seed + 1)
 
     return DataLoader(
-        items,
+        range(len(items)),
         batch_size=batch_size,
         shuffle=train,
         generator=torch.Generator().manual_seed(seed),

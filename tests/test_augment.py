@@ -115,6 +115,35 @@ def test_loader_repeats_order_and_draws_for_a_seed():
     assert ordered == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
 
 
+def test_loader_batches_index_the_data_collated_once_on_its_device():
+    """The same batches, in the same shuffled order, as a DataLoader collating each batch's
+    items; with a device, the data is there before the first batch (``meta`` stands in for
+    CUDA: no copy per step)."""
+    from torch.utils.data import DataLoader
+
+    rng = np.random.default_rng(0)
+    items = [
+        {
+            "image": rng.random((1, 8, 8), dtype=np.float32),
+            "label": int(i % 3),
+            "text": rng.random(4),
+        }
+        for i in range(11)
+    ]
+    plain = DataLoader(
+        items, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(7)
+    )
+    got = list(seeded_loader(items, None, 4, True, 7))
+    assert len(got) == len(plain) == 3
+    for a, b in zip(got, plain):
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)
+    on_device = next(iter(seeded_loader(items, None, 4, True, 7, device=torch.device("meta"))))
+    assert all(v.device.type == "meta" for v in on_device.values())
+    assert on_device["image"].shape == (4, 1, 8, 8)
+    assert list(seeded_loader([], None, 4, False, 0)) == []
+
+
 @pytest.mark.parametrize(
     ("angle", "scale", "shift"),
     [(0.15, (1.05, 0.95), (0.05, 0.08)), (-0.17, (0.92, 1.08), (-0.09, 0.03))],
