@@ -44,11 +44,15 @@ class MissingExtraError(ValueError):
 def check_available(path: str | Path) -> None:
     """Fail before any work if the standard FID cannot be measured: torch-fidelity missing,
     or ``path`` not a weights file (CheckpointError naming it)."""
+    _require_extra()
+    read_weights(path)
+
+
+def _require_extra() -> None:
     if importlib.util.find_spec("torch_fidelity") is None:
         raise MissingExtraError(
             f"fidelity.inception_weights needs torch-fidelity, which is not installed ({EXTRA})"
         )
-    read_weights(path)
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -85,8 +89,8 @@ def weights_digest(path: str | Path) -> str:
 def load_inception(path: str | Path) -> nn.Module:
     """torchmetrics' ``NoTrainInceptionV3`` (2048-d pool features) with the weights of
     ``path``; input ``(N, 3, H, W)`` uint8, output ``(N, 2048)``."""
-    check_available(path)
-    state = read_weights(path)
+    _require_extra()
+    state = read_weights(path)  # read once, checked: tensors only
     from torchmetrics.image.fid import NoTrainInceptionV3
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -109,7 +113,8 @@ def inception_features(
     extractor: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 64
 ) -> torch.Tensor:
     """``(N, H, W)`` grey images in [0, 1] -> ``(N, D)`` float64 features on the CPU: each
-    image as 8-bit RGB of three equal channels, as FID's reference statistics were made."""
+    image rounded to 8 bits (torchmetrics' ``normalize=True`` truncates instead) and given as
+    three equal RGB channels, the usual way to show a grey image to an RGB network."""
     extractor = extractor.to(device).eval()
     out = []
     for i in range(0, len(images), batch_size):
