@@ -31,23 +31,30 @@ def encoder_path(source: str) -> Path:
 
 
 def text_model_class(path: Path) -> type:
-    """The transformers class that loads the text model of the folder ``path``: ``AutoModel``
-    for a text model, the text tower's class (``CLIPConfig`` -> ``CLIPTextModel``) for a
-    dual image-text checkpoint, whose ``AutoModel`` would take images too."""
-    import transformers
-    from transformers import AutoConfig
+    """The transformers class that loads the text model of the folder ``path``, from its
+    ``config.json``: the text tower's class for a dual image-text checkpoint (``CLIPModel``
+    -> ``CLIPTextModel``), whose ``AutoModel`` would take images too; a saved text tower's
+    own class (``CLIPTextModel``: older transformers' ``AutoConfig`` does not know its model
+    type); ``AutoModel`` for any other text model (BERT-like)."""
+    import json
 
-    config = AutoConfig.from_pretrained(path)
-    if getattr(config, "text_config", None) is None:
-        return transformers.AutoModel
-    name = type(config).__name__.removesuffix("Config") + "TextModel"
-    tower = getattr(transformers, name, None)
-    if tower is None:
-        raise ValueError(
-            f"{path}: a {type(config).__name__} checkpoint, whose text model ({name}) "
-            "transformers does not provide; save its text model alone and give that folder"
-        )
-    return tower
+    import transformers
+
+    config = json.loads((Path(path) / "config.json").read_text())
+    arch = (config.get("architectures") or [""])[0]
+    if "text_config" in config:
+        name = arch.removesuffix("Model") + "TextModel" if arch.endswith("Model") else ""
+        tower = getattr(transformers, name, None) if name else None
+        if tower is None:
+            raise ValueError(
+                f"{path}: an image-text checkpoint ({arch or config.get('model_type')}) whose "
+                "text model class transformers does not provide; save its text model alone "
+                "and give that folder"
+            )
+        return tower
+    if arch.endswith("TextModel") and hasattr(transformers, arch):
+        return getattr(transformers, arch)
+    return transformers.AutoModel
 
 
 class TextEncoder:
