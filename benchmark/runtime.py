@@ -41,6 +41,15 @@ def grad_scaler(dtype: torch.dtype | None, device: torch.device) -> torch.amp.Gr
     return torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
 
 
+def child_seed(seed: int, *key: int) -> int:
+    """A seed derived from ``seed`` for the stream named by ``key`` (non-negative ints;
+    ``SeedSequence(seed, spawn_key=key)``), below 2**63. Streams of different keys, and of
+    different seeds, do not overlap as ``seed + k`` would: that is the seed of another run
+    (seed ``s``'s second stream would be seed ``s + 1``'s first)."""
+    child = np.random.SeedSequence(seed, spawn_key=key)
+    return int(child.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
 def seed_everything(seed: int, device: torch.device) -> torch.Generator:
     """Seed Python, NumPy and torch; on CPU also ask torch for deterministic kernels.
 

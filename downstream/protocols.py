@@ -21,6 +21,7 @@ import torch
 from benchmark.data.records import EchoData
 from benchmark.downstream_config import TrainConfig
 from benchmark.grid import Protocol
+from benchmark.runtime import child_seed
 from downstream.ensemble import fit_ensemble
 from downstream.training import FitResult, Task, fit
 
@@ -30,6 +31,11 @@ class ProtocolResult:
     final: FitResult  # the run whose model is tested and whose curve measures convergence
     pretrain: FitResult | None = None  # the synthetic pretraining run of ``pretrain``
 
+
+# The fine-tune's seed is a stream of the cell's seed (``child_seed`` key): not the seed
+# itself, whose batches the pretraining drew, nor ``seed + 1``, whose batches the real-only
+# cell of the next seed draws.
+FINETUNE_STREAM = 2
 
 # Trains members ``nets[k]`` on ``trains[k]`` with seed ``seeds[k]``, labelled ``desc``.
 _Trainer = Callable[[list[EchoData], list[int], str, list[torch.nn.Module]], list[FitResult]]
@@ -57,7 +63,8 @@ def _run(
         pre = train(synthetics, seeds, "pretrain", models)
         # Every fit builds a new optimiser, schedule and early-stopping state: a fresh
         # fine-tune from the pretrained weights only.
-        fine = train(real_trains, [s + 1 for s in seeds], "finetune", [p.model for p in pre])
+        tuned = [child_seed(s, FINETUNE_STREAM) for s in seeds]
+        fine = train(real_trains, tuned, "finetune", [p.model for p in pre])
         return [ProtocolResult(final=f, pretrain=p) for f, p in zip(fine, pre)]
     raise ValueError(f"unknown protocol {protocol!r}")
 

@@ -45,6 +45,7 @@ import torch
 from diffusers import ControlNetModel, SchedulerMixin, UNet2DConditionModel
 
 from benchmark.config import GeneratorConfig
+from benchmark.runtime import child_seed
 from generators import diffusion
 from generators.acceleration import Acceleration
 from generators.conditional import TrainingSet
@@ -138,11 +139,11 @@ def fit_controlnet(
     unet.requires_grad_(False)  # the base stays as trained; only the control branch learns
     prompt_length = int(data.states.shape[1])
     model = ControlledUNet(unet, controlnet, prompt_length)
-    # Another seed than the base's: otherwise both phases draw the same noise and timesteps
+    # A stream of its own: with the base's seed both phases would draw the same noise and
+    # timesteps, with ``seed + 1`` the base phase of the generator seeded ``seed + 1``
     # (under several processes the other ranks' seeds derive from it: `rank_seed`).
-    control = diffusion.train_denoiser(
-        model, data.batches(cfg), cfg, device, cfg.seed + 1, progress
-    )
+    phase_seed = child_seed(cfg.seed, *diffusion.CONTROLNET_STREAM)
+    control = diffusion.train_denoiser(model, data.batches(cfg), cfg, device, phase_seed, progress)
     pipe = EchoControlNetPipeline(
         unet=unet.cpu(),
         controlnet=controlnet.cpu(),

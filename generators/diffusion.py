@@ -27,7 +27,7 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from benchmark.config import GeneratorConfig
-from benchmark.runtime import autocast, autocast_dtype
+from benchmark.runtime import autocast, autocast_dtype, child_seed
 from generators import resume
 from generators.acceleration import Acceleration, restore_layout
 
@@ -445,12 +445,11 @@ def sample(
     return torch.cat(out)
 
 
-def child_seed(seed: int, *key: int) -> int:
-    """A seed derived from ``seed`` for the stream named by ``key`` (``SeedSequence(seed,
-    spawn_key=key)``): streams of different keys, and of different seeds, do not overlap as
-    ``seed + k`` would (that is the seed of another run)."""
-    child = np.random.SeedSequence(seed, spawn_key=key)
-    return int(child.generate_state(1, np.uint64)[0] >> np.uint64(1))  # < 2**63
+# The streams a generator's seed spawns (``child_seed`` keys), apart so none draws another's
+# numbers: rank r >= 1 takes ``(r,)`` (rank_seed); the model of class c ``(0, c)``
+# (``per_class_models``); the ControlNet's training phase ``(0,)``.
+CLASS_STREAM = 0
+CONTROLNET_STREAM = (0,)
 
 
 def rank_seed(seed: int, rank: int) -> int:

@@ -22,7 +22,7 @@ from benchmark.checkpoints import load_pretrained, load_settings
 from benchmark.config import GeneratorConfig
 from benchmark.data.config import DataConfig
 from benchmark.data.records import EchoData
-from benchmark.runtime import resolve_device
+from benchmark.runtime import child_seed, resolve_device
 from generators import diffusion, joint
 from generators.acceleration import Acceleration
 from generators.base import GenerationContext, check_label, synthetic_meta
@@ -87,7 +87,7 @@ class UnconditionalGenerator:
             for c in range(len(CLASSES)):
                 members = np.flatnonzero(label_ids == c)
                 if len(members):
-                    seed = diffusion.child_seed(cfg.seed, 0, c)  # (0, c): a key no rank takes
+                    seed = child_seed(cfg.seed, diffusion.CLASS_STREAM, c)
                     unet, result = _train_one(x0[members], None, cfg, device, seed, progress)
                     folders[c] = class_folder(c)
                     _save(unet, cfg, out / folders[c])
@@ -133,7 +133,7 @@ class UnconditionalGenerator:
                 folder = model_dir / settings["class_folders"][str(c)]
                 # Each class its own initial noise: one seed for all would start image k of
                 # every class from the same noise.
-                class_seed = diffusion.child_seed(seed, 0, int(c))
+                class_seed = child_seed(seed, diffusion.CLASS_STREAM, int(c))
                 parts[int(c)] = (
                     members,
                     _draw(folder, cfg, len(members), class_seed, None, device, progress),

@@ -33,9 +33,11 @@ from generators.registry import get_generator
 from sweeps.plan import generator_prompt, synthetic_count
 
 # What a cell folder holds. 2 added ef_loa, per_patient.csv, the per-phase scores, the
-# epicardium and vlseg's distances. A folder of an older format is recomputed rather than
-# reported without them.
-CELL_FORMAT = 2
+# epicardium and vlseg's distances; 3 draws the batch order, the augmentation and the
+# fine-tune from streams of the seed that no other seed's run draws (downstream/loading.py),
+# so a table never mixes cells of the two. A folder of an older format is recomputed rather
+# than reported without them.
+CELL_FORMAT = 3
 # What a fidelity folder holds (sweeps/fidelity.py). 2 added the floor's KID, precision
 # and recall (1 had its FD only); 3 seeds KID's random subsets (before, a set measured
 # twice got two KIDs: 1.26 and 1.11 for one set of the controls preset); 4 added the view

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from benchmark.runtime import child_seed
 from downstream.augment import BatchAugment, _contrast
-from downstream.loading import seeded_loader
+from downstream.loading import ORDER_STREAM, seeded_loader
 from downstream.segmentation import augmentation
 
 
@@ -115,6 +116,28 @@ def test_loader_repeats_order_and_draws_for_a_seed():
     assert ordered == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
 
 
+def test_loader_streams_are_no_other_seeds_streams():
+    """The order and the augmentation draws of seed s are neither each other's nor any
+    stream of seeds near s, nor the model initialisation's (``torch.manual_seed(s)``). With
+    ``seed`` and ``seed + 1`` the augmentation of seed s was the order of seed s + 1."""
+    items = [{"image": np.zeros((1, 4, 4), np.float32)} for _ in range(4)]
+    states = {}
+    for seed in range(8):
+        seen = []
+
+        def augment(batch, draws, seen=seen):
+            seen.append(draws.get_state().clone())  # before the first draw
+            return batch
+
+        loader = seeded_loader(items, augment, 2, True, seed)
+        states[seed, "order"] = loader.generator.get_state().clone()
+        next(iter(loader))
+        states[seed, "augment"] = seen[0]
+        states[seed, "init"] = torch.Generator().manual_seed(seed).get_state()
+    distinct = {bytes(state.numpy()) for state in states.values()}
+    assert len(distinct) == len(states) == 24
+
+
 def test_loader_batches_index_the_data_collated_once_on_its_device():
     """The same batches, in the same shuffled order, as a DataLoader collating each batch's
     items; with a device, the data is there before the first batch (``meta`` stands in for
@@ -130,9 +153,8 @@ def test_loader_batches_index_the_data_collated_once_on_its_device():
         }
         for i in range(11)
     ]
-    plain = DataLoader(
-        items, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(7)
-    )
+    order = torch.Generator().manual_seed(child_seed(7, ORDER_STREAM))
+    plain = DataLoader(items, batch_size=4, shuffle=True, generator=order)
     got = list(seeded_loader(items, None, 4, True, 7))
     assert len(got) == len(plain) == 3
     for a, b in zip(got, plain):

@@ -8,6 +8,7 @@ import torch
 from benchmark.data.phantom import make_phantom
 from benchmark.data.records import SPACING_COLUMNS
 from benchmark.grid import Protocol
+from benchmark.runtime import child_seed
 from downstream import protocols
 from downstream.protocols import run_protocol
 from downstream.segmentation import SegmentationTask, build_model, phase_means
@@ -42,7 +43,7 @@ def test_augmentation_keeps_image_and_label_aligned(data):
 
 def test_pretrain_fine_tunes_with_a_fresh_optimiser(data, smoke_config, monkeypatch):
     cfg = dataclasses.replace(smoke_config.downstream.train, epochs=2, patience=2)
-    fits = []
+    fits, seeds = [], []
     real_fit = protocols.fit
 
     def spy(model, task, train, val, train_cfg, device, seed, desc, progress):
@@ -50,6 +51,7 @@ def test_pretrain_fine_tunes_with_a_fresh_optimiser(data, smoke_config, monkeypa
         result = real_fit(model, task, train, val, train_cfg, device, seed, desc, progress)
         after = {k: v.clone() for k, v in result.model.state_dict().items()}
         fits.append((desc, before, after, result))
+        seeds.append(seed)
         return result
 
     monkeypatch.setattr(protocols, "fit", spy)
@@ -76,6 +78,9 @@ def test_pretrain_fine_tunes_with_a_fresh_optimiser(data, smoke_config, monkeypa
     # the fine-tune starts from the pretrained best weights: only they are carried over
     assert all(torch.equal(pretrained[k], fine_start[k]) for k in pretrained)
     assert out.pretrain is pre and out.final is fine
+    # The fine-tune's batches are a stream of the cell's seed 0: not seed 1, whose batches the
+    # real-only cell of seed 1 draws from the same real images.
+    assert seeds == [0, child_seed(0, protocols.FINETUNE_STREAM)] and seeds[1] not in (0, 1)
 
 
 def test_protocols_need_synthetic_images(data, smoke_config):

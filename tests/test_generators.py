@@ -9,6 +9,7 @@ from diffusers import DiffusionPipeline
 
 from benchmark.data.phantom import make_phantom
 from benchmark.grid import TRAINED_MODES, Mode
+from benchmark.runtime import child_seed
 from generators import diffusion, joint
 from generators.base import GenerationContext
 from generators.corrupted import CorruptedGenerator, derangement
@@ -111,7 +112,7 @@ def test_per_class_models_train_one_model_per_class(tmp_path, real, smoke_config
             tmp_path / class_folder(c),
             cfg,
             len(members),
-            diffusion.child_seed(3, 0, c),
+            child_seed(3, diffusion.CLASS_STREAM, c),
             None,
             torch.device("cpu"),
             False,
@@ -284,6 +285,18 @@ def test_rank_seeds_are_no_other_trainings_stream():
     assert all(seeds[s, 0] == s for s in range(40))  # one process trains as before
     assert all(0 <= v < 2**63 for v in seeds.values())  # a valid torch.Generator seed
     assert diffusion.rank_seed(5, 3) == diffusion.rank_seed(5, 3)  # the same on every call
+
+
+def test_a_generator_seeds_streams_are_apart():
+    """Every stream one generator seed spawns (ranks, the per-class models, the ControlNet's
+    phase and its ranks) is no other stream of that seed or of seeds near it."""
+    phase = [child_seed(s, *diffusion.CONTROLNET_STREAM) for s in range(40)]
+    streams = (
+        [diffusion.rank_seed(s, r) for s in range(40) for r in range(8)]
+        + [child_seed(s, diffusion.CLASS_STREAM, c) for s in range(40) for c in range(8)]
+        + [diffusion.rank_seed(p, r) for p in phase for r in range(8)]
+    )
+    assert len(set(streams)) == len(streams) == 40 * 24
 
 
 def test_joint_loss_weights_give_the_label_channels_their_share():
