@@ -301,6 +301,9 @@ class BenchConfig:
     cuda_graphs: bool = True  # sampling: replay one captured CUDA graph per denoiser call
     preload: bool = True  # generator training data held on the device
     peak_tflops: float | None = None  # bf16 dense peak for MFU; None: known-GPU table
+    # CUDA only: time each generator reference again under bf16 autocast (the diffusers
+    # example's --mixed_precision bf16), beside the float32 one (the example's default).
+    bf16_references: bool = True
 
     def __post_init__(self) -> None:
         positive(

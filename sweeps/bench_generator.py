@@ -6,10 +6,14 @@ The references are written the way the diffusers examples are: training as in
 model, a shuffling ``DataLoader`` whose batches are moved to the device every step, plain
 AdamW, ``DDPMScheduler.add_noise``, MSE to the config's target, gradient clipping; no EMA,
 the example's default),
-sampling with ``diffusers.DDIMPipeline`` at 50 steps in float32. The project's paths are
-``generators.diffusion.train_denoiser`` and ``generators.diffusion.sample`` with the speed
-speed options of :class:`sweeps.bench_measure.Speed` (``generators.acceleration``, the
-sweep's generators' own path).
+sampling with ``diffusers.DDIMPipeline`` at 50 steps in float32. On CUDA, with
+``bench.bf16_references``, each reference is timed a second time under bf16 autocast (the
+example's ``--mixed_precision bf16``, as the issue's own reference figures were): the
+project's bf16 path against a bf16 eager loop, a ratio that bf16 alone does not make. The
+project's paths are ``generators.diffusion.train_denoiser`` and
+``generators.diffusion.sample`` with the speed options of
+:class:`sweeps.bench_measure.Speed` (``generators.acceleration``, the sweep's generators'
+own path).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from diffusers import DDIMPipeline, DDIMScheduler, UNet2DModel
 
 from benchmark.config import Config, parse_sampler
 from benchmark.fidelity import EchoEncoder, distribution_fidelity
+from benchmark.runtime import autocast, autocast_dtype
 from generators import diffusion, joint
 from sweeps.bench_measure import Speed, step_flops, timed
 
@@ -41,10 +46,19 @@ def generator_config(cfg: Config):
 
 
 def reference_train(
-    unet: UNet2DModel, x0: torch.Tensor, gen_cfg, device: torch.device, steps: int, seed: int
+    unet: UNet2DModel,
+    x0: torch.Tensor,
+    gen_cfg,
+    device: torch.device,
+    steps: int,
+    seed: int,
+    dtype: torch.dtype | None = None,
 ) -> None:
     """``steps`` optimisation steps the diffusers example's way on ``x0`` ``(N, C, H, W)``
-    (kept on the CPU; each batch is moved to the device, as the example's loader does)."""
+    (kept on the CPU; each batch is moved to the device, as the example's loader does).
+    ``dtype`` (bf16): the forward under autocast, as accelerate runs the example's
+    ``--mixed_precision bf16``; the weights, the loss and the step stay float32. None:
+    float32 throughout, the example's default."""
     scheduler = diffusion.training_scheduler(gen_cfg)
     optimizer = torch.optim.AdamW(
         unet.parameters(), lr=gen_cfg.lr, weight_decay=gen_cfg.weight_decay
@@ -68,7 +82,9 @@ def reference_train(
         # The project's target (the noise, or the velocity as the diffusers text-to-image
         # example computes it).
         target = diffusion.target(scheduler, clean, noise, t)
-        loss = torch.nn.functional.mse_loss(unet(noisy, t).sample.float(), target.float())
+        with autocast(dtype, device):
+            prediction = unet(noisy, t).sample
+        loss = torch.nn.functional.mse_loss(prediction.float(), target.float())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         optimizer.step()
@@ -102,6 +118,7 @@ def bench_generator_train(
         torch.manual_seed(gen_cfg.seed)
         unet = diffusion.build_unet(gen_cfg, x0.shape[-1], x0.shape[1], None)
     reference = copy.deepcopy(unet).to(device)
+    half = autocast_dtype("bf16", device) if bench.bf16_references else None  # None on CPU
 
     # FLOPs of one training step's forward and backward at this batch size (eager model).
     def one_step() -> None:
@@ -116,6 +133,14 @@ def bench_generator_train(
     ref_seconds, _ = timed(
         lambda: reference_train(reference, x0, gen_cfg, device, bench.train_steps, 1), device
     )
+    half_seconds = None
+    if half is not None:  # the same loop from the same initial weights, under bf16 autocast
+        reference.load_state_dict(unet.state_dict())
+        reference_train(reference, x0, gen_cfg, device, bench.warmup_steps, gen_cfg.seed, half)
+        half_seconds, _ = timed(
+            lambda: reference_train(reference, x0, gen_cfg, device, bench.train_steps, 1, half),
+            device,
+        )
 
     accel = speed.acceleration()
     model = unet.to(device)
@@ -155,6 +180,9 @@ def bench_generator_train(
     }
     proj["loss_finite"] = bool(np.isfinite(result.losses).all())
     ref["options"] = {"bf16": False, "ema": False, "loader": "torch DataLoader, CPU tensors"}
+    ref_half = None
+    if half_seconds is not None:
+        ref_half = figures(half_seconds) | {"options": ref["options"] | {"bf16": True}}
     out = {
         "model": {
             "block_out_channels": list(gen_cfg.block_out_channels),
@@ -169,8 +197,10 @@ def bench_generator_train(
         "flops_per_image": flops / batch_size,
         "flops_per_step": flops,
         "reference": ref,
+        "reference_bf16": ref_half,  # null on CPU or without bench.bf16_references
         "project": proj,
         "ratio": proj["images_per_s"] / ref["images_per_s"],
+        "ratio_bf16": None if ref_half is None else proj["images_per_s"] / ref_half["images_per_s"],
         # One generator of the config: generator.train_steps at the project's rate.
         "projected_seconds_per_generator": cfg.generator.train_steps * seconds / bench.train_steps,
     }
@@ -191,10 +221,12 @@ def reference_sample(
     batch_size: int,
     steps: int,
     seed: int,
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """``(n, C, H, W)`` samples in [0, 1] on the CPU from ``diffusers.DDIMPipeline`` in
-    float32: the same initial noise as :func:`generators.diffusion.sample` draws for ``seed``
-    (one CPU generator, batch after batch)."""
+    float32 (``dtype``, bf16: the UNet under autocast): the same initial noise as
+    :func:`generators.diffusion.sample` draws for ``seed`` (one CPU generator, batch after
+    batch)."""
     pipe = DDIMPipeline(unet=unet, scheduler=DDIMScheduler.from_config(train_scheduler.config))
     pipe.set_progress_bar_config(disable=True)
     gen = torch.Generator().manual_seed(seed)
@@ -202,7 +234,8 @@ def reference_sample(
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
         # "np" (B, H, W, C), as the example asks: every diffusers version returns it.
-        result = pipe(batch_size=b, generator=gen, num_inference_steps=steps, output_type="np")
+        with autocast(dtype, unet.device):
+            result = pipe(batch_size=b, generator=gen, num_inference_steps=steps, output_type="np")
         out.append(torch.from_numpy(result.images).float().permute(0, 3, 1, 2))
     return torch.cat(out)
 
@@ -249,6 +282,23 @@ def bench_sampling(
         "images_per_s": n / ref_seconds,
         "fd": fd(ref_images, real_images),
     }
+    ref_half = None
+    half = autocast_dtype("bf16", device) if bench.bf16_references else None  # None on CPU
+    if half is not None:
+
+        def draw_half(count: int, steps: int) -> torch.Tensor:
+            return reference_sample(
+                reference, train_scheduler, count, batch_size, steps, seed, half
+            )
+
+        draw_half(min(n, batch_size), 2)
+        half_seconds, half_x = timed(lambda: draw_half(n, bench.reference_steps), device)
+        ref_half = ref | {
+            "implementation": "diffusers.DDIMPipeline, bf16 autocast, eager",
+            "seconds": half_seconds,
+            "images_per_s": n / half_seconds,
+            "fd": fd(half_x[:, 0].numpy(), real_images),
+        }
 
     # Prepared once (compiled, graphed), as generators.acceleration does for a whole set.
     denoiser = speed.acceleration().sampling_model(_eager_copy(unet, device))
@@ -272,6 +322,7 @@ def bench_sampling(
                 "seconds": seconds,
                 "images_per_s": n / seconds,
                 "ratio": ref_seconds / seconds,
+                "ratio_bf16": None if ref_half is None else ref_half["seconds"] / seconds,
                 "fd": fd(images, real_images),
                 "fd_to_reference": fd(images, ref_images),
                 "mean_abs_diff_to_reference": float(np.abs(images - ref_images).mean()),
@@ -285,5 +336,6 @@ def bench_sampling(
         "fd_reference_images": len(real_images),
         "options": speed.as_dict(*SAMPLE_OPTIONS),
         "reference": ref,
+        "reference_bf16": ref_half,  # null on CPU or without bench.bf16_references
         "samplers": samplers,
     }

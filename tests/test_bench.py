@@ -79,6 +79,8 @@ def test_bench_prints_one_json_line_of_consistent_figures(capsys):
     gen = figures["generator_train"]
     ratio_ok(gen)
     assert gen["project"]["mfu"] is None and gen["reference"]["mfu"] is None  # no CPU peak
+    # The project runs float32 on the CPU: no bf16 reference to set it against.
+    assert gen["reference_bf16"] is None and gen["ratio_bf16"] is None
     assert gen["flops_per_step"] == pytest.approx(gen["flops_per_image"] * gen["batch_size"])
     assert gen["project"]["tflops_per_s"] == pytest.approx(
         gen["flops_per_step"] * gen["steps"] / gen["project"]["seconds"] / 1e12
@@ -88,6 +90,8 @@ def test_bench_prints_one_json_line_of_consistent_figures(capsys):
     sampling = figures["sampling"]
     ref = sampling["reference"]
     assert (ref["sampler"], ref["steps"]) == ("ddim", 4)
+    assert sampling["reference_bf16"] is None
+    assert all(s["ratio_bf16"] is None for s in sampling["samplers"])
     assert [(s["sampler"], s["steps"]) for s in sampling["samplers"]] == [
         ("ddim", 4),
         ("dpmsolver++", 2),
@@ -115,6 +119,41 @@ def test_bench_prints_one_json_line_of_consistent_figures(capsys):
     # Each repeat logged a run of its own (not a lookup of the first one's).
     assert tracking["runs_logged"] == tracking["cells_logged"] == 2
     assert tracking["percent_of_shortest_cell"] >= tracking["percent_of_cell"]
+
+
+def test_the_bf16_references_run_the_same_loops_under_autocast():
+    """What the bench times on CUDA beside its float32 references (``bench.bf16_references``),
+    run on the CPU's bf16 autocast: the UNet's forward in bf16, the weights stepped in
+    float32; the DDIM pipeline's images in [0, 1]. Without a dtype, float32 throughout."""
+    from diffusers import DDPMScheduler
+
+    from generators import diffusion
+    from sweeps.bench_generator import generator_config, reference_sample, reference_train
+
+    gen_cfg = generator_config(load_config(CONFIGS / "smoke.yaml"))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        unet = diffusion.build_unet(gen_cfg, 16, 1, None)
+    dtypes = []
+    unet.register_forward_hook(lambda module, args, out: dtypes.append(out.sample.dtype))
+    x0 = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    cpu = torch.device("cpu")
+    before = copy.deepcopy(unet.state_dict())
+    reference_train(unet, x0, gen_cfg, cpu, 2, 0, torch.bfloat16)
+    assert dtypes == [torch.bfloat16] * 2
+    assert all(v.dtype == torch.float32 for v in unet.state_dict().values())
+    assert any(not torch.equal(v, before[k]) for k, v in unet.state_dict().items())
+    reference_train(unet, x0, gen_cfg, cpu, 1, 0)
+    assert dtypes[2:] == [torch.float32]
+
+    scheduler = DDPMScheduler(num_train_timesteps=gen_cfg.timesteps)
+    dtypes.clear()
+    half = reference_sample(unet.eval(), scheduler, 3, 2, 2, 0, torch.bfloat16)
+    assert half.shape == (3, 1, 16, 16) and half.dtype == torch.float32
+    assert 0 <= half.min() and half.max() <= 1
+    assert dtypes == [torch.bfloat16] * 4  # 2 batches x 2 steps
+    full = reference_sample(unet, scheduler, 3, 2, 2, 0)
+    assert dtypes[4:] == [torch.float32] * 4 and not torch.equal(half, full)
 
 
 def test_flop_counter_matches_hand_counts():
@@ -266,6 +305,11 @@ def test_bench_on_cuda_uses_every_speed_option(capsys):
     assert code == 0
     figures = json.loads(capsys.readouterr().out)
     assert all(figures["generator_train"]["project"]["options"][k] for k in ("bf16", "compile"))
+    for section in ("generator_train", "sampling"):  # the bf16 eager references, beside
+        half = figures[section]["reference_bf16"]
+        assert half["images_per_s"] > 0 and math.isfinite(half["seconds"])
+    assert figures["generator_train"]["ratio_bf16"] > 0
+    assert all(s["ratio_bf16"] > 0 for s in figures["sampling"]["samplers"])
     assert all(figures["sampling"]["options"].values())
     assert all(figures["downstream"]["project"]["options"].values())
     assert figures["downstream"]["grid"]["max_val_score_diff"] < 0.05  # bf16 rounding

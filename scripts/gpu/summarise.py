@@ -200,11 +200,18 @@ def bench_criteria(bench: dict) -> list[dict]:
     else:
         name += f" (MFU {_f(gen['project'].get('mfu'))})"
         rows.append(_criterion(name, gen["ratio"], ">= 3", gen["ratio"] >= 3))
+        half = gen.get("ratio_bf16")  # the same reference loop under bf16 autocast
+        if half is not None:
+            name = "generator training vs the bf16 eager reference"
+            rows.append(_criterion(name, half, ">= 3", half >= 3))
     if "sampling" not in bench:
         rows.append(_criterion("sampling vs the DDIM reference", None, ">= 10", None))
     for s in bench.get("sampling", {}).get("samplers", []):
         fd = s["fd_ratio"]
-        name = f"sampling {s['sampler']}:{s['steps']} vs the DDIM reference (FD ratio {_f(fd)})"
+        name = f"sampling {s['sampler']}:{s['steps']} vs the DDIM reference (FD ratio {_f(fd)}"
+        if s.get("ratio_bf16") is not None:
+            name += f"; vs the bf16 reference {_f(s['ratio_bf16'], 1)}x"
+        name += ")"
         ok = s["ratio"] >= 10 and fd is not None and fd <= 1.1
         rows.append(_criterion(name, s["ratio"], ">= 10 at FD ratio <= 1.1", ok))
     name = "downstream grid vs one cell at a time"
