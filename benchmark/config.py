@@ -290,6 +290,8 @@ class BenchConfig:
     )
     reference_steps: int = 50
     sample_images: int = 32  # images per sampler; their Fréchet distance judges fidelity
+    # Bootstrap resamples of each sampler's FD ratio interval (95 %; 0: none).
+    fd_resamples: int = 200
     downstream_epochs: int = 2  # epochs of each timed downstream training (seg task)
     ensemble_members: int = 4  # cells trained at once by downstream.ensemble vs one by one
     fidelity_images: int = 64  # synthetic-set size of the timed fidelity figures
@@ -320,7 +322,7 @@ class BenchConfig:
         )
         if self.patients < 3:
             raise ValueError(f"bench.patients must be >= 3 (train/val/test), got {self.patients}")
-        for name in ("warmup_steps", "sample_train_steps"):
+        for name in ("warmup_steps", "sample_train_steps", "fd_resamples"):
             if getattr(self, name) < 0:
                 raise ValueError(f"bench.{name} must be >= 0, got {getattr(self, name)}")
         if self.block_out_channels is not None and (

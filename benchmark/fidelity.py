@@ -209,6 +209,59 @@ def distribution_fidelity(
     }
 
 
+def fd_ratio_interval(
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    reference: torch.Tensor,
+    resamples: int = 200,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of FD(real, fake) / FD(real, reference) on features
+    ``real (N, D)``, ``fake (M, D)`` and ``reference (M, D)``, where ``fake[i]`` and
+    ``reference[i]`` pair up (two samplers from the same initial noise): each resample draws
+    the real rows, and one set of indices for both paired sets, with replacement, from a
+    generator seeded ``seed``; the Fréchet distances are torchmetrics'. What a ratio of two
+    distances on a few hundred images is worth: the sets' sampling noise alone moves it."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    if fake.shape != reference.shape:
+        raise ValueError(
+            f"paired sets differ in shape: {tuple(fake.shape)} vs {tuple(reference.shape)}"
+        )
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    fid = FrechetInceptionDistance(feature=GivenFeatures(real.shape[1]))
+
+    def fd(a: torch.Tensor, b: torch.Tensor) -> float:
+        fid.reset()
+        fid.update(a, real=True)
+        fid.update(b, real=False)
+        return float(fid.compute())
+
+    gen = torch.Generator().manual_seed(seed)
+    ratios = []
+    for _ in range(resamples):
+        rows = torch.randint(len(real), (len(real),), generator=gen)
+        pairs = torch.randint(len(fake), (len(fake),), generator=gen)
+        ratios.append(fd(real[rows], fake[pairs]) / fd(real[rows], reference[pairs]))
+    tail = (1 - level) / 2
+    lo, hi = np.quantile(np.asarray(ratios), [tail, 1 - tail])
+    return float(lo), float(hi)
+
+
+class GivenFeatures(nn.Module):
+    """The identity on ``(B, num_features)`` features: torchmetrics' FID and KID on features
+    computed once, not per metric."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
 @torch.no_grad()
 def conditioning_accuracies(model: EchoEncoder, synthetic: EchoData) -> dict[str, float]:
     """Shares of synthetic images whose recorded view x phase (``view_phase``), view

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from benchmark.checkpoints import CheckpointError, read_state
+from benchmark.fidelity import GivenFeatures
 
 EXTRACTOR = "inception-v3-fid"
 FEATURES = 2048
@@ -124,17 +125,6 @@ def inception_features(
     return torch.cat(out)
 
 
-class _Given(nn.Module):
-    """The identity: torchmetrics' FID and KID on features computed once, not per metric."""
-
-    def __init__(self, num_features: int) -> None:
-        super().__init__()
-        self.num_features = num_features
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-
 def feature_distances(
     real: torch.Tensor,
     fake: torch.Tensor,
@@ -149,11 +139,13 @@ def feature_distances(
     from torchmetrics.image.kid import KernelInceptionDistance
 
     dim = real.shape[1]
-    fid = FrechetInceptionDistance(feature=_Given(dim))
+    fid = FrechetInceptionDistance(feature=GivenFeatures(dim))
     subset = min(kid_subset_size, len(real), len(fake))
     with warnings.catch_warnings():  # "features kept in a buffer": intended
         warnings.simplefilter("ignore", UserWarning)
-        kid = KernelInceptionDistance(feature=_Given(dim), subsets=kid_subsets, subset_size=subset)
+        kid = KernelInceptionDistance(
+            feature=GivenFeatures(dim), subsets=kid_subsets, subset_size=subset
+        )
     for metric in (fid, kid):
         metric.update(real, real=True)
         metric.update(fake, real=False)

@@ -28,7 +28,7 @@ import torch
 from diffusers import DDIMPipeline, DDIMScheduler, UNet2DModel
 
 from benchmark.config import Config, parse_sampler
-from benchmark.fidelity import EchoEncoder, distribution_fidelity
+from benchmark.fidelity import EchoEncoder, distribution_fidelity, fd_ratio_interval, features
 from benchmark.runtime import autocast, autocast_dtype
 from generators import diffusion, joint
 from sweeps.bench_measure import Speed, step_flops, timed
@@ -252,7 +252,8 @@ def bench_sampling(
     Fréchet distance (echo encoder) of each one's images to ``real_images`` ``(M, H, W)``.
 
     Every sampler starts from the same noise, so ``mean_abs_diff_to_reference`` (image
-    space, [0, 1]) pairs its images with the reference's.
+    space, [0, 1]) pairs its images with the reference's, and so does the bootstrap of the
+    FD ratio's interval (``fd_ratio_interval``, ``bench.fd_resamples`` resamples).
     """
     bench, gen_cfg = cfg.bench, generator_config(cfg)
     n, seed = bench.sample_images, gen_cfg.seed
@@ -274,6 +275,7 @@ def bench_sampling(
         device,
     )
     ref_images = ref_x[:, 0].numpy()
+    real_features, ref_features = features(encoder, real_images), features(encoder, ref_images)
     ref = {
         "sampler": "ddim",
         "steps": bench.reference_steps,
@@ -329,6 +331,10 @@ def bench_sampling(
             }
         )
         samplers[-1]["fd_ratio"] = samplers[-1]["fd"] / ref["fd"]
+        if bench.fd_resamples:
+            samplers[-1]["fd_ratio_interval"] = fd_ratio_interval(
+                real_features, features(encoder, images), ref_features, bench.fd_resamples
+            )
     return {
         "images": n,
         "batch_size": batch_size,

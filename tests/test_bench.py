@@ -32,6 +32,7 @@ SHRINK = [
     "bench.samplers=[ddim:4,dpmsolver++:2]",
     "bench.reference_steps=4",
     "bench.sample_images=4",
+    "bench.fd_resamples=5",
     "bench.downstream_epochs=1",
     "bench.ensemble_members=2",
     "bench.fidelity_images=8",
@@ -103,6 +104,8 @@ def test_bench_prints_one_json_line_of_consistent_figures(capsys):
     ddim = sampling["samplers"][0]
     assert ddim["mean_abs_diff_to_reference"] < 1e-4
     assert ddim["fd_ratio"] == pytest.approx(1.0, rel=1e-3)
+    assert all(s["fd_ratio_interval"][0] <= s["fd_ratio_interval"][1] for s in sampling["samplers"])
+    assert ddim["fd_ratio_interval"] == pytest.approx([1.0, 1.0], rel=1e-2)
 
     down = figures["downstream"]
     ratio_ok(down)

@@ -143,10 +143,13 @@ def test_summary_checks_the_issues_targets_by_hand():
     # ratio named beside its FD ratio.
     bench["generator_train"]["ratio_bf16"] = 2.1
     bench["sampling"]["samplers"][1]["ratio_bf16"] = 6.5
+    bench["sampling"]["samplers"][1]["fd_ratio_interval"] = [0.98, 1.12]
     rows = summarise.bench_criteria(bench)
     assert [(r["value"], r["pass"]) for r in rows[:2]] == [(3.2, True), (2.1, False)]
     assert "bf16 eager" in rows[1]["criterion"]
-    assert rows[3]["criterion"].endswith("(FD ratio 1.050; vs the bf16 reference 6.5x)")
+    assert rows[3]["criterion"].endswith(
+        "(FD ratio 1.050 [0.980, 1.120]; vs the bf16 reference 6.5x)"
+    )
     row = {"prompt": "P3", "mask_dice": 0.81, "view_phase_acc": 0.70, "view_acc": 0.95}
     targets = summarise.generator_targets([{**row, "mode": "hybrid"}])
     assert [(t["target"], t["pass"]) for t in targets] == [

@@ -209,6 +209,9 @@ def bench_criteria(bench: dict) -> list[dict]:
     for s in bench.get("sampling", {}).get("samplers", []):
         fd = s["fd_ratio"]
         name = f"sampling {s['sampler']}:{s['steps']} vs the DDIM reference (FD ratio {_f(fd)}"
+        if s.get("fd_ratio_interval"):  # the 95 % bootstrap interval of the FD ratio
+            lo, hi = s["fd_ratio_interval"]
+            name += f" [{_f(lo)}, {_f(hi)}]"
         if s.get("ratio_bf16") is not None:
             name += f"; vs the bf16 reference {_f(s['ratio_bf16'], 1)}x"
         name += ")"

@@ -12,6 +12,7 @@ from benchmark.fidelity import (
     conditioning_accuracies,
     conditioning_accuracy,
     distribution_fidelity,
+    fd_ratio_interval,
     intensity_distance,
     mask_alignment,
     memorisation,
@@ -38,6 +39,47 @@ def test_precision_recall_by_hand():
     assert precision_recall(real, real, k=1) == (1.0, 1.0)
     with pytest.raises(ValueError, match="more than 3"):
         precision_recall(real[:3], real, k=3)
+
+
+def test_fd_ratio_interval_resamples_the_pairs_together():
+    """One resample is the ratio of torchmetrics' FDs on the drawn rows (checked against the
+    draws made again here); identical paired sets give exactly 1; a set that is its pair
+    plus a little noise gives a narrow interval around 1, which drawing the two sets'
+    indices apart would not (their FDs would then differ by the resamples' noise)."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    from benchmark.fidelity import GivenFeatures
+
+    gen = torch.Generator().manual_seed(0)
+    real = torch.randn(300, 4, generator=gen, dtype=torch.float64)
+    ref = torch.randn(200, 4, generator=gen, dtype=torch.float64) + 0.5
+    fake = ref + 0.01 * torch.randn(200, 4, generator=gen, dtype=torch.float64)
+
+    draws = torch.Generator().manual_seed(7)
+    rows = torch.randint(300, (300,), generator=draws)
+    pairs = torch.randint(200, (200,), generator=draws)
+
+    def fd(a, b):
+        metric = FrechetInceptionDistance(feature=GivenFeatures(4))
+        metric.update(a, real=True)
+        metric.update(b, real=False)
+        return float(metric.compute())
+
+    by_hand = fd(real[rows], fake[pairs]) / fd(real[rows], ref[pairs])
+    lo, hi = fd_ratio_interval(real, fake, ref, resamples=1, seed=7)
+    assert lo == pytest.approx(by_hand, rel=1e-9) and hi == pytest.approx(by_hand, rel=1e-9)
+
+    assert fd_ratio_interval(real, ref, ref, resamples=20) == (1.0, 1.0)
+    lo, hi = fd_ratio_interval(real, fake, ref, resamples=100)
+    assert lo <= fd(real, fake) / fd(real, ref) <= hi and hi - lo < 0.05
+    apart = [
+        fd(real, fake[torch.randint(200, (200,), generator=gen)])
+        / fd(real, ref[torch.randint(200, (200,), generator=gen)])
+        for _ in range(20)
+    ]
+    assert max(apart) - min(apart) > 4 * (hi - lo)
+    with pytest.raises(ValueError, match="paired sets differ"):
+        fd_ratio_interval(real, fake[:10], ref)
 
 
 def test_mask_alignment_by_hand():
