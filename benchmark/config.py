@@ -294,6 +294,8 @@ class BenchConfig:
     fd_resamples: int = 200
     downstream_epochs: int = 2  # epochs of each timed downstream training (seg task)
     ensemble_members: int = 4  # cells trained at once by downstream.ensemble vs one by one
+    # Also train those cells in as many worker processes at once (as sweep.workers does).
+    processes: bool = True
     fidelity_images: int = 64  # synthetic-set size of the timed fidelity figures
     tracking_repeats: int = 3  # cells logged to MLflow; the mean is reported
     # Speed options (CUDA only)

@@ -8,8 +8,10 @@ dictionary transforms (the project draws the same distributions but applies them
 batch, ``downstream.augment``), one model, eager float32, plain AdamW
 with the same cosine schedule, and the task's own loss and validation once per epoch, so
 both loops do the same work per image. The project's paths are
-:func:`downstream.training.fit` (what a cell runs) and
-:func:`downstream.ensemble.fit_ensemble` (K cells at once).
+:func:`downstream.training.fit` (what a cell runs), and for K cells at once
+:func:`downstream.ensemble.fit_ensemble` (one batched ensemble) and
+:func:`sweeps.bench_processes.train_in_processes` (K worker processes, as
+``sweep.workers`` runs cells).
 """
 
 from __future__ import annotations
@@ -28,18 +30,18 @@ from monai.transforms import Compose, RandAdjustContrastd, RandAffined, RandScal
 from benchmark.config import Config, TrackingConfig, dump_config
 from benchmark.data.records import EchoData
 from benchmark.downstream_config import TrainConfig
-from benchmark.grid import GridCell, Mode, Protocol, Task
+from benchmark.grid import GridCell, Mode, Protocol
 from benchmark.metrics import convergence
 from benchmark.stages import Stage
 from downstream import segmentation
 from downstream.ensemble import fit_ensemble
-from downstream.registry import build_model, build_task
+from downstream.registry import build_task
 from downstream.training import FitResult, fit
 from sweeps.bench_measure import Speed, timed
+from sweeps.bench_processes import TASK, CellRun, cell_model, train_in_processes
 from sweeps.cell import PER_PATIENT, log_cell
 from sweeps.workspace import Workspace
 
-TASK = Task.SEG
 OPTIONS = ("bf16", "channels_last", "fused_adamw")
 
 
@@ -104,19 +106,12 @@ def reference_fit(
     return scores
 
 
-def _model(cfg: Config, seed: int) -> torch.nn.Module:
-    """The cell's fresh model for ``seed``, without touching the global RNG."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build_model(TASK, cfg.downstream, cfg.data.size)
-
-
 def bench_downstream(
     cfg: Config, data: EchoData, device: torch.device, speed: Speed
 ) -> tuple[dict, FitResult]:
     """Images/s of a seg cell's training (project vs reference) and of K cells at once (the
-    ensemble vs ``fit`` one after another); also returns the project's :class:`FitResult`
-    for the tracking bench."""
+    ensemble, and with ``bench.processes`` K worker processes, vs ``fit`` one after
+    another); also returns the project's :class:`FitResult` for the tracking bench."""
     bench = cfg.bench
     train, val = data.split("train"), data.split("val")
     task, model_name = build_task(TASK, cfg.downstream)
@@ -139,12 +134,12 @@ def bench_downstream(
     images = len(train) * train_cfg.epochs
 
     def project(seed: int, run_cfg: TrainConfig = train_cfg, run_train: EchoData = train):
-        model = _model(cfg, seed)
+        model = cell_model(cfg, seed)
         return fit(model, task, run_train, val, run_cfg, device, seed, progress=False, **fast)
 
     def ensemble(seeds: list[int], run_cfg: TrainConfig = train_cfg, run_train: EchoData = train):
         return fit_ensemble(
-            [_model(cfg, s) for s in seeds],
+            [cell_model(cfg, s) for s in seeds],
             task,
             [run_train] * len(seeds),
             [val] * len(seeds),
@@ -159,11 +154,11 @@ def bench_downstream(
     seeds = list(range(bench.ensemble_members))
     # Warm-ups (kernel selection, allocator) on a few batches, untimed.
     project(0, warm_cfg, warm_train)
-    reference_fit(_model(cfg, 0), task, warm_train, val, warm_cfg, device, 0)
+    reference_fit(cell_model(cfg, 0), task, warm_train, val, warm_cfg, device, 0)
     ensemble(seeds, warm_cfg, warm_train)
 
     ref_seconds, _ = timed(
-        lambda: reference_fit(_model(cfg, 0), task, train, val, train_cfg, device, 0), device
+        lambda: reference_fit(cell_model(cfg, 0), task, train, val, train_cfg, device, 0), device
     )
     seconds, result = timed(lambda: project(0), device)
     seq_seconds, sequential = timed(lambda: [project(s) for s in seeds], device)
@@ -171,6 +166,23 @@ def bench_downstream(
     score_diff = max(
         abs(a - b) for s, e in zip(sequential, concurrent) for a, b in zip(s.val_score, e.val_score)
     )
+    processes = None
+    if bench.processes:
+        run = CellRun(cfg, train, val, train_cfg, warm_train, warm_cfg, str(device), **fast)
+        procs = train_in_processes(run, seeds)
+        process_diff = max(
+            abs(a - b)
+            for s, scores in zip(sequential, procs["val_scores"])
+            for a, b in zip(s.val_score, scores)
+        )
+        processes = {
+            "seconds": procs["seconds"],
+            "images_per_s": len(seeds) * images / procs["seconds"],
+            "method": "one fit per process (torch.multiprocessing spawn), as sweep.workers",
+            "threads_per_worker": procs["threads_per_worker"],
+            "ratio": seq_seconds / procs["seconds"],
+            "max_val_score_diff": process_diff,
+        }
     out = {
         "task": TASK.value,
         "model": model_name,
@@ -202,6 +214,8 @@ def bench_downstream(
             },
             "ratio": seq_seconds / ens_seconds,
             "max_val_score_diff": score_diff,
+            # null without bench.processes
+            "processes": processes,
         },
     }
     return out, result

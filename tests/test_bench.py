@@ -114,6 +114,13 @@ def test_bench_prints_one_json_line_of_consistent_figures(capsys):
         grid["concurrent"]["images_per_s"] / grid["sequential"]["images_per_s"], rel=1e-9
     )
     assert grid["max_val_score_diff"] < 1e-3  # the ensemble trains the same models
+    # The same cells in worker processes: the same models as one after another, bit for bit
+    # on the CPU (each process seeds its own cell).
+    procs = grid["processes"]
+    assert procs["max_val_score_diff"] == 0.0 and procs["threads_per_worker"] >= 1
+    assert procs["ratio"] == pytest.approx(
+        procs["images_per_s"] / grid["sequential"]["images_per_s"], rel=1e-9
+    )
 
     tracking = figures["tracking"]
     assert tracking["percent_of_cell"] == pytest.approx(
@@ -316,3 +323,4 @@ def test_bench_on_cuda_uses_every_speed_option(capsys):
     assert all(figures["sampling"]["options"].values())
     assert all(figures["downstream"]["project"]["options"].values())
     assert figures["downstream"]["grid"]["max_val_score_diff"] < 0.05  # bf16 rounding
+    assert figures["downstream"]["grid"]["processes"]["max_val_score_diff"] < 0.05

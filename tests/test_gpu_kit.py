@@ -147,6 +147,14 @@ def test_summary_checks_the_issues_targets_by_hand():
     rows = summarise.bench_criteria(bench)
     assert [(r["value"], r["pass"]) for r in rows[:2]] == [(3.2, True), (2.1, False)]
     assert "bf16 eager" in rows[1]["criterion"]
+    # The grid's worker processes beside its ensemble, each against one cell at a time.
+    bench["downstream"]["grid"]["processes"] = {"ratio": 3.6}
+    rows = summarise.bench_criteria(bench)
+    grid = [(r["criterion"], r["pass"]) for r in rows if "downstream grid" in r["criterion"]]
+    assert grid == [
+        ("downstream grid vs one cell at a time (ensemble)", False),
+        ("downstream grid vs one cell at a time (worker processes)", True),
+    ]
     assert rows[3]["criterion"].endswith(
         "(FD ratio 1.050 [0.980, 1.120]; vs the bf16 reference 6.5x)"
     )
