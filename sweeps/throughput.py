@@ -8,7 +8,8 @@ One run measures, on the config's models at ``data.size`` on the built-in phanto
 - ``sampling``: images/s of each sampler and step count beside a 50-step ``DDIMPipeline``,
   with each one's Fréchet distance in the echo encoder's features;
 - ``downstream``: a seg cell's training images/s beside a plain loop, and K cells trained at
-  once (``downstream.ensemble``) beside one at a time (:mod:`sweeps.bench_downstream`);
+  once (``downstream.ensemble``, and K worker processes) beside one at a time
+  (:mod:`sweeps.bench_downstream`);
 - ``fidelity``: seconds of a synthetic set's fidelity figures;
 - ``tracking``: seconds of logging one cell to MLflow, as a share of the cell's time.
 
@@ -84,10 +85,12 @@ def _summary(name: str, section: dict) -> str:
         return "-" if x is None else f"{x:.3g}"
 
     if name == "generator_train":
+        half = section.get("ratio_bf16")
         return (
             f"images/s project {f(section['project']['images_per_s'])} vs reference "
-            f"{f(section['reference']['images_per_s'])} (x{f(section['ratio'])}), "
-            f"{f(section['flops_per_image'] / 1e9)} GFLOP/image, "
+            f"{f(section['reference']['images_per_s'])} (x{f(section['ratio'])}"
+            + (f"; bf16 reference x{f(half)}" if half is not None else "")
+            + f"), {f(section['flops_per_image'] / 1e9)} GFLOP/image, "
             f"MFU {f(section['project']['mfu'])}"
         )
     if name == "sampling":
@@ -103,6 +106,7 @@ def _summary(name: str, section: dict) -> str:
             f"images/s project {f(section['project']['images_per_s'])} vs reference "
             f"{f(section['reference']['images_per_s'])} (x{f(section['ratio'])}); "
             f"{grid['cells']} cells at once x{f(grid['ratio'])}"
+            + (f", in processes x{f(grid['processes']['ratio'])}" if grid.get("processes") else "")
         )
     if name == "fidelity":
         return f"{f(section['seconds'])} s for {section['images']} images"
@@ -141,6 +145,12 @@ def measure(cfg: Config, progress: bool = False) -> dict[str, Any]:
     train = real.split("train")
     x0 = joint.encode(train.images, train.masks if cfg.generator.joint_mask else None)
     out: dict[str, Any] = {"device": device_info(device, cfg.bench)}
+    # The short sections first and sampling (compilation, graph capture, the 50-step
+    # references) last: a run cut off by a time limit still leaves the others' figures.
+    out["downstream"], fit_result = section(
+        "downstream", lambda: bench_downstream(cfg, real, device, speed)
+    )
+    out["tracking"] = section("tracking", lambda: bench_tracking(cfg, real, fit_result, device))
     out["generator_train"], unet = section(
         "generator_train", lambda: bench_generator_train(cfg, x0, device, speed, peak)
     )
@@ -150,16 +160,12 @@ def measure(cfg: Config, progress: bool = False) -> dict[str, Any]:
         ),
         torch.device("cpu"),
     )
-    out["sampling"] = section(
-        "sampling", lambda: bench_sampling(cfg, unet, encoder, real.images, device, speed)
-    )
-    out["downstream"], fit_result = section(
-        "downstream", lambda: bench_downstream(cfg, real, device, speed)
-    )
     out["fidelity"] = section(
         "fidelity", lambda: bench_fidelity(cfg, real, encoder, encoder_seconds)
     )
-    out["tracking"] = section("tracking", lambda: bench_tracking(cfg, real, fit_result, device))
+    out["sampling"] = section(
+        "sampling", lambda: bench_sampling(cfg, unet, encoder, real.images, device, speed)
+    )
     out["config"] = {
         "name": cfg.name,
         "device": cfg.device,
