@@ -83,12 +83,20 @@ def test_protocols_together_train_what_they_train_alone(
             assert t.pretrain.val_score == pytest.approx(a.pretrain.val_score, abs=1e-4)
             # The fine-tune has an optimiser of its own, as run_protocol's has.
             assert t.final.optimizer_id != t.pretrain.optimizer_id
-        if task_kind is not Task.SEG:
-            continue
-        with torch.no_grad():
-            a.final.model.eval()
-            t.final.model.eval()
-            torch.testing.assert_close(t.final.model(x), a.final.model(x), atol=1e-4, rtol=1e-4)
+    if task_kind is not Task.SEG:
+        return
+    # The trained models' outputs, together and alone, against the gap between the two
+    # seeds' models. Not to rounding: Adam scales a gradient by its running size, so the
+    # rounding-level gradients of parameters that barely matter (the conv biases that
+    # InstanceNorm cancels: gradient 0 but for rounding) take lr-sized steps either way,
+    # and the batched and the single kernels round differently. Measured on the seg mix
+    # case: biases 0.017 apart with outputs 1e-6 apart (torch 2.13), and on torch 2.4, the
+    # oldest admitted, outputs up to 0.0055 apart while the validation Dice agreed to 2e-5.
+    with torch.no_grad():
+        outputs = [[r.final.model.eval()(x) for r in runs] for runs in (alone, together)]
+    seeds_gap = (outputs[0][0] - outputs[0][1]).abs().max()
+    for a, t in zip(*outputs):
+        assert (t - a).abs().max() < 0.005 * seeds_gap  # 6e-4 of it measured on torch 2.4
 
 
 def cell_results(out):
