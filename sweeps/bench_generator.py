@@ -275,7 +275,8 @@ def bench_sampling(
         device,
     )
     ref_images = ref_x[:, 0].numpy()
-    real_features, ref_features = features(encoder, real_images), features(encoder, ref_images)
+    if bench.fd_resamples:  # the interval's fixed sides, extracted once for every sampler
+        real_features, ref_features = features(encoder, real_images), features(encoder, ref_images)
     ref = {
         "sampler": "ddim",
         "steps": bench.reference_steps,
