@@ -154,6 +154,49 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tupl
     return covered(fake, real, radii(real)), covered(real, fake, radii(fake))
 
 
+def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """torchmetrics' Fréchet distance between ``real (N, D)`` and ``fake (M, D)`` features."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    fid = FrechetInceptionDistance(feature=GivenFeatures(real.shape[1]))
+    fid.update(real, real=True)
+    fid.update(fake, real=False)
+    return float(fid.compute())
+
+
+def feature_distances(
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    kid_subsets: int = 10,
+    kid_subset_size: int = 1000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Fréchet distance and KID (mean, std over ``kid_subsets`` random subsets of
+    ``min(kid_subset_size, N, M)``, drawn from a generator seeded ``seed``) between
+    ``real (N, D)`` and ``fake (M, D)`` features, by torchmetrics. Any extractor's features:
+    the echo encoder's here, InceptionV3's in :mod:`benchmark.inception`."""
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    subset = min(kid_subset_size, len(real), len(fake))
+    with warnings.catch_warnings():  # "features kept in a buffer": intended, sets are small
+        warnings.simplefilter("ignore", UserWarning)
+        kid = KernelInceptionDistance(
+            feature=GivenFeatures(real.shape[1]), subsets=kid_subsets, subset_size=subset
+        )
+    kid.update(real, real=True)
+    kid.update(fake, real=False)
+    # KID draws its subsets from torch's global stream: seeded here, so that one set measured
+    # twice (or in another process) gets one value, and the caller's stream is untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        kid_mean, kid_std = kid.compute()
+    return {
+        "fd": frechet_distance(real, fake),
+        "kid_mean": float(kid_mean),
+        "kid_std": float(kid_std),
+    }
+
+
 def distribution_fidelity(
     model: EchoEncoder,
     real_images: np.ndarray,
@@ -163,40 +206,28 @@ def distribution_fidelity(
     kid_subset_size: int = 1000,
     reference_split: str = "train",
     seed: int = 0,
+    real_features: torch.Tensor | None = None,
 ) -> dict[str, float | int | str]:
     """``fd_echo``, ``kid_echo_mean``/``_std``, ``precision``, ``recall`` and the recipe
     (``seed``: of KID's random subsets).
 
     ``real_images`` ``(N, H, W)`` (the reference, from ``reference_split``) and
-    ``synthetic_images`` ``(M, H, W)``, both in [0, 1] at the same resolution.
+    ``synthetic_images`` ``(M, H, W)``, both in [0, 1] at the same resolution. Each set is
+    encoded once, for all four measures; ``real_features`` ``(N, dim)``, when given, are
+    ``features(model, real_images)`` already computed (one reference against several sets).
     """
-    from torchmetrics.image.fid import FrechetInceptionDistance
-    from torchmetrics.image.kid import KernelInceptionDistance
-
     if real_images.shape[1:] != synthetic_images.shape[1:]:
         raise ValueError(f"resolutions differ: {real_images.shape} vs {synthetic_images.shape}")
-    subset = min(kid_subset_size, len(real_images), len(synthetic_images))
-    fid = FrechetInceptionDistance(feature=model, normalize=True)
-    with warnings.catch_warnings():  # "features kept in a buffer": intended, sets are small
-        warnings.simplefilter("ignore", UserWarning)
-        kid = KernelInceptionDistance(feature=model, subsets=kid_subsets, subset_size=subset)
-    for metric in (fid, kid):
-        for images, real in ((real_images, True), (synthetic_images, False)):
-            x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[:, None]
-            for i in range(0, len(x), 256):
-                metric.update(x[i : i + 256], real=real)
-    # KID draws its subsets with torch's global RNG: seeded here, so that one set measured
-    # twice (or in another process) gets one value, and the caller's stream is untouched.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        kid_mean, kid_std = kid.compute()
-    precision, recall = precision_recall(
-        features(model, real_images), features(model, synthetic_images), k
-    )
+    real = features(model, real_images) if real_features is None else real_features
+    if len(real) != len(real_images):
+        raise ValueError(f"{len(real)} real features for {len(real_images)} real images")
+    fake = features(model, synthetic_images)
+    distances = feature_distances(real, fake, kid_subsets, kid_subset_size, seed)
+    precision, recall = precision_recall(real, fake, k)
     return {
-        "fd_echo": float(fid.compute()),
-        "kid_echo_mean": float(kid_mean),
-        "kid_echo_std": float(kid_std),
+        "fd_echo": distances["fd"],
+        "kid_echo_mean": distances["kid_mean"],
+        "kid_echo_std": distances["kid_std"],
         "precision": precision,
         "recall": recall,
         "extractor": EXTRACTOR,

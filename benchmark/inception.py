@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ import torch
 from torch import nn
 
 from benchmark.checkpoints import CheckpointError, read_state
-from benchmark.fidelity import GivenFeatures
+from benchmark.fidelity import feature_distances
 
 EXTRACTOR = "inception-v3-fid"
 FEATURES = 2048
@@ -123,37 +122,6 @@ def inception_features(
         x = (x.clamp(0, 1) * 255).round().to(torch.uint8)[:, None].expand(-1, 3, -1, -1)
         out.append(extractor(x.to(device)).double().cpu())
     return torch.cat(out)
-
-
-def feature_distances(
-    real: torch.Tensor,
-    fake: torch.Tensor,
-    kid_subsets: int = 10,
-    kid_subset_size: int = 1000,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Fréchet distance and KID (mean, std over ``kid_subsets`` random subsets, drawn from a
-    generator seeded ``seed``) between ``real (N, D)`` and ``fake (M, D)`` features, by
-    torchmetrics."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
-    from torchmetrics.image.kid import KernelInceptionDistance
-
-    dim = real.shape[1]
-    fid = FrechetInceptionDistance(feature=GivenFeatures(dim))
-    subset = min(kid_subset_size, len(real), len(fake))
-    with warnings.catch_warnings():  # "features kept in a buffer": intended
-        warnings.simplefilter("ignore", UserWarning)
-        kid = KernelInceptionDistance(
-            feature=GivenFeatures(dim), subsets=kid_subsets, subset_size=subset
-        )
-    for metric in (fid, kid):
-        metric.update(real, real=True)
-        metric.update(fake, real=False)
-    # KID draws its subsets from torch's global stream: seeded, the caller's left untouched.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        kid_mean, kid_std = kid.compute()
-    return {"fd": float(fid.compute()), "kid_mean": float(kid_mean), "kid_std": float(kid_std)}
 
 
 def standard_fidelity(

@@ -28,7 +28,7 @@ import torch
 from diffusers import DDIMPipeline, DDIMScheduler, UNet2DModel
 
 from benchmark.config import Config, parse_sampler
-from benchmark.fidelity import EchoEncoder, distribution_fidelity, fd_ratio_interval, features
+from benchmark.fidelity import EchoEncoder, fd_ratio_interval, features, frechet_distance
 from benchmark.runtime import autocast, autocast_dtype
 from generators import diffusion, joint
 from sweeps.bench_measure import Speed, step_flops, timed
@@ -260,11 +260,12 @@ def bench_sampling(
     batch_size = min(gen_cfg.sample_batch_size, n)
     shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
     train_scheduler = diffusion.training_scheduler(gen_cfg)
-    k = cfg.fidelity.k
 
-    def fd(images: np.ndarray, against: np.ndarray) -> float:
-        value = float(distribution_fidelity(encoder, against, images, k=k)["fd_echo"])
-        return max(value, 0.0)  # two identical sets can come out at -1e-7 in float32
+    def fd(fake: torch.Tensor, against: torch.Tensor) -> float:
+        """The Fréchet distance of two sets' echo-encoder features ``(M, dim)``, ``(N, dim)``."""
+        return max(frechet_distance(against, fake), 0.0)  # equal sets: -1e-7 in float32
+
+    real_features = features(encoder, real_images)  # every set is encoded once
 
     reference = _eager_copy(unet, device)
     reference_sample(reference, train_scheduler, min(n, batch_size), batch_size, 2, seed)
@@ -275,15 +276,14 @@ def bench_sampling(
         device,
     )
     ref_images = ref_x[:, 0].numpy()
-    if bench.fd_resamples:  # the interval's fixed sides, extracted once for every sampler
-        real_features, ref_features = features(encoder, real_images), features(encoder, ref_images)
+    ref_features = features(encoder, ref_images)
     ref = {
         "sampler": "ddim",
         "steps": bench.reference_steps,
         "implementation": "diffusers.DDIMPipeline, float32, eager",
         "seconds": ref_seconds,
         "images_per_s": n / ref_seconds,
-        "fd": fd(ref_images, real_images),
+        "fd": fd(ref_features, real_features),
     }
     ref_half = None
     half = autocast_dtype("bf16", device) if bench.bf16_references else None  # None on CPU
@@ -300,7 +300,7 @@ def bench_sampling(
             "implementation": "diffusers.DDIMPipeline, bf16 autocast, eager",
             "seconds": half_seconds,
             "images_per_s": n / half_seconds,
-            "fd": fd(half_x[:, 0].numpy(), real_images),
+            "fd": fd(features(encoder, half_x[:, 0].numpy()), real_features),
         }
 
     # Prepared once (compiled, graphed), as generators.acceleration does for a whole set.
@@ -318,6 +318,7 @@ def bench_sampling(
         name, steps = parse_sampler(spec)
         seconds, x = timed(lambda name=name, steps=steps: run(name, steps), device)
         images = joint.decode(x)[0]
+        fake = features(encoder, images)
         samplers.append(
             {
                 "sampler": name,
@@ -326,15 +327,15 @@ def bench_sampling(
                 "images_per_s": n / seconds,
                 "ratio": ref_seconds / seconds,
                 "ratio_bf16": None if ref_half is None else ref_half["seconds"] / seconds,
-                "fd": fd(images, real_images),
-                "fd_to_reference": fd(images, ref_images),
+                "fd": fd(fake, real_features),
+                "fd_to_reference": fd(fake, ref_features),
                 "mean_abs_diff_to_reference": float(np.abs(images - ref_images).mean()),
             }
         )
         samplers[-1]["fd_ratio"] = samplers[-1]["fd"] / ref["fd"]
         if bench.fd_resamples:
             samplers[-1]["fd_ratio_interval"] = fd_ratio_interval(
-                real_features, features(encoder, images), ref_features, bench.fd_resamples
+                real_features, fake, ref_features, bench.fd_resamples
             )
     return {
         "images": n,

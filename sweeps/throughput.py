@@ -35,6 +35,7 @@ from benchmark.fidelity import (
     EchoEncoder,
     conditioning_accuracy,
     distribution_fidelity,
+    features,
     train_encoder,
 )
 from benchmark.runtime import resolve_device, seed_everything
@@ -61,8 +62,12 @@ def bench_fidelity(
     k = cfg.fidelity.k
 
     def compute() -> dict:
-        result = distribution_fidelity(encoder, reference, synthetic.images, k=k)
-        result["fd_floor"] = distribution_fidelity(encoder, reference, floor, k=k)["fd_echo"]
+        real = features(encoder, reference)  # as the stage does: the reference encoded once
+        result = distribution_fidelity(
+            encoder, reference, synthetic.images, k=k, real_features=real
+        )
+        floor_fd = distribution_fidelity(encoder, reference, floor, k=k, real_features=real)
+        result["fd_floor"] = floor_fd["fd_echo"]
         result["cond_view_phase_acc"] = conditioning_accuracy(encoder, synthetic)
         return result
 

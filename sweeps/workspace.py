@@ -196,7 +196,7 @@ class Workspace:
             and not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])
         }
         gen_prompt = generator_prompt(self.cfg, mode, prompt)
-        return {
+        spec = {
             "data": self.data_stage.digest,
             "mode": mode.value,
             "prompt": gen_prompt.value if gen_prompt else None,
@@ -204,6 +204,12 @@ class Workspace:
             "subset_seed": self.cfg.grid.subset_seed,
             "generator": gen_cfg,
         }
+        if mode is Mode.HYBRID and gen_cfg["hybrid_variant"] == "controlnet":
+            # Its second phase was seeded generator.seed + 1, the first phase of the next
+            # seed, before CONTROLNET_STREAM (generators/diffusion.py): such a model is
+            # trained again, not reused. The concat variant's key stays as it was.
+            spec["controlnet_phase"] = "stream"
+        return spec
 
     def generator_stage(self, mode: Mode, prompt: Prompt | None, fraction: float) -> Stage | None:
         """The trained generator of (mode, prompt, real fraction); None if it trains nothing."""

@@ -17,6 +17,7 @@ from benchmark import inception
 from benchmark.__main__ import main
 from benchmark.checkpoints import CheckpointError
 from benchmark.config import load_config
+from benchmark.fidelity import feature_distances
 from benchmark.grid import Mode
 from reports.collect import collect_fidelity
 from reports.tables import fidelity_table
@@ -67,14 +68,14 @@ def test_feature_distances_by_hand():
     gen = torch.Generator().manual_seed(0)
     real = torch.randn(300, 3, generator=gen, dtype=torch.float64)
     # The same covariance, the mean moved by (3, 4, 0): the Fréchet distance is 3^2 + 4^2.
-    moved = inception.feature_distances(real, real + torch.tensor([3.0, 4.0, 0.0]))
+    moved = feature_distances(real, real + torch.tensor([3.0, 4.0, 0.0]))
     assert moved["fd"] == pytest.approx(25.0, abs=1e-6)
-    same = inception.feature_distances(real, real.clone())
+    same = feature_distances(real, real.clone())
     assert same["fd"] == pytest.approx(0.0, abs=1e-6)
     assert same["kid_mean"] < 0.01 < moved["kid_mean"]
     # KID's subsets come from the seed: one value for one seed, whatever came before.
     torch.manual_seed(123)
-    again = inception.feature_distances(real, real + torch.tensor([3.0, 4.0, 0.0]))
+    again = feature_distances(real, real + torch.tensor([3.0, 4.0, 0.0]))
     assert again == moved
 
 
@@ -237,7 +238,7 @@ def test_the_real_inception_network_from_a_weights_file(tmp_path):
     brighter = np.clip(images + 0.3, 0, 1)
     feats = inception.inception_features(extractor, images, cpu)
     assert feats.shape == (6, inception.FEATURES) and torch.isfinite(feats).all()
-    fd = inception.feature_distances(feats, inception.inception_features(extractor, brighter, cpu))
+    fd = feature_distances(feats, inception.inception_features(extractor, brighter, cpu))
     # torchmetrics' own FID with that file, on the images as 8-bit RGB: the same value.
     from torchmetrics.image.fid import FrechetInceptionDistance
 

@@ -13,6 +13,7 @@ from benchmark.fidelity import (
     conditioning_accuracy,
     distribution_fidelity,
     fd_ratio_interval,
+    features,
     intensity_distance,
     mask_alignment,
     memorisation,
@@ -143,6 +144,43 @@ def test_distribution_fidelity_recipe_and_sanity(data, encoder):
     assert far["kid_echo_mean"] > same["kid_echo_mean"]
     assert same["weights_hash"] == weights_hash(encoder) and same["extractor"] == "echo-encoder"
     assert (same["resolution"], same["n_real"], same["reference_split"]) == (32, len(real), "train")
+
+
+@pytest.mark.filterwarnings("ignore:Metric `Kernel Inception Distance` will save")
+def test_distribution_fidelity_encodes_each_set_once(data, encoder):
+    """Encoded once for FD, KID and precision / recall, the values are those of torchmetrics
+    with the encoder as its feature extractor on the images; given the real features, the
+    real images are not encoded at all."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    real = data.split("train").images
+    noise = np.random.default_rng(0).random(real.shape[:1] + (32, 32)).astype(np.float32)
+    batches = []
+    hook = encoder.register_forward_hook(lambda m, args, out: batches.append(len(args[0])))
+    try:
+        result = distribution_fidelity(encoder, real, noise, kid_subsets=2)
+        assert sum(batches) == len(real) + len(noise)
+        batches.clear()
+        given = distribution_fidelity(
+            encoder, real, noise, kid_subsets=2, real_features=features(encoder, real)
+        )
+        assert sum(batches) == 2 * len(real)  # the features given here, and the noise's
+        with pytest.raises(ValueError, match="3 real features for"):
+            distribution_fidelity(encoder, real, noise, real_features=features(encoder, real[:3]))
+    finally:
+        hook.remove()
+    assert given == result
+    fid = FrechetInceptionDistance(feature=encoder, normalize=True)
+    kid = KernelInceptionDistance(feature=encoder, subsets=2, subset_size=len(real))
+    for metric in (fid, kid):
+        metric.update(torch.from_numpy(real)[:, None], real=True)
+        metric.update(torch.from_numpy(noise)[:, None], real=False)
+    torch.manual_seed(0)  # distribution_fidelity's KID seed
+    kid_mean, kid_std = kid.compute()
+    assert result["fd_echo"] == pytest.approx(float(fid.compute()), rel=1e-9)
+    assert result["kid_echo_mean"] == pytest.approx(float(kid_mean), rel=1e-9)
+    assert result["kid_echo_std"] == pytest.approx(float(kid_std), rel=1e-9)
 
 
 def test_kid_subsets_are_seeded(data, encoder):

@@ -113,6 +113,9 @@ def test_hybrid_variant_is_in_the_generator_key(smoke_config, tmp_path):
     concat = spec(smoke_config, tmp_path, Mode.HYBRID, Prompt.P3, hybrid_variant="concat")
     control = spec(smoke_config, tmp_path, Mode.HYBRID, Prompt.P3, hybrid_variant="controlnet")
     assert concat != control and control["generator"]["hybrid_variant"] == "controlnet"
+    # The ControlNet's phase is seeded from its own stream now, so a model cached when it
+    # was seeded generator.seed + 1 is not reused; the concat variant's key is unchanged.
+    assert control["controlnet_phase"] == "stream" and "controlnet_phase" not in concat
 
 
 def test_per_class_models_enter_the_key_only_when_on(smoke_config, tmp_path):
