@@ -155,7 +155,7 @@ def test_distribution_fidelity_encodes_each_set_once(data, encoder):
     from torchmetrics.image.kid import KernelInceptionDistance
 
     real = data.split("train").images
-    noise = np.random.default_rng(0).random(real.shape[:1] + (32, 32)).astype(np.float32)
+    noise = np.random.default_rng(0).random(real.shape).astype(np.float32)
     batches = []
     hook = encoder.register_forward_hook(lambda m, args, out: batches.append(len(args[0])))
     try:
