@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock
 
 from benchmark import faults
+from benchmark.environment import environment
 
 if TYPE_CHECKING:
     from benchmark.distributed import Ranks
@@ -212,6 +213,7 @@ class StageStore:
                     "seconds": round(time.time() - started + extra_seconds, 3),
                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     "host": socket.gethostname(),
+                    "environment": environment(),
                     "summary": summary,
                 }
                 _write_json(tmp / "done.json", done)

@@ -49,12 +49,18 @@ CELL_TAGS: dict[str, type] = {
     "status": str,
     # The cell's stage folder (cells/<stage>/ of the run folder), where the sweep wrote it.
     "stage": str,
+    # The id of the software environment that computed it (see ENV_TAG).
+    "env": str,
 }
 # Run-level metrics that are kept without a `test/` prefix.
 EXTRA_METRICS = CELL_RUN_METRICS
 # A synthetic set, hence its fidelity, depends on the real fraction its generator saw.
 FIDELITY_TAGS = ("mode", "prompt", "real_fraction")
 RECIPE_PREFIX = "recipe."
+# benchmark.environment.ENV_TAG: a run's environment id, its fields tagged `env.<field>`
+# (that module is not imported here: it reads torch's build).
+ENV_TAG = "env"
+NOT_RECORDED = "not recorded"
 
 _PAGE = 1000
 
@@ -314,17 +320,41 @@ def collect_fidelity(tracking_uri: str, experiment: str) -> pd.DataFrame:
     rows = []
     for run in runs:
         row = {"run_id": run.info.run_id}
-        row |= {t: run.data.tags.get(t) for t in FIDELITY_TAGS}
+        row |= {t: run.data.tags.get(t) for t in (*FIDELITY_TAGS, ENV_TAG)}
         row |= dict(run.data.metrics)
         row |= {k: v for k, v in run.data.params.items() if k.startswith(RECIPE_PREFIX)}
         rows.append(row)
-    fixed = ["run_id", *FIDELITY_TAGS]
+    fixed = ["run_id", *FIDELITY_TAGS, ENV_TAG]
     df = pd.DataFrame(rows, columns=None if rows else fixed)
     recipe = sorted(c for c in df.columns if c.startswith(RECIPE_PREFIX))
     metrics = sorted(c for c in df.columns if c not in fixed and c not in recipe)
     # real_fraction is NaN where a run does not carry it (logged before the tag existed).
     df = df.assign(real_fraction=pd.to_numeric(df["real_fraction"], errors="coerce"))
     return df[fixed + metrics + recipe]
+
+
+def collect_environments(tracking_uri: str, experiment: str) -> pd.DataFrame:
+    """One row per software environment that computed the finished cell and fidelity runs
+    of `experiment` (their `env` tag; :mod:`benchmark.environment`): `env` (its id, or
+    "not recorded" for runs logged before environments were), `cells` and `fidelity_sets`
+    (how many runs of each), then its fields as tagged (python, os, cpu, gpus, cuda, cudnn,
+    commit, dirty, and each package's version); sorted by cells, most first."""
+    client = _client(tracking_uri)
+    exp_id = _experiment_id(client, tracking_uri, experiment)
+    envs: dict[str, dict] = {}
+    prefix = f"{ENV_TAG}."
+    for kind, count in (("cell", "cells"), ("fidelity", "fidelity_sets")):
+        for run in _search(client, exp_id, kind):
+            tags = run.data.tags
+            env = tags.get(ENV_TAG) or NOT_RECORDED
+            row = envs.setdefault(env, {ENV_TAG: env, "cells": 0, "fidelity_sets": 0})
+            row[count] += 1
+            row |= {k.removeprefix(prefix): v for k, v in tags.items() if k.startswith(prefix)}
+    columns = [ENV_TAG, "cells", "fidelity_sets"]
+    df = pd.DataFrame(list(envs.values()), columns=None if envs else columns)
+    df = df[columns + [c for c in df.columns if c not in columns]]
+    order = ["cells", "fidelity_sets", ENV_TAG]
+    return df.sort_values(order, ascending=[False, False, True], ignore_index=True)
 
 
 def sweep_folder(tracking_uri: str, experiment: str) -> Path | None:

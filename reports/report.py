@@ -14,6 +14,7 @@ import pandas as pd
 from reports.axes import cell_ids, usable_runs
 from reports.collect import (
     collect_curves,
+    collect_environments,
     collect_failed,
     collect_fidelity,
     collect_per_patient,
@@ -24,6 +25,7 @@ from reports.collect import (
     sweep_folder,
 )
 from reports.document import compile_pdf, write_tex
+from reports.environments import describe_environments
 from reports.figures import write_figures
 from reports.tables import write_tables
 
@@ -92,14 +94,15 @@ def write_report(
 ) -> dict:
     """Collect the experiment's runs and write the report folder; return what was made.
 
-    `out` receives runs/per_sample (and, for seg with pixel spacing, per_patient) CSV +
-    Parquet, `tables/*.tex`, `figures/*`, report.tex and, when TeX is installed and `pdf` is
-    true, report.pdf (a LaTeX error raises `reports.document.LatexError`). `run_dir` is the
-    sweep's folder, for the sample grids; by default the folder the sweep recorded in MLflow,
-    when it exists here.
+    `out` receives runs/per_sample/environments (and, for seg with pixel spacing,
+    per_patient) CSV + Parquet, `tables/*.tex`, `figures/*`, report.tex and, when TeX is
+    installed and `pdf` is true, report.pdf (a LaTeX error raises
+    `reports.document.LatexError`). `run_dir` is the sweep's folder, for the sample grids; by
+    default the folder the sweep recorded in MLflow, when it exists here.
     Returns `tables`, `exports`, `figures` (paths), `tex`, `pdf` (None when not compiled),
-    `summary` (the terminal table, then the failed cells) and `failed` (cells without a result:
-    key, reason; also `failed.csv` and a section of report.tex).
+    `summary` (the terminal table, the software environments, then the failed cells) and
+    `failed` (cells without a result: key, reason; also `failed.csv` and a section of
+    report.tex).
     """
     out = Path(out)
     runs = collect_runs(tracking_uri, experiment)
@@ -108,7 +111,10 @@ def write_report(
     per_patient = collect_per_patient(tracking_uri, runs)
     fidelity = collect_fidelity(tracking_uri, experiment)
     failed = collect_failed(tracking_uri, experiment)
+    environments = collect_environments(tracking_uri, experiment)
     exports = [*export(runs, out, "runs"), *export(per_sample, out, "per_sample")]
+    exports += export(environments, out, "environments")
+    installs = describe_environments(environments)
     if len(per_patient):
         exports += export(per_patient, out, "per_patient")
     if len(failed):
@@ -136,10 +142,12 @@ def write_report(
         figures,
         out,
         title=title,
-        facts=_facts(experiment, runs),
+        facts=_facts(experiment, runs) + installs,
         failed=list(zip(failed["cell_key"], failed["error"])),
     )
     summary = summary_text(runs)
+    if installs:
+        summary += "\n\n" + "\n".join(installs)
     if len(failed):
         summary += f"\n\n{len(failed)} failed cell(s), without a result:\n" + "\n".join(
             f"  {key}: {error}" for key, error in zip(failed["cell_key"], failed["error"])

@@ -57,7 +57,7 @@ class CellRun:
 
 def train_in_processes(run: CellRun, seeds: list[int]) -> dict:
     """Train the cell of each of ``seeds`` in a process of its own, all at once; returns
-    ``seconds`` (barrier to the last end), ``workers``, ``threads_per_worker`` and the
+    ``seconds`` (barrier to the last end), ``threads_per_worker`` and the
     members' validation scores (``val_scores``, in ``seeds``' order). A worker that fails
     raises here with its exit code."""
     ctx = mp.get_context("spawn")
@@ -92,7 +92,6 @@ def train_in_processes(run: CellRun, seeds: list[int]) -> dict:
     starts, ends = zip(*((s, e) for s, e, _ in finished.values()))
     return {
         "seconds": max(ends) - min(starts),
-        "workers": len(seeds),
         "threads_per_worker": threads,
         "val_scores": [finished[s][2] for s in seeds],
     }

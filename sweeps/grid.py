@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from benchmark import faults
 from benchmark.config import Config, to_dict
 from benchmark.data.sources import check_source
+from benchmark.environment import environment, environment_tags
 from benchmark.grid import TRAINED_MODES, GridCell, Mode, Task, parse_key
 from benchmark.inception import check_available as check_inception
 from benchmark.redact import mask_config, mask_uri
@@ -349,7 +350,8 @@ def _run_trial(
 
 def _log_failure(ws: Workspace, cell: GridCell, reason: str, parent_id: str | None) -> None:
     tracker = ws.tracker
-    run_id = tracker.start_run(cell.key(), cell_tags(cell) | {"status": "failed"}, parent_id)
+    tags = cell_tags(cell) | {"status": "failed"} | environment_tags(environment())
+    run_id = tracker.start_run(cell.key(), tags, parent_id)
     tracker.set_tag(run_id, "error", reason[:5000])
     tracker.end_run(run_id, "FAILED")
 

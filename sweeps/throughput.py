@@ -31,6 +31,7 @@ import torch
 from benchmark.config import Config, to_dict
 from benchmark.data.phantom import make_phantom
 from benchmark.data.records import EchoData
+from benchmark.environment import environment
 from benchmark.fidelity import (
     EchoEncoder,
     conditioning_accuracy,
@@ -149,7 +150,8 @@ def measure(cfg: Config, progress: bool = False) -> dict[str, Any]:
     real = make_phantom(cfg.bench.patients, cfg.data.size, seed=0)
     train = real.split("train")
     x0 = joint.encode(train.images, train.masks if cfg.generator.joint_mask else None)
-    out: dict[str, Any] = {"device": device_info(device, cfg.bench)}
+    # The install beside the figures: a speed is a fact of one torch / CUDA build and GPU.
+    out: dict[str, Any] = {"device": device_info(device, cfg.bench), "environment": environment()}
     # The short sections first and sampling (compilation, graph capture, the 50-step
     # references) last: a run cut off by a time limit still leaves the others' figures.
     out["downstream"], fit_result = section(

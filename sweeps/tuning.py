@@ -40,6 +40,7 @@ from benchmark.config import Config, to_dict
 from benchmark.data.assembly import take_synthetic
 from benchmark.data.records import EchoData
 from benchmark.downstream_config import TrainConfig
+from benchmark.environment import environment, environment_tags
 from benchmark.grid import GridCell, Mode, Protocol
 from benchmark.grid import Task as GridTask
 from benchmark.runtime import resolve_device, seed_everything
@@ -246,7 +247,7 @@ class _Objective:
             "trial": trial.number,
             "tuned_cell": self.cell.key(),
             "task": self.cell.task.value,
-        }
+        } | environment_tags(environment())
         task, model = build(self.ws, self.cell)
         run_id = tracker.start_run(f"{self.name}-{trial.number}", tags, self.parent_id)
         tracker.log_params(run_id, {k: getattr(train_cfg, k) for k in tuned_keys(self.ws.cfg)})

@@ -15,6 +15,7 @@ import torch
 from benchmark.__main__ import main
 from benchmark.config import BenchConfig, ConfigError, load_config
 from benchmark.data.phantom import make_phantom
+from benchmark.environment import environment
 from benchmark.grid import Task
 from downstream.ensemble import fit_ensemble
 from downstream.registry import build_model, build_task
@@ -61,7 +62,8 @@ def test_bench_prints_one_json_line_of_consistent_figures(capsys):
     lines = captured.out.strip().splitlines()
     assert len(lines) == 1
     figures = json.loads(lines[0])
-    assert SECTIONS <= set(figures) <= SECTIONS | {"device", "config"}
+    assert SECTIONS <= set(figures) <= SECTIONS | {"device", "config", "environment"}
+    assert figures["environment"] == environment()  # the install the figures belong to
     assert "bench: sampling done" in captured.err  # progress on stderr
     assert figures["device"]["type"] == "cpu" and figures["device"]["peak_bf16_tflops"] is None
 

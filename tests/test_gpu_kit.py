@@ -201,6 +201,48 @@ def test_summary_of_a_bench_stopped_by_its_time_limit(tmp_path):
     assert text.count("not measured") == 2
 
 
+def test_summary_names_the_installs_of_the_stages_and_the_bench(tmp_path):
+    summarise = summarise_module()
+    h100 = {
+        "id": "aaaaaaaaaaaa",
+        "gpus": ["NVIDIA H100 80GB HBM3"],
+        "cuda": "12.8",
+        "commit": "0123456789abcdef",
+        "dirty": False,
+        "packages": {"torch": "2.13.0", "diffusers": "0.42.1"},
+    }
+    cpu = {**h100, "id": "bbbbbbbbbbbb", "gpus": [], "cuda": None, "dirty": True}
+    (tmp_path / "config.yaml").write_text("name: x\n")
+    for kind, name, env in (
+        ("gen", "unconditional-1", h100),
+        ("cells", "a", h100),
+        ("cells", "b", cpu),
+        ("cells", "c", None),  # written before environments were recorded
+    ):
+        (tmp_path / kind / name).mkdir(parents=True)
+        done = {"hash": name, **({"environment": env} if env else {})}
+        (tmp_path / kind / name / "done.json").write_text(json.dumps(done))
+    assert summarise.sweep_environments(tmp_path) == [
+        {"environment": h100, "stages": 2},
+        {"environment": cpu, "stages": 1},
+    ]
+    returned = tmp_path / "returned"  # a GPU call's files: the bench's line
+    returned.mkdir()
+    (returned / "bench-paper.json").write_text(json.dumps({"environment": h100}))
+    summary = summarise.summarise(returned)
+    assert summary["bench_environment"] == h100
+    part = {"generators": [], "downstream": [], "environments": [{"environment": cpu, "stages": 1}]}
+    text = summarise.markdown(summary | {"sweeps": {"x": part}})
+    assert (
+        "Measured in aaaaaaaaaaaa: NVIDIA H100 80GB HBM3, CUDA 12.8, torch 2.13.0, diffusers"
+        " 0.42.1, commit 0123456789\n" in text
+    )
+    assert (
+        "Computed in bbbbbbbbbbbb: no GPU, CUDA None, torch 2.13.0, diffusers 0.42.1, commit"
+        " 0123456789 with changes (1 stages)" in text
+    )
+
+
 def test_coverage_prompts_hold_every_word_of_the_phantoms_prompts():
     # The packed encoder keeps the tokens of coverage_prompts() only; tokens are per word.
     from benchmark.data.phantom import make_phantom

@@ -9,6 +9,9 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+import torch
+
+from benchmark.environment import environment
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -74,8 +77,15 @@ def test_smoke_sweep_then_rerun_recomputes_nothing(tmp_path):
         if summary["epochs_to_95"] is not None:
             assert run.data.metrics["epochs_to_95"] == summary["epochs_to_95"]
             assert run.data.metrics["seconds_to_95"] == pytest.approx(summary["seconds_to_95"])
+        # The install that computed the cell, from its stage's done.json: this one.
+        done = json.loads((out / "cells" / run.data.tags["stage"] / "done.json").read_text())
+        assert run.data.tags["env"] == done["environment"]["id"] == environment()["id"]
+        assert run.data.tags["env.torch"] == torch.__version__
     gens = client.search_runs([exp.experiment_id], "tags.kind = 'generator'")
     assert len(gens) == 1  # one generator serves both ratios
+    assert gens[0].data.tags["env"] == environment()["id"]
+    envs = pd.read_csv(out / "report" / "environments.csv")
+    assert envs[["env", "cells", "fidelity_sets"]].values.tolist() == [[environment()["id"], 3, 1]]
     assert len(client.get_metric_history(gens[0].info.run_id, "train/loss")) == 30
 
     tables = first["tables"]

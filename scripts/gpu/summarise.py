@@ -15,7 +15,9 @@ section is printed (markdown) for each input found:
 - downstream (issue 5): per task, prompt kind and real fraction, the real-only cells'
   primary test metric, mean +- std over seeds (sample std), and the seconds per cell;
 - bench (issue 8): each criterion's figure against its target;
-- projection (issue 8): the paper grid's projected wall time on this device.
+- projection (issue 8): the paper grid's projected wall time on this device;
+- the installs that computed the sweeps' stages and the bench (GPU, CUDA, torch, diffusers,
+  commit), for the record beside the numbers.
 
 Only JSON files are read (the stage folders' ``done.json``, ``spec.json``, ``fidelity.json``,
 ``metrics.json``), so it runs anywhere the project is installed, without torch's weights.
@@ -54,6 +56,29 @@ def _stages(run: Path, kind: str) -> dict[str, Path]:
         for p in sorted(root.iterdir())
         if p.is_dir() and (p / "done.json").is_file()
     }
+
+
+def sweep_environments(run: Path) -> list[dict]:
+    """The installs that computed the sweep's stages (``done.json``'s ``environment``;
+    :mod:`benchmark.environment`), each ``{"environment": ..., "stages": n}``, most first;
+    stages written before environments were recorded are not counted."""
+    found: dict[str, dict] = {}
+    for kind in ("gen", "synth", "fidelity", "cells"):
+        for path in _stages(run, kind).values():
+            env = _json(path / "done.json").get("environment")
+            if env:
+                found.setdefault(env["id"], {"environment": env, "stages": 0})["stages"] += 1
+    return sorted(found.values(), key=lambda e: -e["stages"])
+
+
+def install(env: dict) -> str:
+    """One line naming a recorded environment: its id, GPUs, CUDA, torch, diffusers, commit."""
+    packages = env.get("packages", {})
+    commit = str(env.get("commit"))[:10] + (" with changes" if env.get("dirty") else "")
+    return (
+        f"{env['id']}: {', '.join(env.get('gpus') or []) or 'no GPU'}, CUDA {env.get('cuda')},"
+        f" torch {packages.get('torch')}, diffusers {packages.get('diffusers')}, commit {commit}"
+    )
 
 
 def generator_rows(run: Path) -> list[dict]:
@@ -315,8 +340,12 @@ def markdown(summary: dict) -> str:
         if part["downstream"]:
             title = f"## Real-only downstream (issue 5), {source}"
             lines += _section(title, DOWNSTREAM_COLUMNS, part["downstream"])
+        for env in part["environments"]:
+            lines += [f"Computed in {install(env['environment'])} ({env['stages']} stages)", ""]
     if summary.get("bench"):
         lines += _section("## Bench (issue 8)", BENCH_COLUMNS, summary["bench"])
+        if summary.get("bench_environment"):
+            lines += [f"Measured in {install(summary['bench_environment'])}", ""]
     if summary.get("projection"):
         p = summary["projection"]
         hours = {
@@ -352,10 +381,12 @@ def summarise(out: Path) -> dict:
                 "generators": gens,
                 "generator_targets": generator_targets(gens),
                 "downstream": downstream_rows(run),
+                "environments": sweep_environments(run),
             }
     bench = read_bench(out)
     if bench is not None:
         summary["bench"] = bench_criteria(bench)
+        summary["bench_environment"] = bench.get("environment")
     if (out / "projection-paper.json").is_file():
         summary["projection"] = _json(out / "projection-paper.json")
     return summary

@@ -175,7 +175,7 @@ np.load("x.npy")
 np.load("x.npy", allow_pickle=False)
 yaml.safe_load(text)
 yaml.load(text, Loader=yaml.SafeLoader)
-# torch.load("x.pt") in a comment and "pickle.load" in a string are not calls
+# torch.load("x.pt", weights_only=False) in a comment and "pickle.load" in a string are not calls
 doc = "pickle.load(fh)"
 """
 

@@ -1,12 +1,34 @@
 """Fixtures of the reports tests: a run folder laid out as a sweep writes it."""
 
 import json
+import os
+from contextlib import contextmanager
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 
 from benchmark.imaging import save_grid
+
+
+@contextmanager
+def sqlite_experiment(folder, name):
+    """An MLflow experiment ``name`` in a SQLite store in ``folder``, with its artifacts
+    there too; MLflow's global tracking URI points at it inside the block and is restored
+    after. Yields ``(tracking URI, experiment id)``."""
+    uri = f"sqlite:///{folder}/mlflow.db"
+    old_uri, old_env = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        # Explicit artifact root: the default would be ./mlruns under the working directory.
+        yield uri, mlflow.create_experiment(name, artifact_location=(folder / "artifacts").as_uri())
+    finally:
+        mlflow.set_tracking_uri(old_uri)
+        if old_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old_env
 
 
 def _fake_run_dir(root, modes=("oracle", "corrupted"), fractions=(0.1, 1.0), size=8):

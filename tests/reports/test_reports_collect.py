@@ -1,7 +1,5 @@
 """reports.collect against a real temporary MLflow store (SQLite + local artifacts)."""
 
-import os
-
 import mlflow
 import pandas as pd
 import pytest
@@ -16,6 +14,7 @@ from reports.collect import (
     export,
     patient_errors,
 )
+from tests.reports.conftest import sqlite_experiment
 
 SWEEP = "quick"
 
@@ -41,13 +40,7 @@ def _cell_tags(mode, seed, ratio, status="ok"):
 def store(tmp_path_factory):
     """A sweep with a parent run, 4 finished cells, a crashed cell, a generator and a
     fidelity run; returns the tracking URI."""
-    tmp = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{tmp}/mlflow.db"
-    old_uri, old_env = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
-        # Explicit artifact root: the default would be ./mlruns under the working directory.
-        exp = mlflow.create_experiment(SWEEP, artifact_location=(tmp / "artifacts").as_uri())
+    with sqlite_experiment(tmp_path_factory.mktemp("mlflow"), SWEEP) as (uri, exp):
         with mlflow.start_run(experiment_id=exp, run_name="sweep", tags={"kind": "sweep"}):
             for mode, ratio in [("none", 0.0), ("text", 0.5)]:
                 for seed in (0, 1):
@@ -81,12 +74,6 @@ def store(tmp_path_factory):
         ):
             mlflow.log_metrics({"fd": 12.5, "kid": 0.01, "mask_dice": 0.8})
             mlflow.log_params({"recipe.extractor": "echo_encoder", "recipe.n": 64})
-    finally:
-        mlflow.set_tracking_uri(old_uri)
-        if old_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = old_env
     return uri
 
 

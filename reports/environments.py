@@ -1,0 +1,73 @@
+"""What a report says of the software environments its runs were computed in.
+
+A CPU training is bitwise repeatable within one install, not across installs (see
+:mod:`benchmark.environment`), so a reader of a table needs to know whether its scores come
+from one install or from several, and which.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from reports.collect import ENV_TAG, NOT_RECORDED
+
+# Fields named when one environment is described, in this order (columns of
+# `collect_environments`), with the name a reader knows them by.
+_SHOWN = (
+    ("python", "Python"),
+    ("torch", "torch"),
+    ("diffusers", "diffusers"),
+    ("transformers", "transformers"),
+    ("monai", "MONAI"),
+)
+# Fields that do not tell installs apart in a reader's terms.
+_COUNTS = (ENV_TAG, "cells", "fidelity_sets")
+
+
+def describe_environments(envs: pd.DataFrame) -> list[str]:
+    """Sentences for a report (plain text): the one environment's code, versions and
+    hardware, or how many environments there are and which fields differ; and how many runs
+    record none. ``envs``: `reports.collect.collect_environments`'s table."""
+    recorded = envs[envs[ENV_TAG] != NOT_RECORDED]
+    out = []
+    if len(recorded) == 1:
+        out.append(
+            "Computed in one software environment (environments.csv): "
+            + _describe(recorded.iloc[0])
+            + "."
+        )
+    elif len(recorded) > 1:
+        fields = [c for c in recorded.columns if c not in _COUNTS]
+        differ = [c for c in fields if recorded[c].astype(str).nunique(dropna=False) > 1]
+        runs = ", ".join(
+            f"{r[ENV_TAG]}: {r['cells']} cell and {r['fidelity_sets']} fidelity runs"
+            for _, r in recorded.iterrows()
+        )
+        out.append(
+            f"The runs come from {len(recorded)} software environments (environments.csv;"
+            f" {runs}), which differ in {', '.join(differ)}. The same cell computed in two"
+            " installs can differ by more than a re-seeding: compare across them with care."
+        )
+    missing = envs[envs[ENV_TAG] == NOT_RECORDED]
+    if len(missing):
+        row = missing.iloc[0]
+        out.append(
+            f"{row['cells']} cell and {row['fidelity_sets']} fidelity runs were logged"
+            " before environments were recorded."
+        )
+    return out
+
+
+def _describe(env: pd.Series) -> str:
+    commit = env.get("commit")
+    if isinstance(commit, str) and commit not in ("", "None"):
+        dirty = " with uncommitted changes" if env.get("dirty") == "True" else ""
+        code = f"echosynth-bench at commit {commit[:10]}{dirty}"
+    else:
+        code = f"echosynth-bench {env.get('echosynth-bench')}"
+    versions = ", ".join(f"{name} {env.get(col)}" for col, name in _SHOWN if col in env)
+    gpus = env.get("gpus")
+    hardware = gpus if isinstance(gpus, str) and gpus else f"{env.get('cpu')} (no GPU)"
+    if isinstance(gpus, str) and gpus and env.get("cuda") not in (None, "None"):
+        hardware += f", CUDA {env.get('cuda')}"
+    return f"{code}, {versions}, on {hardware}"
