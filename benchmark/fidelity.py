@@ -74,7 +74,11 @@ class EchoEncoder(nn.Module):
         return self.body(images.float() * 2 - 1)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.nn.functional.silu(self(images)))
+        return self.classify(self(images))
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """``(B, dim)`` features (``forward``'s) -> ``(B, 4)`` class logits."""
+        return self.head(torch.nn.functional.silu(features))
 
 
 def train_encoder(
@@ -207,21 +211,22 @@ def distribution_fidelity(
     reference_split: str = "train",
     seed: int = 0,
     real_features: torch.Tensor | None = None,
+    synthetic_features: torch.Tensor | None = None,
 ) -> dict[str, float | int | str]:
     """``fd_echo``, ``kid_echo_mean``/``_std``, ``precision``, ``recall`` and the recipe
     (``seed``: of KID's random subsets).
 
     ``real_images`` ``(N, H, W)`` (the reference, from ``reference_split``) and
     ``synthetic_images`` ``(M, H, W)``, both in [0, 1] at the same resolution. Each set is
-    encoded once, for all four measures; ``real_features`` ``(N, dim)``, when given, are
-    ``features(model, real_images)`` already computed (one reference against several sets).
+    encoded once, for all four measures; ``real_features`` ``(N, dim)`` and
+    ``synthetic_features`` ``(M, dim)``, when given, are ``features(model, images)`` of
+    that set already computed (one reference against several sets; a set whose features
+    also judge its conditioning).
     """
     if real_images.shape[1:] != synthetic_images.shape[1:]:
         raise ValueError(f"resolutions differ: {real_images.shape} vs {synthetic_images.shape}")
-    real = features(model, real_images) if real_features is None else real_features
-    if len(real) != len(real_images):
-        raise ValueError(f"{len(real)} real features for {len(real_images)} real images")
-    fake = features(model, synthetic_images)
+    real = _given_features(model, real_images, real_features, "real")
+    fake = _given_features(model, synthetic_images, synthetic_features, "synthetic")
     distances = feature_distances(real, fake, kid_subsets, kid_subset_size, seed)
     precision, recall = precision_recall(real, fake, k)
     return {
@@ -238,6 +243,18 @@ def distribution_fidelity(
         "reference_split": reference_split,
         "k": k,
     }
+
+
+def _given_features(
+    model: EchoEncoder, images: np.ndarray, computed: torch.Tensor | None, name: str
+) -> torch.Tensor:
+    """``computed`` ``(N, dim)``, the features of ``images`` ``(N, H, W)`` computed before,
+    checked against them by count; or, when None, ``features(model, images)``."""
+    if computed is None:
+        return features(model, images)
+    if len(computed) != len(images):
+        raise ValueError(f"{len(computed)} {name} features for {len(images)} {name} images")
+    return computed
 
 
 def fd_ratio_interval(
@@ -294,18 +311,25 @@ class GivenFeatures(nn.Module):
 
 
 @torch.no_grad()
-def conditioning_accuracies(model: EchoEncoder, synthetic: EchoData) -> dict[str, float]:
+def conditioning_accuracies(
+    model: EchoEncoder, synthetic: EchoData, synthetic_features: torch.Tensor | None = None
+) -> dict[str, float]:
     """Shares of synthetic images whose recorded view x phase (``view_phase``), view
     (``view``) and phase (``phase``) the encoder predicts, from its one view x phase
     prediction per image (NaN when no image has a known pair). ``view`` is what issue 4's
     target names: a text generator asked for a 2CH view that draws it at the wrong phase
-    still followed the view."""
+    still followed the view. ``synthetic_features`` ``(N, dim)``: the images' features
+    computed before (for FD), classified instead of encoding the images again."""
     labels = class_index(synthetic)
     keep = labels >= 0
     if not keep.any():
         return {"view_phase": math.nan, "view": math.nan, "phase": math.nan}
-    x = torch.from_numpy(synthetic.images[keep]).float()[:, None]
-    pred = torch.cat([model.logits(x[i : i + 256]).argmax(1) for i in range(0, len(x), 256)])
+    if synthetic_features is not None:
+        feats = _given_features(model, synthetic.images, synthetic_features, "synthetic")
+        pred = model.classify(feats[torch.from_numpy(keep)]).argmax(1)
+    else:
+        x = torch.from_numpy(synthetic.images[keep]).float()[:, None]
+        pred = torch.cat([model.logits(x[i : i + 256]).argmax(1) for i in range(0, len(x), 256)])
     pred, labels = pred.numpy(), labels[keep]
     classes = np.array(CLASSES)  # (4, 2): view, phase of each class
     return {
@@ -315,9 +339,11 @@ def conditioning_accuracies(model: EchoEncoder, synthetic: EchoData) -> dict[str
     }
 
 
-def conditioning_accuracy(model: EchoEncoder, synthetic: EchoData) -> float:
+def conditioning_accuracy(
+    model: EchoEncoder, synthetic: EchoData, synthetic_features: torch.Tensor | None = None
+) -> float:
     """The view x phase share of :func:`conditioning_accuracies`."""
-    return conditioning_accuracies(model, synthetic)["view_phase"]
+    return conditioning_accuracies(model, synthetic, synthetic_features)["view_phase"]
 
 
 def mask_alignment(predicted: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -348,7 +374,10 @@ def nearest_distances(images: np.ndarray, train: np.ndarray, batch_size: int = 2
 
 
 def memorisation(
-    train: np.ndarray, synthetic: np.ndarray, reference: np.ndarray
+    train: np.ndarray,
+    synthetic: np.ndarray,
+    reference: np.ndarray,
+    reference_nearest: np.ndarray | None = None,
 ) -> dict[str, float | int]:
     """How close synthetic images ``(M, H, W)`` come to the generator's training images
     ``train`` ``(K, H, W)``, measured against new real images ``reference`` ``(N, H, W)``
@@ -360,6 +389,8 @@ def memorisation(
     ``1 / (N + 1)``; one that replays its training set, up to 1.
     ``nn_ratio``: median nearest-training distance of the synthetic images over that of the
     reference images (below 1: nearer to the training set than new patients are).
+    ``reference_nearest`` ``(N,)``: ``nearest_distances(reference, train)`` computed before
+    (one reference against several sets).
     """
     if not train.shape[1:] == synthetic.shape[1:] == reference.shape[1:]:
         raise ValueError(
@@ -367,7 +398,12 @@ def memorisation(
             f"reference {reference.shape}"
         )
     ours = nearest_distances(synthetic, train)
-    theirs = nearest_distances(reference, train)
+    if reference_nearest is None:
+        theirs = nearest_distances(reference, train)
+    elif len(reference_nearest) == len(reference):
+        theirs = reference_nearest
+    else:
+        raise ValueError(f"{len(reference_nearest)} distances for {len(reference)} references")
     return {
         "copy_share": float((ours < theirs.min()).mean()),
         "nn_ratio": float(np.median(ours) / np.median(theirs)),

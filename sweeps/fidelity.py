@@ -65,6 +65,7 @@ from benchmark.fidelity import (
     intensity_distance,
     mask_alignment,
     memorisation,
+    nearest_distances,
     train_encoder,
     weights_hash,
 )
@@ -267,13 +268,13 @@ def fidelity_stage(ws: Workspace, mode: Mode, prompt: Prompt | None, fraction: f
         test = ws.real.split(REFERENCE_SPLIT)
         reference = test.images
         second = ws.real.split("val").images  # the floor's second real sample
-        # The test images are the reference of both: encoded once.
-        against = {
-            "k": k,
-            "reference_split": REFERENCE_SPLIT,
-            "real_features": features(encoder, reference),
-        }
-        result = distribution_fidelity(encoder, reference, synthetic.images, **against)
+        # Each set encoded once: the test images, the reference of both and judged for their
+        # conditioning too; the synthetic ones, for FD and conditioning.
+        encoded = {"": features(encoder, synthetic.images), "_real": features(encoder, reference)}
+        against = {"k": k, "reference_split": REFERENCE_SPLIT, "real_features": encoded["_real"]}
+        result = distribution_fidelity(
+            encoder, reference, synthetic.images, synthetic_features=encoded[""], **against
+        )
         floor = distribution_fidelity(encoder, reference, second, **against)
         result |= {
             "fd_floor": floor["fd_echo"],
@@ -288,8 +289,9 @@ def fidelity_stage(ws: Workspace, mode: Mode, prompt: Prompt | None, fraction: f
         # Copies of the images this set's generator saw (the cell's real training subset),
         # against the test images; the validation split's own share is the reference.
         seen = ws.real_train(fraction).images
-        copies = memorisation(seen, synthetic.images, reference)
-        floor = memorisation(seen, second, reference)
+        nearest = nearest_distances(reference, seen)  # the test images': shared by both
+        copies = memorisation(seen, synthetic.images, reference, nearest)
+        floor = memorisation(seen, second, reference, nearest)
         result |= {
             "copy_share": copies["copy_share"],
             "nn_ratio": copies["nn_ratio"],
@@ -298,7 +300,7 @@ def fidelity_stage(ws: Workspace, mode: Mode, prompt: Prompt | None, fraction: f
             "n_generator_train": copies["n_train"],
         }
         for images, suffix in ((synthetic, ""), (test, "_real")):
-            for what, acc in conditioning_accuracies(encoder, images).items():
+            for what, acc in conditioning_accuracies(encoder, images, encoded[suffix]).items():
                 result[f"cond_{what}_acc{suffix}"] = acc
         if segmenter is not None:
             result["segmenter"] = segmenter.recipe()

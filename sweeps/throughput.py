@@ -63,13 +63,14 @@ def bench_fidelity(
     k = cfg.fidelity.k
 
     def compute() -> dict:
-        real = features(encoder, reference)  # as the stage does: the reference encoded once
+        # As the stage does: each set encoded once, the synthetic one's features judged.
+        real, fake = features(encoder, reference), features(encoder, synthetic.images)
         result = distribution_fidelity(
-            encoder, reference, synthetic.images, k=k, real_features=real
+            encoder, reference, synthetic.images, k=k, real_features=real, synthetic_features=fake
         )
         floor_fd = distribution_fidelity(encoder, reference, floor, k=k, real_features=real)
         result["fd_floor"] = floor_fd["fd_echo"]
-        result["cond_view_phase_acc"] = conditioning_accuracy(encoder, synthetic)
+        result["cond_view_phase_acc"] = conditioning_accuracy(encoder, synthetic, fake)
         return result
 
     seconds, result = timed(compute, torch.device("cpu"))  # the stage computes on the CPU

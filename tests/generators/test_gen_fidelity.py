@@ -17,6 +17,7 @@ from benchmark.fidelity import (
     intensity_distance,
     mask_alignment,
     memorisation,
+    nearest_distances,
     precision_recall,
     train_encoder,
     weights_hash,
@@ -106,6 +107,12 @@ def test_memorisation_by_hand():
     assert memorisation(train, train, reference)["copy_share"] == 1.0
     with pytest.raises(ValueError, match="resolutions differ"):
         memorisation(train, synthetic[:, :2], reference)
+    # The reference's own distances, computed once for several sets, are what it measures.
+    nearest = nearest_distances(reference, train)
+    assert nearest.tolist() == pytest.approx([0.25, 0.2])
+    assert memorisation(train, synthetic, reference, nearest) == out
+    with pytest.raises(ValueError, match="1 distances for 2 references"):
+        memorisation(train, synthetic, reference, nearest[:1])
 
 
 def test_intensity_distance_by_hand():
@@ -166,8 +173,19 @@ def test_distribution_fidelity_encodes_each_set_once(data, encoder):
             encoder, real, noise, kid_subsets=2, real_features=features(encoder, real)
         )
         assert sum(batches) == 2 * len(real)  # the features given here, and the noise's
+        both = {
+            "real_features": features(encoder, real),
+            "synthetic_features": features(encoder, noise),
+        }
+        batches.clear()
+        assert distribution_fidelity(encoder, real, noise, kid_subsets=2, **both) == result
+        assert batches == []  # both sets' features given: nothing encoded
         with pytest.raises(ValueError, match="3 real features for"):
             distribution_fidelity(encoder, real, noise, real_features=features(encoder, real[:3]))
+        with pytest.raises(ValueError, match="3 synthetic features for"):
+            distribution_fidelity(
+                encoder, real, noise, synthetic_features=both["real_features"][:3]
+            )
     finally:
         hook.remove()
     assert given == result
@@ -244,3 +262,22 @@ def test_conditioning_accuracies_by_hand():
     assert conditioning_accuracy(Fixed(), data) == 0.5
     unlabelled = data.subset(np.array([4]))
     assert all(np.isnan(v) for v in conditioning_accuracies(Fixed(), unlabelled).values())
+
+
+def test_conditioning_from_the_features_computed_for_fd(data, encoder):
+    """Given the images' features (those FD used), the encoder's head judges them: the
+    accuracies of encoding the images again, without encoding them."""
+    test = data.split("test")
+    test.meta.loc[test.meta.index[0], "view"] = "3CH"  # no class: left out of both
+    feats = features(encoder, test.images)
+    encoded = []
+    hook = encoder.register_forward_hook(lambda m, args, out: encoded.append(len(args[0])))
+    try:
+        given = conditioning_accuracies(encoder, test, feats)
+        assert encoded == []
+        assert given == conditioning_accuracies(encoder, test)
+        assert conditioning_accuracy(encoder, test, feats) == given["view_phase"]
+        with pytest.raises(ValueError, match="2 synthetic features for"):
+            conditioning_accuracies(encoder, test, feats[:2])
+    finally:
+        hook.remove()
