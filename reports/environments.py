@@ -7,6 +7,8 @@ from one install or from several, and which.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pandas as pd
 
 from reports.collect import ENV_TAG, NOT_RECORDED
@@ -67,7 +69,17 @@ def _describe(env: pd.Series) -> str:
         code = f"echosynth-bench {env.get('echosynth-bench')}"
     versions = ", ".join(f"{name} {env.get(col)}" for col, name in _SHOWN if col in env)
     gpus = env.get("gpus")
-    hardware = gpus if isinstance(gpus, str) and gpus else f"{env.get('cpu')} (no GPU)"
-    if isinstance(gpus, str) and gpus and env.get("cuda") not in (None, "None"):
-        hardware += f", CUDA {env.get('cuda')}"
+    if isinstance(gpus, str) and gpus:
+        hardware = gpu_models(gpus.split(", "))
+        if env.get("cuda") not in (None, "None"):
+            hardware += f", CUDA {env.get('cuda')}"
+    else:
+        hardware = f"{env.get('cpu')} (no GPU)"
     return f"{code}, {versions}, on {hardware}"
+
+
+def gpu_models(names: list[str]) -> str:
+    """A machine's GPUs as a reader counts them: ``2 x NVIDIA H100 80GB HBM3`` for two of one
+    model, models in their first order; "no GPU" for none."""
+    counts = Counter(names)
+    return ", ".join(f"{n} x {name}" if n > 1 else name for name, n in counts.items()) or "no GPU"

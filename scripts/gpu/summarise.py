@@ -37,6 +37,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from benchmark.grid import Mode, parse_key
+from reports.environments import gpu_models
 
 MASK_DICE_TARGET = 0.80  # semantic and hybrid (issue 4)
 VIEW_TARGET = 0.90  # text and hybrid (issue 4)
@@ -76,7 +77,7 @@ def install(env: dict) -> str:
     packages = env.get("packages", {})
     commit = str(env.get("commit"))[:10] + (" with changes" if env.get("dirty") else "")
     return (
-        f"{env['id']}: {', '.join(env.get('gpus') or []) or 'no GPU'}, CUDA {env.get('cuda')},"
+        f"{env['id']}: {gpu_models(env.get('gpus') or [])}, CUDA {env.get('cuda')},"
         f" torch {packages.get('torch')}, diffusers {packages.get('diffusers')}, commit {commit}"
     )
 

@@ -102,3 +102,7 @@ def test_one_environment_is_described():
         "Computed in one software environment (environments.csv): echosynth-bench 0.1.0, Python"
     )
     assert text.endswith("on NVIDIA H100 80GB HBM3, CUDA 12.8.")
+    # A machine of eight: counted, not listed eight times.
+    envs["gpus"] = ", ".join(["NVIDIA H100 80GB HBM3"] * 8 + ["NVIDIA A100-SXM4-40GB"])
+    (text,) = describe_environments(envs)
+    assert text.endswith("on 8 x NVIDIA H100 80GB HBM3, NVIDIA A100-SXM4-40GB, CUDA 12.8.")
