@@ -7,7 +7,8 @@ within one install, not across them: the controls preset's unconditional generat
 from the same code in two sessions' installs, gave FD 18.9 in one and 20.0 in the other
 (``docs/RESULTS.md``, run 13), and nothing recorded what the first install had been.
 
-Only what is fixed for a process is recorded (looked up once): package versions, Python,
+Only what is fixed for a process is recorded, looked up once, when the process opens its
+stage folder (:class:`benchmark.stages.StageStore`): package versions, Python,
 the CPU and GPU models, the CUDA and cuDNN builds, and the project's commit when it runs
 from a git checkout. The GPU models come from ``nvidia-smi``, not from torch, which would
 initialise CUDA in a process that may not use it.

@@ -72,6 +72,9 @@ class StageStore:
         self.lock_timeout = lock_timeout  # seconds; -1 waits forever
         # The processes of a multi-process launch (benchmark.distributed); None: this one.
         self.ranks = ranks
+        # The install every stage written here records, looked up now, as the run starts: a
+        # checkout edited during a long run would otherwise be recorded as the code that ran.
+        self.environment = environment()
 
     def path_for(self, kind: str, spec: Any, label: str = "") -> Path:
         digest = spec_hash(spec)
@@ -213,7 +216,7 @@ class StageStore:
                     "seconds": round(time.time() - started + extra_seconds, 3),
                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     "host": socket.gethostname(),
-                    "environment": environment(),
+                    "environment": self.environment,
                     "summary": summary,
                 }
                 _write_json(tmp / "done.json", done)
