@@ -268,8 +268,8 @@ def fidelity_stage(ws: Workspace, mode: Mode, prompt: Prompt | None, fraction: f
         test = ws.real.split(REFERENCE_SPLIT)
         reference = test.images
         second = ws.real.split("val").images  # the floor's second real sample
-        # Each set encoded once: the test images, the reference of both and judged for their
-        # conditioning too; the synthetic ones, for FD and conditioning.
+        # Each set is encoded once: the test images are the reference of both and are judged
+        # for their conditioning; the synthetic ones serve FD and conditioning alike.
         encoded = {"": features(encoder, synthetic.images), "_real": features(encoder, reference)}
         against = {"k": k, "reference_split": REFERENCE_SPLIT, "real_features": encoded["_real"]}
         result = distribution_fidelity(
