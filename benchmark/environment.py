@@ -61,7 +61,8 @@ def environment() -> dict[str, Any]:
         "cuda": torch.version.cuda,
         "cudnn": None if cudnn is None else str(cudnn),
         **checkout(Path(__file__).resolve().parents[1]),
-        "packages": {name: _version(name) for name in PACKAGES},
+        # torch's own version names its build (2.4.0+cu121); its wheel's metadata may not.
+        "packages": {name: _version(name) for name in PACKAGES} | {"torch": torch.__version__},
     }
     env["id"] = environment_id(env)
     return env
