@@ -21,6 +21,7 @@ from benchmark.database_urls import sqlite_file, with_driver
 from benchmark.redact import mask_uri
 from benchmark.sqlite_store import ARTIFACTS
 from benchmark.tracking import CELL_RUN_METRICS
+from reports.environments import ENV_TAG, NOT_RECORDED
 
 PER_SAMPLE_ARTIFACT = "per_sample.csv"
 PER_PATIENT_ARTIFACT = "per_patient.csv"
@@ -57,10 +58,6 @@ EXTRA_METRICS = CELL_RUN_METRICS
 # A synthetic set, hence its fidelity, depends on the real fraction its generator saw.
 FIDELITY_TAGS = ("mode", "prompt", "real_fraction")
 RECIPE_PREFIX = "recipe."
-# benchmark.environment.ENV_TAG: a run's environment id, its fields tagged `env.<field>`
-# (that module is not imported here: it reads torch's build).
-ENV_TAG = "env"
-NOT_RECORDED = "not recorded"
 
 _PAGE = 1000
 

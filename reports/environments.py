@@ -11,8 +11,10 @@ from collections import Counter
 
 import pandas as pd
 
-from reports.collect import ENV_TAG, NOT_RECORDED
-
+# benchmark.environment.ENV_TAG: a run's environment id, its fields tagged `env.<field>`
+# (that module is not imported here: it reads torch's build).
+ENV_TAG = "env"
+NOT_RECORDED = "not recorded"
 # Fields named when one environment is described, in this order (columns of
 # `collect_environments`), with the name a reader knows them by.
 _SHOWN = (
