@@ -117,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="where to write (default: RUN_DIR/report)")
     p.add_argument("--tracking-uri", help="default: sqlite:///RUN_DIR/mlflow.db")
     p.add_argument("--experiment", help="default: the name in RUN_DIR/config.yaml")
+    p.add_argument(
+        "--test-unit",
+        choices=["image", "patient"],
+        help="what the tables' paired tests pair: each test image or each test patient "
+        "(default: report.test_unit in RUN_DIR/config.yaml, else image)",
+    )
 
     p = sub.add_parser(
         "sync",
@@ -259,7 +265,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report(run_dir: Path, out: Path | None, uri: str | None, experiment: str | None) -> dict:
+def _report(
+    run_dir: Path,
+    out: Path | None,
+    uri: str | None,
+    experiment: str | None,
+    test_unit: str | None = None,
+) -> dict:
     from benchmark.config import folder_config
     from benchmark.tracking import folder_tracking_uri
     from reports.report import write_report
@@ -276,11 +288,15 @@ def _report(run_dir: Path, out: Path | None, uri: str | None, experiment: str | 
     # The folder given, not the one the sweep recorded in MLflow: a copied or moved sweep
     # folder still has the stages its sample figures are drawn from.
     folder = Path(run_dir) if cfg else None
-    return write_report(uri, experiment, out or Path(run_dir) / "report", run_dir=folder)
+    if test_unit is None:
+        test_unit = cfg.report.test_unit if cfg else "image"
+    return write_report(
+        uri, experiment, out or Path(run_dir) / "report", run_dir=folder, test_unit=test_unit
+    )
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    report = _report(args.run_dir, args.out, args.tracking_uri, args.experiment)
+    report = _report(args.run_dir, args.out, args.tracking_uri, args.experiment, args.test_unit)
     print(report["summary"])
     for path in report["tables"]:
         print(f"wrote {path}")

@@ -223,6 +223,17 @@ class TrackingConfig:
 
 
 @dataclass
+class ReportConfig:
+    """How the report's tables test a cell against its real-only baseline."""
+
+    # What a paired test pairs: "image", each test image, or "patient", the mean over each
+    # test patient's images. A patient's images share its anatomy, so they are not
+    # independent samples and pairing images makes p smaller than the patients support;
+    # pairing patients needs enough of them (two-sided p >= 2 / 2**n for n patients).
+    test_unit: Literal["image", "patient"] = "image"
+
+
+@dataclass
 class FidelityConfig:
     """Fidelity of every synthetic set, in the features of an echo encoder trained on the
     real training split, and with InceptionV3's FID weights from a local file when given
@@ -351,6 +362,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     fidelity: FidelityConfig = field(default_factory=FidelityConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
     def __post_init__(self) -> None:
         if not self.name or not all(ch.isalnum() or ch in "-_" for ch in self.name):

@@ -27,6 +27,8 @@ from reports.collect import (
 from reports.document import compile_pdf, write_tex
 from reports.environments import describe_environments
 from reports.figures import write_figures
+from reports.stats import TEST_UNITS
+from reports.table_layout import SIGNIFICANCE_COLUMNS
 from reports.tables import write_tables
 
 _SUMMARY_AXES = ["task", "mode", "prompt", "ratio", "protocol", "real_fraction"]
@@ -76,6 +78,17 @@ def _facts(experiment: str, runs: pd.DataFrame) -> list[str]:
     ]
 
 
+def _tested(significance: pd.DataFrame) -> list[str]:
+    """The sentence of report.tex that points to the p-values behind the tables' marks."""
+    if significance.empty:
+        return []
+    n, tables = len(significance), significance["table"].nunique()
+    return [
+        f"The {n} paired tests behind the marks of {tables} table{'s' if tables > 1 else ''},"
+        " with their p-values before and after Holm's correction, are in significance.csv."
+    ]
+
+
 def _clear_stale(out: Path) -> None:
     """Remove the tables and figures an earlier report left in `out`: the folder mirrors the
     tracking store now, and a file for a slice that no longer exists would read as current."""
@@ -91,19 +104,24 @@ def write_report(
     *,
     run_dir: Path | None = None,
     pdf: bool = True,
+    test_unit: str = "image",
 ) -> dict:
     """Collect the experiment's runs and write the report folder; return what was made.
 
-    `out` receives runs/per_sample/environments (and, for seg with pixel spacing,
-    per_patient) CSV + Parquet, `tables/*.tex`, `figures/*`, report.tex and, when TeX is
-    installed and `pdf` is true, report.pdf (a LaTeX error raises
+    `out` receives runs/per_sample/environments/significance (and, for seg with pixel
+    spacing, per_patient) CSV + Parquet, `tables/*.tex`, `figures/*`, report.tex and, when TeX
+    is installed and `pdf` is true, report.pdf (a LaTeX error raises
     `reports.document.LatexError`). `run_dir` is the sweep's folder, for the sample grids; by
-    default the folder the sweep recorded in MLflow, when it exists here.
+    default the folder the sweep recorded in MLflow, when it exists here. `test_unit`: what
+    the tables' paired tests pair, each test image or each test patient
+    (`reports.stats.TEST_UNITS`).
     Returns `tables`, `exports`, `figures` (paths), `tex`, `pdf` (None when not compiled),
     `summary` (the terminal table, the software environments, then the failed cells) and
     `failed` (cells without a result: key, reason; also `failed.csv` and a section of
     report.tex).
     """
+    if test_unit not in TEST_UNITS:  # before anything is written
+        raise ValueError(f"test_unit must be one of {', '.join(TEST_UNITS)}, not {test_unit!r}")
     out = Path(out)
     runs = collect_runs(tracking_uri, experiment)
     _clear_stale(out)
@@ -125,7 +143,19 @@ def write_report(
     errors = patient_errors(per_patient)
     paired = pd.concat([per_sample, errors], ignore_index=True) if len(errors) else per_sample
     curves = validation_curves(tracking_uri, runs)
-    tables = write_tables(runs, paired, out / "tables", fidelity=fidelity, curves=curves)
+    tests: list[pd.DataFrame] = []
+    tables = write_tables(
+        runs,
+        paired,
+        out / "tables",
+        fidelity=fidelity,
+        curves=curves,
+        tests=tests,
+        test_unit=test_unit,
+    )
+    columns = ["table", *SIGNIFICANCE_COLUMNS]
+    significance = pd.concat(tests, ignore_index=True) if tests else pd.DataFrame(columns=columns)
+    exports += export(significance, out, "significance")
     if run_dir is None:
         run_dir = sweep_folder(tracking_uri, experiment)
     figures = write_figures(
@@ -142,7 +172,7 @@ def write_report(
         figures,
         out,
         title=title,
-        facts=_facts(experiment, runs) + installs,
+        facts=_facts(experiment, runs) + _tested(significance) + installs,
         failed=list(zip(failed["cell_key"], failed["error"])),
     )
     summary = summary_text(runs)

@@ -26,6 +26,16 @@ STRUCTURE_TASKS = ("vlseg",)
 STRUCTURE_DICE = {"LV": "dice_lv", "MYO": "dice_myo", "LA": "dice_la"}
 _STRUCTURE_SAMPLE = rf"^(?P<image>.+)_(?P<structure>{'|'.join(STRUCTURE_DICE)})$"
 
+# What a paired test pairs: each test image, or each test patient (the mean over the patient's
+# test images). A patient's images (two views, two phases) share its anatomy and its image
+# quality, so they are not independent samples: pairing images counts each patient up to
+# four times, which makes p smaller than the patients alone support.
+TEST_UNITS = ("image", "patient")
+# An image's sample id (`EchoData.sample_ids`: patient_view_phase; views and phases as the
+# data layer admits them). Other ids (the clinical indices' rows, one per patient) are
+# patients already.
+_IMAGE_SAMPLE = r"^(?P<patient>.+)_(?:2CH|4CH)_(?:ED|ES)$"
+
 # The smallest n at which an exact two-sided signed-rank test can reach p < 0.05
 # (all six differences of one sign: p = 2 / 2**6 = 0.031); with fewer pairs a test can only
 # ever say "not significant", so it is reported as not done (NaN) instead.
@@ -163,6 +173,21 @@ def image_samples(runs: pd.DataFrame, per_sample: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([per_sample[~pair], images.reset_index(), structure], ignore_index=True)
 
 
+def patient_samples(per_sample: pd.DataFrame) -> pd.DataFrame:
+    """`per_sample` (the long layout, one row per image: after `image_samples`) with each
+    run's metric averaged over the images of each test patient, the patient as the sample.
+    Rows whose sample is not an image id (`patient_errors`' rows) are patients already and
+    are kept as they are."""
+    per_sample = per_sample[["run_id", "sample", "metric", "value"]].reset_index(drop=True)
+    patient = per_sample["sample"].astype(str).str.extract(_IMAGE_SAMPLE)["patient"]
+    image = patient.notna()
+    if not image.any():
+        return per_sample
+    rows = per_sample[image].assign(sample=patient[image])
+    patients = rows.groupby(["run_id", "sample", "metric"], sort=False)["value"].mean()
+    return pd.concat([per_sample[~image], patients.reset_index()], ignore_index=True)
+
+
 def phase_samples(per_sample: pd.DataFrame, phase: str, metrics: list[str]) -> pd.DataFrame:
     """`per_sample` (the long layout) with its rows of `metrics` on the test images at
     `phase` ("ed" or "es") repeated as `<metric>_<phase>`: the per-image values behind seg's
@@ -181,20 +206,26 @@ def compare_to_baseline(
     by: str | Sequence[str],
     metric: str,
     min_pairs: int = MIN_PAIRS,
+    test_unit: str = "image",
 ) -> pd.DataFrame:
     """Test every `by` group of non-baseline runs against the matching real-only baselines.
 
     Only seeds that have both a cell run and a baseline run enter a group's test; per-sample
-    values are averaged over those seeds on each side, then paired by sample (for vlseg, by
-    image: `image_samples`). All groups tested in one call form one family for Holm's
+    values are averaged over those seeds on each side, then paired by sample: by image (for
+    vlseg, its structures averaged: `image_samples`), or with `test_unit` "patient" by test
+    patient (`patient_samples`). All groups tested in one call form one family for Holm's
     correction (one table = one family).
     Returns `by` + n_pairs, n_seeds, statistic, p_value, p_holm, direction, median_diff.
     """
+    if test_unit not in TEST_UNITS:
+        raise ValueError(f"test_unit must be one of {', '.join(TEST_UNITS)}, not {test_unit!r}")
     by = [by] if isinstance(by, str) else list(by)
     pairs = match_baselines(runs)
     cells = runs.merge(pairs, on="run_id")
     tested = per_sample["run_id"].isin(pd.concat([cells["run_id"], cells["baseline_run_id"]]))
     per_sample = image_samples(runs, per_sample[tested])
+    if test_unit == "patient":
+        per_sample = patient_samples(per_sample)
     rows = []
     for key, group in cells.groupby(by, sort=False, dropna=False):
         res = paired_wilcoxon(

@@ -36,6 +36,25 @@ from reports.stats import (
 )
 
 ALPHA = 0.05
+# `significance.csv`'s columns: one row per paired test behind a table's marks. `row` and
+# `column` are the entry's labels as the table prints them (unescaped); `test_unit` what a pair is
+# (`reports.stats.TEST_UNITS`); `p_holm` is adjusted over the tests of the row's table (one
+# table, one family); `verdict` is the entry's mark.
+SIGNIFICANCE_COLUMNS = [
+    "row",
+    "column",
+    "metric",
+    "unit",
+    "n_pairs",
+    "n_seeds",
+    "statistic",
+    "p_value",
+    "p_holm",
+    "direction",
+    "median_diff",
+    "verdict",
+]
+VERDICTS = {BETTER_MARK: "better", WORSE_MARK: "worse", "": "n.s."}
 # Axes a baseline run shares with the cells compared to it; it has no mode, ratio or protocol
 # of its own, so it belongs to every slice along those.
 _BASELINE_SHARED = ("task", "model", "real_fraction", "prompt")
@@ -275,6 +294,8 @@ def pivot_table_tex(
     corner: str | None = None,
     decimals: int | None = None,
     alpha: float = ALPHA,
+    tests: list[pd.DataFrame] | None = None,
+    test_unit: str = "image",
 ) -> str:
     """`metric` pivoted to rows `index` x columns `columns`, as a LaTeX `table` environment.
 
@@ -288,7 +309,9 @@ def pivot_table_tex(
     `decimals=None` picks 1-4 decimals from the magnitude of the values.
     With `per_sample`, an entry is marked `$^{*}$` (significantly better than the baseline) or
     `$^{\\dagger}$` (significantly worse): two-sided paired Wilcoxon signed-rank test on
-    per-sample values averaged over seeds, Holm-adjusted p < `alpha` over all tests in the table.
+    per-sample values averaged over seeds, paired by `test_unit` (test image or patient),
+    Holm-adjusted p < `alpha` over all tests in the table.
+    `tests`, when given, receives those tests as one frame of `SIGNIFICANCE_COLUMNS`.
     """
     if metric not in df.columns:
         raise ValueError(f"metric {metric!r} not among the run columns")
@@ -318,13 +341,16 @@ def pivot_table_tex(
     marks = pd.DataFrame("", index=row_order, columns=col_order)
     n_tests = 0
     if per_sample is not None and len(per_sample) and "mode" in runs.columns:
-        tests = compare_to_baseline(runs, per_sample, ["_row", "_col"], metric)
-        tests = tests[tests["p_holm"].notna()]
-        n_tests = len(tests)
-        for t in tests.to_dict("records"):
-            if t["p_holm"] < alpha and t["direction"] != 0:
-                good = (t["direction"] > 0) == higher
-                marks.loc[t["_row"], t["_col"]] = BETTER_MARK if good else WORSE_MARK
+        done = compare_to_baseline(runs, per_sample, ["_row", "_col"], metric, test_unit=test_unit)
+        done = done[done["p_holm"].notna()].assign(_up=higher, metric=metric, unit=test_unit)
+        n_tests = len(done)
+        done["_mark"] = _marks(done, alpha)
+        for t in done.to_dict("records"):
+            marks.loc[t["_row"], t["_col"]] = t["_mark"]
+        if tests is not None:
+            tests.append(
+                _significance(done.rename(columns={"_col": "_header"}), row_order, col_order)
+            )
 
     mean = grid("mean")
     dec = decimals if decimals is not None else decimals_for(mean.to_numpy(dtype=float).ravel())
@@ -336,20 +362,49 @@ def pivot_table_tex(
         decimals=[dec] * len(col_order),
         marks=marks,
     )
-    note = g.spread_note() + g.direction_note() + _tests_note(n_tests, alpha)
+    note = g.spread_note() + g.direction_note() + _tests_note(n_tests, alpha, test_unit)
     corner = corner if corner is not None else f"{', '.join(index)} / {columns}"
     return g.to_latex(corner, caption.rstrip() + note, label)
 
 
-def _tests_note(n_tests: int, alpha: float) -> str:
+def _tests_note(n_tests: int, alpha: float, test_unit: str) -> str:
     if not n_tests:
         return ""
+    pairs = (
+        "per-sample test values"
+        if test_unit == "image"
+        else "per-patient test values (the mean over each test patient's images)"
+    )
     return (
         f" {BETTER_MARK}/{WORSE_MARK}: significantly better/worse than the real-only baseline"
-        " (two-sided paired Wilcoxon signed-rank test on per-sample test values averaged"
+        f" (two-sided paired Wilcoxon signed-rank test on {pairs} averaged"
         f" over seeds; Holm-adjusted $p<{alpha:g}$ over the {n_tests} test"
         f"{'s' if n_tests > 1 else ''} in this table)."
     )
+
+
+def _marks(tests: pd.DataFrame, alpha: float) -> list[str]:
+    """Per test of `tests` (compare_to_baseline's columns, `p_holm` filled, and `_up`: whether
+    higher is better for its metric): `BETTER_MARK`, `WORSE_MARK`, or "" when not significant."""
+    out = []
+    for t in tests.to_dict("records"):
+        if t["p_holm"] < alpha and t["direction"] != 0:
+            out.append(BETTER_MARK if (t["direction"] > 0) == t["_up"] else WORSE_MARK)
+        else:
+            out.append("")
+    return out
+
+
+def _significance(tests: pd.DataFrame, rows: list[str], columns: list[str]) -> pd.DataFrame:
+    """`tests` (with `_row`, `_header`, `metric` and `_mark`) as `SIGNIFICANCE_COLUMNS`, in
+    the order the table reads: its `rows`, and within a row its `columns`."""
+    row_at = {r: i for i, r in enumerate(rows)}
+    column_at = {c: i for i, c in enumerate(columns)}
+    at = [(row_at[r], column_at[c]) for r, c in zip(tests["_row"], tests["_header"])]
+    out = tests.iloc[sorted(range(len(tests)), key=at.__getitem__)]
+    out = out.rename(columns={"_row": "row", "_header": "column"})
+    out["verdict"] = out["_mark"].map(VERDICTS)
+    return out[SIGNIFICANCE_COLUMNS].reset_index(drop=True)
 
 
 def _column_marks(
@@ -359,23 +414,26 @@ def _column_marks(
     metrics: dict[str, str],
     higher: list[bool],
     alpha: float,
-) -> tuple[pd.DataFrame, int]:
+    test_unit: str,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Significance marks of `metrics_table`'s grid (rows `index`, columns the headers) and
-    the number of tests: every row against its real-only baseline, per metric that has
-    per-sample values; Holm's correction over all of them (one table, one family)."""
+    the tests behind them (`SIGNIFICANCE_COLUMNS`): every row against its real-only
+    baseline, per metric that has per-sample values; Holm's correction over all of them (one
+    table, one family)."""
     runs = runs.assign(_row=runs[index].astype(str))
     found = []
     for metric, up in zip(metrics, higher):
-        tests = compare_to_baseline(runs, per_sample, "_row", metric)
-        found.append(tests[tests["p_value"].notna()].assign(_header=metrics[metric], _up=up))
+        tests = compare_to_baseline(runs, per_sample, "_row", metric, test_unit=test_unit)
+        tests = tests[tests["p_value"].notna()]
+        found.append(tests.assign(_header=metrics[metric], _up=up, metric=metric, unit=test_unit))
     tests = pd.concat(found, ignore_index=True)
     tests["p_holm"] = holm(tests["p_value"].to_numpy(dtype=float))
-    marks = pd.DataFrame("", index=list(runs[index].cat.categories), columns=list(metrics.values()))
+    tests["_mark"] = _marks(tests, alpha)
+    rows, headers = list(runs[index].cat.categories), list(metrics.values())
+    marks = pd.DataFrame("", index=rows, columns=headers)
     for t in tests.to_dict("records"):
-        if t["p_holm"] < alpha and t["direction"] != 0:
-            good = (t["direction"] > 0) == t["_up"]
-            marks.loc[t["_row"], t["_header"]] = BETTER_MARK if good else WORSE_MARK
-    return marks, len(tests)
+        marks.loc[t["_row"], t["_header"]] = t["_mark"]
+    return marks, _significance(tests, rows, headers)
 
 
 def metrics_table(
@@ -390,6 +448,8 @@ def metrics_table(
     alpha: float = ALPHA,
     unranked: Sequence[str] = (),
     rank_floor: dict[str, float] | None = None,
+    tests: list[pd.DataFrame] | None = None,
+    test_unit: str = "image",
 ) -> str:
     """Rows `index` (an ordered categorical), one column per metric (name -> header), each
     `mean ± std` over the runs of a row, with its own direction and decimals.
@@ -398,8 +458,11 @@ def metrics_table(
     `rank_floor`: metric -> the value that lower entries rank as when the best is chosen.
 
     With `per_sample`, the entries of metrics that have per-sample values are marked as in
-    `pivot_table_tex` (paired Wilcoxon against the real-only baseline, Holm over the whole
-    table); per-run quantities (convergence, the EF's correlation) have none and get no mark."""
+    `pivot_table_tex` (paired Wilcoxon by `test_unit` against the real-only baseline, Holm over
+    the whole table); per-run quantities (convergence, the EF's correlation) have none and
+    get no mark.
+    `tests`, when given, receives the tests behind the marks as one frame of
+    `SIGNIFICANCE_COLUMNS` (`column`: the metric's header)."""
     higher = higher or {}
     rows = [c for c in runs[index].cat.categories if c in set(runs[index])]
     parts = {f: [] for f in ("mean", "std", "n")}
@@ -411,8 +474,11 @@ def metrics_table(
     ups = [higher.get(m, is_higher_better(m)) for m in metrics]
     marks, n_tests = pd.DataFrame("", index=mean.index, columns=mean.columns), 0
     if per_sample is not None and len(per_sample) and "mode" in runs.columns:
-        marks, n_tests = _column_marks(runs, per_sample, index, metrics, ups, alpha)
+        marks, done = _column_marks(runs, per_sample, index, metrics, ups, alpha, test_unit)
         marks = marks.reindex(index=mean.index, columns=mean.columns).fillna("")
+        n_tests = len(done)
+        if tests is not None:
+            tests.append(done)
     g = _Grid(
         mean=mean,
         std=pd.concat(parts["std"], axis=1),
@@ -423,5 +489,5 @@ def metrics_table(
         unranked=tuple(unranked),
         rank_floor=[(rank_floor or {}).get(m) for m in metrics],
     )
-    note = g.spread_note(over) + g.direction_note() + _tests_note(n_tests, alpha)
+    note = g.spread_note(over) + g.direction_note() + _tests_note(n_tests, alpha, test_unit)
     return g.to_latex(index, caption.rstrip() + note, label)

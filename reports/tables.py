@@ -31,6 +31,7 @@ from reports.axes import (
 from reports.latex import escape_latex
 from reports.stats import match_baselines, phase_samples
 from reports.table_layout import (
+    SIGNIFICANCE_COLUMNS,
     baseline_rows,
     constants_note,
     describe,
@@ -51,9 +52,12 @@ def sb_table(
     *,
     real_fraction: float | None = None,
     metric: str | None = None,
+    tests: list[pd.DataFrame] | None = None,
+    test_unit: str = "image",
 ) -> str:
     """SB's table for one vlseg model: rows the training strategy (real only, then each protocol,
-    with generation mode and ratio when they vary), columns the prompt kind P0-P7."""
+    with generation mode and ratio when they vary), columns the prompt kind P0-P7. `tests` and
+    `test_unit`: as `pivot_table_tex`'s."""
     runs = slice_runs(usable_runs(df), task="vlseg", model=model)
     if runs.empty:
         raise ValueError(f"sb_table: no vlseg runs for model {model!r}")
@@ -76,6 +80,8 @@ def sb_table(
         caption,
         f"tab:sb-{slug(model, rf_slug(rf))}",
         corner="strategy / prompt",
+        tests=tests,
+        test_unit=test_unit,
     )
 
 
@@ -88,9 +94,12 @@ def de_table(
     protocol: str = "mix",
     real_fraction: float | None = None,
     metric: str | None = None,
+    tests: list[pd.DataFrame] | None = None,
+    test_unit: str = "image",
 ) -> str:
     """DE's table for one task: rows the generation mode (with the prompt kind where it varies),
-    columns the synthetic:real ratio, entries the task's primary metric."""
+    columns the synthetic:real ratio, entries the task's primary metric. `tests` and `test_unit`:
+    as `pivot_table_tex`'s."""
     runs = slice_runs(usable_runs(df), task=task)
     if runs.empty:
         raise ValueError(f"de_table: no runs for task {task!r}")
@@ -113,6 +122,8 @@ def de_table(
         caption,
         f"tab:de-{slug(task, model, protocol, rf_slug(rf))}",
         corner="mode / ratio",
+        tests=tests,
+        test_unit=test_unit,
     )
 
 
@@ -215,6 +226,8 @@ def structures_table(
     real_fraction: float | None = None,
     phase: str | None = None,
     per_sample: pd.DataFrame | None = None,
+    tests: list[pd.DataFrame] | None = None,
+    test_unit: str = "image",
 ) -> str:
     """Per-structure test scores of a segmentation task (seg or vlseg), one row per cell: Dice
     of LV, myocardium and atrium and their mean, then the mean HD95 and ASSD over structures
@@ -226,7 +239,8 @@ def structures_table(
     `<metric>_<phase>` metrics of seg) and the clinical column is that phase's LV volume error,
     as CAMUS reports ED and ES apart. With `per_sample`, entries are marked where they differ
     significantly from the real-only baseline: Dice and distances image by image (in a phase
-    table, on that phase's images), the EF and volume errors patient by patient."""
+    table, on that phase's images), the EF and volume errors patient by patient. `tests` and
+    `test_unit`: as `metrics_table`'s."""
     if phase is not None and phase not in PHASES:
         raise ValueError(f"structures_table: phase must be one of {list(PHASES)}, not {phase!r}")
     at = "" if phase is None else f"_{phase}"
@@ -246,8 +260,8 @@ def structures_table(
         )
     # One unit for the whole table: mm only if every run measured in mm.
     mm = all(_logged(runs, f"{name}_mm_mean{at}", every=True) for name in DISTANCE_COLUMNS)
-    suffix, unit = ("_mm", "mm") if mm else ("", "px")
-    distances = {f"{n}{suffix}_mean{at}": f"{h} ({unit})" for n, h in DISTANCE_COLUMNS.items()}
+    suffix, length = ("_mm", "mm") if mm else ("", "px")
+    distances = {f"{n}{suffix}_mean{at}": f"{h} ({length})" for n, h in DISTANCE_COLUMNS.items()}
     metrics |= {m: h for m, h in distances.items() if _logged(runs, m)}
     wanted = CLINICAL_COLUMNS if phase is None else PHASE_CLINICAL_COLUMNS[phase]
     clinical = {m: h for m, h in wanted.items() if _logged(runs, m, every=True)}
@@ -279,7 +293,16 @@ def structures_table(
     if phase is not None and per_sample is not None:
         pooled = [m.removesuffix(at) for m in metrics if m.endswith(at)]
         per_sample = phase_samples(per_sample, phase, pooled)
-    return metrics_table(runs, "cell", metrics, caption, label, per_sample=per_sample)
+    return metrics_table(
+        runs,
+        "cell",
+        metrics,
+        caption,
+        label,
+        per_sample=per_sample,
+        tests=tests,
+        test_unit=test_unit,
+    )
 
 
 def _logged(runs: pd.DataFrame, metric: str, every: bool = False) -> bool:
@@ -432,6 +455,8 @@ def write_tables(
     *,
     fidelity: pd.DataFrame | None = None,
     curves: pd.DataFrame | None = None,
+    tests: list[pd.DataFrame] | None = None,
+    test_unit: str = "image",
 ) -> list[Path]:
     """Write every table the data supports as `<name>.tex` in `out_dir`; return the paths.
 
@@ -440,16 +465,23 @@ def write_tables(
     real fraction) with per-structure Dice, and per phase (ED, ES) where it was logged;
     convergence: per (task, model, real fraction) where epochs_to_95 was logged; fidelity: per
     recipe when `fidelity` has rows.
+    `tests`, when given, receives per table with significance marks the paired tests behind
+    them: `table` (the file's stem), then `SIGNIFICANCE_COLUMNS`. `test_unit`: what the tests pair,
+    each test image or each test patient (`reports.stats.TEST_UNITS`).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs = usable_runs(df)
     written: list[Path] = []
+    found: list[pd.DataFrame] = []  # the tests of the table being made
 
     def emit(name: str, tex: str) -> None:
         path = out / f"{name}.tex"
         path.write_text(tex)
         written.append(path)
+        if tests is not None:
+            tests.extend(f.assign(table=name)[["table", *SIGNIFICANCE_COLUMNS]] for f in found)
+        found.clear()
 
     def combos(frame: pd.DataFrame, axes: list[str]) -> list[tuple]:
         return sorted(frame[axes].drop_duplicates().itertuples(index=False, name=None), key=str)
@@ -459,15 +491,25 @@ def write_tables(
     for model, rf in combos(vl, ["model", "real_fraction"]):
         emit(
             f"sb-{slug(model, rf_slug(rf))}",
-            sb_table(runs, per_sample, model, real_fraction=rf),
+            sb_table(runs, per_sample, model, real_fraction=rf, tests=found, test_unit=test_unit),
         )
     for task, model, protocol, rf in combos(cells, ["task", "model", "protocol", "real_fraction"]):
-        tex = de_table(runs, per_sample, task, model=model, protocol=protocol, real_fraction=rf)
+        tex = de_table(
+            runs,
+            per_sample,
+            task,
+            model=model,
+            protocol=protocol,
+            real_fraction=rf,
+            tests=found,
+            test_unit=test_unit,
+        )
         emit(f"de-{slug(task, model, protocol, rf_slug(rf))}", tex)
     if "dice_lv" in runs.columns:
         parts = runs[runs["task"].isin(["seg", "vlseg"]) & runs["dice_lv"].notna()]
         for task, model, rf in combos(parts, ["task", "model", "real_fraction"]):
             axes = {"model": model, "real_fraction": rf, "per_sample": per_sample}
+            axes |= {"tests": found, "test_unit": test_unit}
             tex = structures_table(runs, task, **axes)
             emit(f"structures-{slug(task, model, rf_slug(rf))}", tex)
             part = slice_runs(runs, task=task, model=model, real_fraction=rf)

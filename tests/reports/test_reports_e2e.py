@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
@@ -99,10 +100,21 @@ def test_report_command_end_to_end(run_dir, capsys, caplog):
     oracle = r"oracle & -- & \textbf{0.480 $\pm$ 0.014$^{*}$} & \textbf{0.510 $\pm$ 0.014$^{*}$}"
     assert oracle in de
     assert r"corrupted & -- & 0.340 $\pm$ 0.014$^{\dagger}$ & 0.310 $\pm$ 0.014$^{\dagger}$" in de
+    # The tests behind those marks, with their p-values, beside the tables.
+    tests = pd.read_csv(out / "significance.csv")
+    de_tests = tests[tests["table"] == "de-seg-monai-unet-mix-rf0p1"]
+    assert sorted(zip(de_tests["row"], de_tests["verdict"])) == [
+        ("corrupted", "worse"),
+        ("corrupted", "worse"),
+        ("oracle", "better"),
+        ("oracle", "better"),
+    ]
+    assert (de_tests["p_holm"] < 0.05).all() and (de_tests["n_pairs"] == len(SAMPLES)).all()
     figures = sorted(p.name for p in (out / "figures").iterdir())
     assert figures == ["curves-seg-monai-unet.pdf", "ratio-seg-monai-unet.pdf", "samples-rf0p1.png"]
     tex = (out / "report.tex").read_text()
     assert r"\input{tables/de-seg-monai-unet-mix-rf0p1}" in tex
+    assert "The 4 paired tests behind the marks of 1 table, with their p-values" in tex
     assert r"{figures/samples-rf0p1.png}" in tex
     if latex_command() is None:
         assert not (out / "report.pdf").exists()
@@ -116,6 +128,23 @@ def test_report_command_end_to_end(run_dir, capsys, caplog):
         ).stdout
         assert "Downstream results" in text and "0.510 ± 0.014" in text
         assert "real only" in text and "Samples" in text
+
+
+def test_report_pairs_test_patients_when_the_config_or_the_command_asks(run_dir, tmp_path):
+    copy = tmp_path / "smoke"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("report"))
+    config = copy / "config.yaml"
+    config.write_text(config.read_text() + "report:\n  test_unit: patient\n")
+    assert main(["report", str(copy)]) == 0
+    tests = pd.read_csv(copy / "report" / "significance.csv")
+    assert len(tests) == 4 and set(tests["unit"]) == {"patient"}
+    de = (copy / "report" / "tables" / "de-seg-monai-unet-mix-rf0p1.tex").read_text()
+    assert "test on per-patient test values (the mean over each test patient's images)" in de
+    # The command's option wins over the folder's config.
+    assert (
+        main(["report", str(copy), "--out", str(tmp_path / "images"), "--test-unit", "image"]) == 0
+    )
+    assert set(pd.read_csv(tmp_path / "images" / "significance.csv")["unit"]) == {"image"}
 
 
 def test_report_finds_the_recorded_run_folder_or_skips_samples(run_dir, tmp_path):

@@ -5,7 +5,15 @@ import pandas as pd
 import pytest
 from scipy.stats import wilcoxon
 
-from reports.stats import compare_to_baseline, holm, match_baselines, paired_wilcoxon, summarise
+from reports.stats import (
+    compare_to_baseline,
+    holm,
+    image_samples,
+    match_baselines,
+    paired_wilcoxon,
+    patient_samples,
+    summarise,
+)
 
 
 def test_holm_matches_hand_computation():
@@ -149,3 +157,52 @@ def test_vlseg_pairs_images_not_structures_and_tests_each_structure():
     assert medians == pytest.approx(
         {"dice_mean": 0.2, "dice_lv": 0.1, "dice_myo": 0.2, "dice_la": 0.3}
     )
+
+
+def test_patient_unit_pairs_the_mean_of_each_patients_images():
+    # 8 patients x 4 images (2 views x 2 phases). The cell gains 0.04 on each image of
+    # patients 0-5 and loses 0.01 on the 2CH images of patients 6 and 7 (their 4CH unchanged).
+    runs = pd.DataFrame([_run("b0", "none", 0), _run("c0", "text", 0)])
+    rows = []
+    for i in range(8):
+        for view in ("2CH", "4CH"):
+            for phase in ("ED", "ES"):
+                gain = 0.04 if i < 6 else (-0.01 if view == "2CH" else 0.0)
+                for run_id, value in (("b0", 0.5 + 0.01 * i), ("c0", 0.5 + 0.01 * i + gain)):
+                    sample = f"patient{i:04d}_{view}_{phase}"
+                    rows.append(dict(run_id=run_id, sample=sample, metric="dice", value=value))
+    # A clinical index, one row per patient (`patient_errors`): the patient already.
+    for i in range(8):
+        for run_id, value in (("b0", 5.0), ("c0", 4.0 + 0.1 * i)):
+            rows.append(dict(run_id=run_id, sample=f"patient{i:04d}", metric="ef_mae", value=value))
+    per_sample = pd.DataFrame(rows)
+
+    image = compare_to_baseline(runs, per_sample, "mode", "dice").iloc[0]
+    patient = compare_to_baseline(runs, per_sample, "mode", "dice", test_unit="patient").iloc[0]
+    assert image["n_pairs"] == 32 and patient["n_pairs"] == 8
+    # Per image: 24 differences of +0.04, 4 of -0.01, 4 zero (dropped); per patient: six of
+    # +0.04 and two of -0.005 (the mean of -0.01, -0.01, 0, 0).
+    expected = wilcoxon(np.r_[np.full(6, 0.04), np.full(2, -0.005)]).pvalue
+    assert patient["p_value"] == pytest.approx(expected)
+    assert patient["median_diff"] == pytest.approx(0.04)
+    # Fewer, honest pairs: the same effect is far less certain than 32 images made it look.
+    assert image["p_value"] < 1e-5 < 0.01 < patient["p_value"]
+    ef = compare_to_baseline(runs, per_sample, "mode", "ef_mae", test_unit="patient").iloc[0]
+    assert ef["n_pairs"] == 8 and ef["median_diff"] == pytest.approx(-0.65)
+    with pytest.raises(ValueError, match="test_unit must be one of image, patient, not 'subject'"):
+        compare_to_baseline(runs, per_sample, "mode", "dice", test_unit="subject")
+
+
+def test_patient_samples_after_image_samples_for_vlseg():
+    """vlseg's (image, structure) rows become images, then patients."""
+    rows = [
+        dict(run_id="r", sample=f"p1_{view}_ES_{s}", metric="dice_mean", value=v)
+        for view, base in (("2CH", 0.5), ("4CH", 0.7))
+        for s, v in (("LV", base), ("MYO", base + 0.1), ("LA", base + 0.2))
+    ]
+    runs = pd.DataFrame([_run("r", "text", 0, prompt="P1", task="vlseg")])
+    images = image_samples(runs, pd.DataFrame(rows))
+    out = patient_samples(images).set_index(["sample", "metric"])["value"]
+    assert out["p1", "dice_mean"] == pytest.approx(0.7)  # (0.6 + 0.8) / 2
+    assert out["p1", "dice_lv"] == pytest.approx(0.6)  # (0.5 + 0.7) / 2
+    assert out["p1", "dice_la"] == pytest.approx(0.8)

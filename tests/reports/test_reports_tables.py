@@ -5,9 +5,12 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import wilcoxon
 
 from reports.axes import is_higher_better
 from reports.latex import escape_latex
+from reports.stats import holm
+from reports.table_layout import SIGNIFICANCE_COLUMNS
 from reports.tables import (
     convergence_table,
     de_table,
@@ -346,6 +349,81 @@ def test_write_tables_skips_absent_axes(tmp_path):
         "structures-seg-unet-rf1-ed.tex",
         "structures-seg-unet-rf1-es.tex",
     ]
+
+
+def test_significance_rows_are_the_tests_behind_each_tables_marks(tmp_path):
+    runs, per_sample = _runs_and_samples()
+    hd = per_sample.assign(metric="hd95_mm_mean", value=10 - 10 * per_sample["value"])
+    found = []
+    paths = write_tables(_with_structures(runs), pd.concat([per_sample, hd]), tmp_path, tests=found)
+    tests = pd.concat(found, ignore_index=True)
+    assert list(tests.columns) == ["table", *SIGNIFICANCE_COLUMNS]
+    de = tests[tests["table"] == "de-seg-unet-mix-rf1"]
+    # In the table's reading order: rows text, semantic, corrupted; within a row the ratios.
+    assert list(zip(de["row"], de["column"])) == [
+        ("text", "0.5"),
+        ("text", "1"),
+        ("semantic", "0.5"),
+        ("semantic", "1"),
+        ("corrupted", "1"),
+    ]
+    assert list(de["verdict"]) == ["better", "better", "n.s.", "n.s.", "worse"]
+    assert (de["metric"] == "dice_mean").all() and (de["n_pairs"] == 20).all()
+    assert (de["n_seeds"] == 2).all()
+    assert list(de["median_diff"].round(6)) == [0.05, 0.05, 0.0, 0.0, -0.05]
+    # p: the signed-rank test of the 20 per-image differences of the seed means.
+    by_seed = per_sample.pivot_table("value", ["cell_key", "sample"], "seed").mean(axis=1)
+    base = by_seed["seg|unet|none|-|0.0|mix"]
+    for row, key in [
+        ("text", "seg|unet|text|-|1.0|mix"),
+        ("corrupted", "seg|unet|corrupted|-|1.0|mix"),
+    ]:
+        expected = wilcoxon((by_seed[key] - base).to_numpy()).pvalue
+        assert de.loc[(de["row"] == row) & (de["column"] == "1"), "p_value"].item() == expected
+    # Semantic's differences are symmetric: R+ = R-, p = 1. Holm over the table's 5 tests,
+    # p ascending text, text, corrupted, semantic, semantic: x5, x4 (raised to the text's
+    # first), x3, x2 and x1 (capped at 1).
+    p = dict(zip(zip(de["row"], de["column"]), de["p_value"]))
+    holm_p = dict(zip(zip(de["row"], de["column"]), de["p_holm"]))
+    assert p[("text", "0.5")] == p[("text", "1")] < p[("corrupted", "1")] < 1e-4
+    assert p[("semantic", "0.5")] == p[("semantic", "1")] == 1.0
+    assert holm_p[("text", "0.5")] == holm_p[("text", "1")] == 5 * p[("text", "1")]
+    assert holm_p[("corrupted", "1")] == max(5 * p[("text", "1")], 3 * p[("corrupted", "1")])
+    assert holm_p[("semantic", "0.5")] == holm_p[("semantic", "1")] == 1.0
+    # Each table is one family, and its verdicts are the marks it prints.
+    for name, group in tests.groupby("table"):
+        assert np.allclose(group["p_holm"], holm(group["p_value"].to_numpy()))
+        tex = (tmp_path / f"{name}.tex").read_text()
+        body = tex[tex.index(r"\midrule") : tex.index(r"\bottomrule")]  # not the caption's key
+        verdicts = group["verdict"].value_counts()
+        assert body.count("$^{*}$") == verdicts.get("better", 0)
+        assert body.count(r"$^{\dagger}$") == verdicts.get("worse", 0)
+    parts = tests[tests["table"] == "structures-seg-unet-rf1"]
+    assert set(parts["column"]) == {"Dice mean", "HD95 (mm)"}  # the per-sample metrics
+    assert len(parts) == 10 and sorted(p.stem for p in paths) == sorted(
+        ["de-seg-unet-mix-rf1", "structures-seg-unet-rf1"]
+    )
+    better = parts[parts["row"] == "text, ratio 1"].set_index("metric")["verdict"]
+    assert better.to_dict() == {"dice_mean": "better", "hd95_mm_mean": "better"}  # lower HD95
+    assert set(tests["unit"]) == {"image"}
+    # Paired by patient, every table says so (these sample ids name patients already).
+    found.clear()
+    write_tables(
+        _with_structures(runs), per_sample, tmp_path / "patients", tests=found, test_unit="patient"
+    )
+    assert [set(f["unit"]) for f in found] == [{"patient"}, {"patient"}]
+    assert (
+        "per-patient test values"
+        in (tmp_path / "patients" / "structures-seg-unet-rf1.tex").read_text()
+    )
+    # Without per-sample values a table has no tests, and no rows; nor with too few pairs.
+    found.clear()
+    write_tables(runs, None, tmp_path / "plain", tests=found)
+    assert found == []
+    few = per_sample[per_sample["sample"].isin(SAMPLES[:5])]
+    write_tables(_with_structures(runs), few, tmp_path / "few", tests=found)
+    assert [len(f) for f in found] == [0, 0]
+    assert all(list(f.columns) == ["table", *SIGNIFICANCE_COLUMNS] for f in found)
 
 
 def test_escape_latex():
