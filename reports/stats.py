@@ -49,6 +49,10 @@ class WilcoxonResult:
     `direction` is the sign of R+ - R- (the signed-rank sums the test is built on): +1 when the
     cell's values tend to be larger than the baseline's, -1 smaller, 0 balanced.
     `p_value` is NaN when there were fewer than `min_pairs` pairs (no test done).
+    `median_diff` and `mean_diff` summarise the paired differences (cell - baseline);
+    `ci_low`, `ci_high` bound `mean_diff` with a 95 % percentile bootstrap over the pairs
+    (`bootstrap_mean_ci`; NaN without a test): how far the effect could be from the one
+    measured on this test set, not Holm-adjusted.
     """
 
     n_pairs: int
@@ -56,6 +60,37 @@ class WilcoxonResult:
     p_value: float
     direction: int
     median_diff: float
+    mean_diff: float
+    ci_low: float
+    ci_high: float
+
+
+# Resamples of the bootstrap interval, and its seed: a report is the same every time it is
+# made. With 10,000 resamples an end moves by 0.5 to 1 % of the interval's width from seed to
+# seed (standard deviation over 20 seeds, run 14's Dice differences at 10 % real, 32 pairs);
+# an interval over 200 pairs takes about 30 ms.
+BOOTSTRAP_RESAMPLES = 10_000
+BOOTSTRAP_SEED = 0
+
+
+def bootstrap_mean_ci(
+    differences: np.ndarray, level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `differences` ``(n,)``: the
+    ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the means of `resamples` samples
+    of n drawn with replacement. Written out rather than `scipy.stats.bootstrap`, whose seed
+    argument changed name (`random_state`, then `rng`) within the SciPy versions admitted."""
+    d = np.asarray(differences, dtype=float)
+    if d.size == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    means = np.empty(resamples)
+    step = max(1, 2**22 // d.size)  # resamples per draw: 32 MiB of indices at most
+    for start in range(0, resamples, step):
+        k = min(step, resamples - start)
+        means[start : start + k] = d[rng.integers(0, d.size, size=(k, d.size))].mean(axis=1)
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
 
 
 def summarise(df: pd.DataFrame, by: str | Sequence[str], metric: str) -> pd.DataFrame:
@@ -103,16 +138,26 @@ def paired_wilcoxon(
     both = both[np.isfinite(both["cell"]) & np.isfinite(both["base"])]
     d = (both["cell"] - both["base"]).to_numpy(dtype=float)
     n = int(d.size)
-    median = float(np.median(d)) if n else float("nan")
+    nan = float("nan")
+    sizes = {
+        "n_pairs": n,
+        "median_diff": float(np.median(d)) if n else nan,
+        "mean_diff": float(d.mean()) if n else nan,
+    }
     if n < min_pairs:
-        return WilcoxonResult(n, float("nan"), float("nan"), 0, median)
+        no_test = {"statistic": nan, "p_value": nan, "ci_low": nan, "ci_high": nan}
+        return WilcoxonResult(direction=0, **sizes, **no_test)
+    low, high = bootstrap_mean_ci(d)
+    sizes |= {"ci_low": low, "ci_high": high}
     nonzero = d[d != 0]
     if nonzero.size == 0:
-        return WilcoxonResult(n, 0.0, 1.0, 0, median)
+        return WilcoxonResult(statistic=0.0, p_value=1.0, direction=0, **sizes)
     ranks = rankdata(np.abs(nonzero))
     direction = int(np.sign(ranks[nonzero > 0].sum() - ranks[nonzero < 0].sum()))
     res = wilcoxon(nonzero, zero_method="wilcox", alternative="two-sided")
-    return WilcoxonResult(n, float(res.statistic), float(res.pvalue), direction, median)
+    return WilcoxonResult(
+        statistic=float(res.statistic), p_value=float(res.pvalue), direction=direction, **sizes
+    )
 
 
 def _prompt_key(runs: pd.DataFrame) -> pd.Series:
@@ -215,7 +260,7 @@ def compare_to_baseline(
     vlseg, its structures averaged: `image_samples`), or with `test_unit` "patient" by test
     patient (`patient_samples`). All groups tested in one call form one family for Holm's
     correction (one table = one family).
-    Returns `by` + n_pairs, n_seeds, statistic, p_value, p_holm, direction, median_diff.
+    Returns `by` + n_seeds, `WilcoxonResult`'s fields, p_holm.
     """
     if test_unit not in TEST_UNITS:
         raise ValueError(f"test_unit must be one of {', '.join(TEST_UNITS)}, not {test_unit!r}")

@@ -37,9 +37,10 @@ from reports.stats import (
 
 ALPHA = 0.05
 # `significance.csv`'s columns: one row per paired test behind a table's marks. `row` and
-# `column` are the entry's labels as the table prints them (unescaped); `test_unit` what a pair is
-# (`reports.stats.TEST_UNITS`); `p_holm` is adjusted over the tests of the row's table (one
-# table, one family); `verdict` is the entry's mark.
+# `column` are the entry's labels as the table prints them (unescaped); `unit` is what a pair
+# is (`reports.stats.TEST_UNITS`); `p_holm` is adjusted over the tests of the row's table (one
+# table, one family); `ci_low`, `ci_high`: the 95 % bootstrap interval of `mean_diff`
+# (`reports.stats.WilcoxonResult`); `verdict` is the entry's mark.
 SIGNIFICANCE_COLUMNS = [
     "row",
     "column",
@@ -52,6 +53,9 @@ SIGNIFICANCE_COLUMNS = [
     "p_holm",
     "direction",
     "median_diff",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
     "verdict",
 ]
 VERDICTS = {BETTER_MARK: "better", WORSE_MARK: "worse", "": "n.s."}

@@ -6,6 +6,7 @@ import pytest
 from scipy.stats import wilcoxon
 
 from reports.stats import (
+    bootstrap_mean_ci,
     compare_to_baseline,
     holm,
     image_samples,
@@ -206,3 +207,23 @@ def test_patient_samples_after_image_samples_for_vlseg():
     assert out["p1", "dice_mean"] == pytest.approx(0.7)  # (0.6 + 0.8) / 2
     assert out["p1", "dice_lv"] == pytest.approx(0.6)  # (0.5 + 0.7) / 2
     assert out["p1", "dice_la"] == pytest.approx(0.8)
+
+
+def test_bootstrap_interval_of_the_mean_difference():
+    # One value repeated: every resample has that mean.
+    assert bootstrap_mean_ci(np.full(10, 0.05)) == pytest.approx((0.05, 0.05))
+    # Large n: the percentile interval is the normal one, mean +- 1.96 sd / sqrt(n).
+    d = np.random.default_rng(3).normal(0.02, 0.1, size=400)
+    low, high = bootstrap_mean_ci(d)
+    half = 1.96 * d.std(ddof=1) / np.sqrt(d.size)
+    assert low == pytest.approx(d.mean() - half, abs=0.05 * half)
+    assert high == pytest.approx(d.mean() + half, abs=0.05 * half)
+    assert bootstrap_mean_ci(d) == (low, high)  # seeded: a report is made the same every time
+    assert np.isnan(bootstrap_mean_ci(np.array([]))).all()
+    # A test carries it; a pair too few for a test has none.
+    idx = [f"s{i}" for i in range(8)]
+    res = paired_wilcoxon(pd.Series(np.arange(8.0) + 1, idx), pd.Series(np.zeros(8), idx))
+    assert res.mean_diff == 4.5 and res.median_diff == 4.5
+    assert 1 < res.ci_low < 4.5 < res.ci_high < 8
+    few = paired_wilcoxon(pd.Series([1.0, 2.0], ["a", "b"]), pd.Series([0.0, 0.0], ["a", "b"]))
+    assert few.mean_diff == 1.5 and np.isnan(few.ci_low) and np.isnan(few.p_value)

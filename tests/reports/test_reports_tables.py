@@ -371,6 +371,10 @@ def test_significance_rows_are_the_tests_behind_each_tables_marks(tmp_path):
     assert (de["metric"] == "dice_mean").all() and (de["n_pairs"] == 20).all()
     assert (de["n_seeds"] == 2).all()
     assert list(de["median_diff"].round(6)) == [0.05, 0.05, 0.0, 0.0, -0.05]
+    # Every image moved by 0.05: so did every resample's mean. Semantic's interval holds 0.
+    assert np.allclose(de[["mean_diff", "ci_low", "ci_high"]].iloc[[0, 1]], 0.05)
+    assert np.allclose(de[["mean_diff", "ci_low", "ci_high"]].iloc[4], -0.05)
+    assert (de["ci_low"].iloc[[2, 3]] < 0).all() and (de["ci_high"].iloc[[2, 3]] > 0).all()
     # p: the signed-rank test of the 20 per-image differences of the seed means.
     by_seed = per_sample.pivot_table("value", ["cell_key", "sample"], "seed").mean(axis=1)
     base = by_seed["seg|unet|none|-|0.0|mix"]
