@@ -384,16 +384,15 @@ def test_significance_rows_are_the_tests_behind_each_tables_marks(tmp_path):
     ]:
         expected = wilcoxon((by_seed[key] - base).to_numpy()).pvalue
         assert de.loc[(de["row"] == row) & (de["column"] == "1"), "p_value"].item() == expected
-    # Semantic's differences are symmetric: R+ = R-, p = 1. Holm over the table's 5 tests,
-    # p ascending text, text, corrupted, semantic, semantic: x5, x4 (raised to the text's
-    # first), x3, x2 and x1 (capped at 1).
+    # Semantic's differences are symmetric: R+ = R-, p = 1. (Text's and corrupted's p differ
+    # with the SciPy version, which may or may not treat their rounding-level ties as ties.)
     p = dict(zip(zip(de["row"], de["column"]), de["p_value"]))
     holm_p = dict(zip(zip(de["row"], de["column"]), de["p_holm"]))
-    assert p[("text", "0.5")] == p[("text", "1")] < p[("corrupted", "1")] < 1e-4
+    assert p[("text", "0.5")] == p[("text", "1")] and p[("corrupted", "1")] < 1e-4
     assert p[("semantic", "0.5")] == p[("semantic", "1")] == 1.0
-    assert holm_p[("text", "0.5")] == holm_p[("text", "1")] == 5 * p[("text", "1")]
-    assert holm_p[("corrupted", "1")] == max(5 * p[("text", "1")], 3 * p[("corrupted", "1")])
+    # Holm over the table's 5 tests: the two p of 1 stay 1; the smallest p is multiplied by 5.
     assert holm_p[("semantic", "0.5")] == holm_p[("semantic", "1")] == 1.0
+    assert min(holm_p.values()) == 5 * min(p.values())
     # Each table is one family, and its verdicts are the marks it prints.
     for name, group in tests.groupby("table"):
         assert np.allclose(group["p_holm"], holm(group["p_value"].to_numpy()))
