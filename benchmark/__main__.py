@@ -12,6 +12,7 @@ import math
 import os
 import sys
 import time
+import typing
 from pathlib import Path
 
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -60,6 +61,7 @@ def _load(args: argparse.Namespace):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from benchmark.config import TestUnit
     from benchmark.data.cli import add_parser as add_data_parser
 
     parser = argparse.ArgumentParser(
@@ -119,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", help="default: the name in RUN_DIR/config.yaml")
     p.add_argument(
         "--test-unit",
-        choices=["image", "patient"],
+        choices=typing.get_args(TestUnit),
         help="what the tables' paired tests pair: each test image or each test patient "
         "(default: report.test_unit in RUN_DIR/config.yaml, else image)",
     )

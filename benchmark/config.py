@@ -222,6 +222,10 @@ class TrackingConfig:
     experiment: str | None = None  # None: the config's name
 
 
+# What a report's paired tests pair (`reports.stats.TEST_UNITS`, which a test holds equal).
+TestUnit = Literal["image", "patient"]
+
+
 @dataclass
 class ReportConfig:
     """How the report's tables test a cell against its real-only baseline."""
@@ -230,7 +234,7 @@ class ReportConfig:
     # test patient's images. A patient's images share its anatomy, so they are not
     # independent samples and pairing images makes p smaller than the patients support;
     # pairing patients needs enough of them (two-sided p >= 2 / 2**n for n patients).
-    test_unit: Literal["image", "patient"] = "image"
+    test_unit: TestUnit = "image"
 
 
 @dataclass

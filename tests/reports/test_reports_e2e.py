@@ -3,6 +3,7 @@ run folder, tables, figures, report.tex and (with TeX installed) report.pdf."""
 
 import shutil
 import subprocess
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,11 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from benchmark.__main__ import main
+from benchmark.config import TestUnit
 from reports.collect import sweep_folder
 from reports.document import latex_command
 from reports.report import write_report
+from reports.stats import TEST_UNITS
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = [f"patient{i:04d}-ED" for i in range(8)]
@@ -131,6 +134,7 @@ def test_report_command_end_to_end(run_dir, capsys, caplog):
 
 
 def test_report_pairs_test_patients_when_the_config_or_the_command_asks(run_dir, tmp_path):
+    assert typing.get_args(TestUnit) == TEST_UNITS  # the config's values are the tests' units
     copy = tmp_path / "smoke"
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("report"))
     config = copy / "config.yaml"
