@@ -27,7 +27,7 @@ from reports.collect import (
 from reports.document import compile_pdf, write_tex
 from reports.environments import describe_environments
 from reports.figures import write_figures
-from reports.stats import TEST_UNITS
+from reports.stats import check_test_unit
 from reports.table_layout import SIGNIFICANCE_COLUMNS
 from reports.tables import write_tables
 
@@ -120,8 +120,7 @@ def write_report(
     `failed` (cells without a result: key, reason; also `failed.csv` and a section of
     report.tex).
     """
-    if test_unit not in TEST_UNITS:  # before anything is written
-        raise ValueError(f"test_unit must be one of {', '.join(TEST_UNITS)}, not {test_unit!r}")
+    check_test_unit(test_unit)  # before anything is written
     out = Path(out)
     runs = collect_runs(tracking_uri, experiment)
     _clear_stale(out)

@@ -218,6 +218,12 @@ def image_samples(runs: pd.DataFrame, per_sample: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([per_sample[~pair], images.reset_index(), structure], ignore_index=True)
 
 
+def check_test_unit(test_unit: str) -> None:
+    """ValueError unless `test_unit` is one of `TEST_UNITS`."""
+    if test_unit not in TEST_UNITS:
+        raise ValueError(f"test_unit must be one of {', '.join(TEST_UNITS)}, not {test_unit!r}")
+
+
 def patient_samples(per_sample: pd.DataFrame) -> pd.DataFrame:
     """`per_sample` (the long layout, one row per image: after `image_samples`) with each
     run's metric averaged over the images of each test patient, the patient as the sample.
@@ -262,8 +268,7 @@ def compare_to_baseline(
     correction (one table = one family).
     Returns `by` + n_seeds, `WilcoxonResult`'s fields, p_holm.
     """
-    if test_unit not in TEST_UNITS:
-        raise ValueError(f"test_unit must be one of {', '.join(TEST_UNITS)}, not {test_unit!r}")
+    check_test_unit(test_unit)
     by = [by] if isinstance(by, str) else list(by)
     pairs = match_baselines(runs)
     cells = runs.merge(pairs, on="run_id")

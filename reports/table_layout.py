@@ -346,15 +346,12 @@ def pivot_table_tex(
     n_tests = 0
     if per_sample is not None and len(per_sample) and "mode" in runs.columns:
         done = compare_to_baseline(runs, per_sample, ["_row", "_col"], metric, test_unit=test_unit)
-        done = done[done["p_holm"].notna()].assign(_up=higher, metric=metric, unit=test_unit)
+        done = done[done["p_holm"].notna()].rename(columns={"_col": "_header"})
+        done = done.assign(_up=higher, metric=metric, unit=test_unit)
+        marks, done = _judged(done, alpha, row_order, col_order)
         n_tests = len(done)
-        done["_mark"] = _marks(done, alpha)
-        for t in done.to_dict("records"):
-            marks.loc[t["_row"], t["_col"]] = t["_mark"]
         if tests is not None:
-            tests.append(
-                _significance(done.rename(columns={"_col": "_header"}), row_order, col_order)
-            )
+            tests.append(done)
 
     mean = grid("mean")
     dec = decimals if decimals is not None else decimals_for(mean.to_numpy(dtype=float).ravel())
@@ -399,16 +396,23 @@ def _marks(tests: pd.DataFrame, alpha: float) -> list[str]:
     return out
 
 
-def _significance(tests: pd.DataFrame, rows: list[str], columns: list[str]) -> pd.DataFrame:
-    """`tests` (with `_row`, `_header`, `metric` and `_mark`) as `SIGNIFICANCE_COLUMNS`, in
-    the order the table reads: its `rows`, and within a row its `columns`."""
+def _judged(
+    tests: pd.DataFrame, alpha: float, rows: list[str], columns: list[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The marks of a table's grid (`rows` x `columns`) from its `tests` (compare_to_baseline's
+    columns, `p_holm` filled, with `_row`, `_header`, `_up`, `metric` and `unit`), and those
+    tests as `SIGNIFICANCE_COLUMNS` in the order the table reads: by row, then by column."""
+    tests = tests.assign(_mark=_marks(tests, alpha))
+    marks = pd.DataFrame("", index=rows, columns=columns)
+    for t in tests.to_dict("records"):
+        marks.loc[t["_row"], t["_header"]] = t["_mark"]
     row_at = {r: i for i, r in enumerate(rows)}
     column_at = {c: i for i, c in enumerate(columns)}
     at = [(row_at[r], column_at[c]) for r, c in zip(tests["_row"], tests["_header"])]
     out = tests.iloc[sorted(range(len(tests)), key=at.__getitem__)]
     out = out.rename(columns={"_row": "row", "_header": "column"})
     out["verdict"] = out["_mark"].map(VERDICTS)
-    return out[SIGNIFICANCE_COLUMNS].reset_index(drop=True)
+    return marks, out[SIGNIFICANCE_COLUMNS].reset_index(drop=True)
 
 
 def _column_marks(
@@ -432,12 +436,7 @@ def _column_marks(
         found.append(tests.assign(_header=metrics[metric], _up=up, metric=metric, unit=test_unit))
     tests = pd.concat(found, ignore_index=True)
     tests["p_holm"] = holm(tests["p_value"].to_numpy(dtype=float))
-    tests["_mark"] = _marks(tests, alpha)
-    rows, headers = list(runs[index].cat.categories), list(metrics.values())
-    marks = pd.DataFrame("", index=rows, columns=headers)
-    for t in tests.to_dict("records"):
-        marks.loc[t["_row"], t["_header"]] = t["_mark"]
-    return marks, _significance(tests, rows, headers)
+    return _judged(tests, alpha, list(runs[index].cat.categories), list(metrics.values()))
 
 
 def metrics_table(
