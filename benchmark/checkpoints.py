@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 _SHOWN = 5  # key names quoted in a message; a wrong architecture mismatches hundreds
 
@@ -53,9 +53,36 @@ def read_state(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(path, problem) from None
 
 
+def aliases(model: torch.nn.Module) -> dict[str, str]:
+    """Each state-dict key of ``model`` that names the same tensor as an earlier key, mapped
+    to that key. MONAI's DynUNet registers its blocks twice (as ``skip_layers`` and as
+    ``input_block``, ``downsamples``, ...), and safetensors refuses to write shared tensors."""
+    first: dict[int, str] = {}
+    out = {}
+    for key, value in model.state_dict(keep_vars=True).items():
+        out_key = first.setdefault(id(value), key)
+        if out_key != key:
+            out[key] = out_key
+    return out
+
+
+def save_state(model: torch.nn.Module, path: str | Path) -> None:
+    """Write ``model``'s weights to the safetensors file ``path``, each shared tensor once
+    (under its first name); :func:`load_state` restores the other names."""
+    skip = aliases(model)
+    state = {
+        k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k not in skip
+    }
+    save_file(state, str(path))
+
+
 def load_state(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
-    """Load ``path`` into ``model`` (strictly: the same keys and shapes) and return it."""
+    """Load ``path`` into ``model`` (strictly: the same keys and shapes) and return it. A
+    key that shares its tensor with another (:func:`aliases`) may be left out of the file."""
     state = read_state(path)
+    for alias, key in aliases(model).items():
+        if alias not in state and key in state:
+            state[alias] = state[key]
     expected = model.state_dict()
     mismatched = [
         f"{k} {tuple(state[k].shape)} (model {tuple(v.shape)})"

@@ -24,7 +24,7 @@ import yaml
 from benchmark.config_checks import check_precision, non_negative, positive
 from benchmark.data.config import DataConfig
 from benchmark.downstream_config import DownstreamConfig, Optimizer, Scheduler
-from benchmark.grid import GridConfig
+from benchmark.grid import GridConfig, Task
 
 
 class ConfigError(ValueError):
@@ -371,6 +371,13 @@ class Config:
     def __post_init__(self) -> None:
         if not self.name or not all(ch.isalnum() or ch in "-_" for ch in self.name):
             raise ValueError(f"name must be letters, digits, '-' or '_', got {self.name!r}")
+        halvings = self.downstream.seg.downsampling()
+        if Task.SEG in self.grid.values("tasks") and self.data.size % 2**halvings:
+            # Otherwise the first forward pass fails on a skip connection's shape.
+            raise ValueError(
+                f"data.size {self.data.size} must divide by 2**{halvings} = {2**halvings}: "
+                f"downstream.seg.channels has {halvings + 1} levels, each halving the side"
+            )
 
 
 _DECIMAL = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")

@@ -102,18 +102,46 @@ TrainOverrides = _all_optional(
 
 @dataclass
 class SegModelConfig:
-    """The seg task: a MONAI U-Net for 4-class segmentation, and its training settings."""
+    """The seg task: a network for 4-class segmentation, and its training settings.
+
+    ``network``: ``unet``, MONAI's ``UNet`` (DE's; residual units with
+    ``num_res_units`` > 0), or ``dynunet``, MONAI's ``DynUNet``, nnU-Net's 2D network
+    (3x3 convolutions, instance norm, leaky ReLU, strided downsampling; residual blocks
+    when ``num_res_units`` > 0, nnU-Net's plain ones at 0). ``channels`` are the widths
+    per resolution level, each level halving the side. ``deep_supervision`` (dynunet
+    only): the number of lower-resolution outputs supervised besides the full one, as
+    nnU-Net does (0: off)."""
 
     train: TrainOverrides = field(default_factory=TrainOverrides)
+    network: Literal["unet", "dynunet"] = "unet"
     channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
     num_res_units: int = 1
     dropout: float = 0.0
+    deep_supervision: int = 0
 
     def __post_init__(self) -> None:
         if len(self.channels) < 2 or any(c <= 0 for c in self.channels):
             raise ValueError("downstream.seg.channels needs >= 2 positive integers")
         if not 0 <= self.dropout < 1:
             raise ValueError("downstream.seg.dropout must be in [0, 1)")
+        if self.num_res_units < 0:
+            raise ValueError(f"downstream.seg.num_res_units must be >= 0, got {self.num_res_units}")
+        if self.network == "dynunet" and len(self.channels) < 3:
+            raise ValueError("downstream.seg.network dynunet needs >= 3 levels in channels")
+        if self.deep_supervision and self.network != "dynunet":
+            raise ValueError("downstream.seg.deep_supervision needs network: dynunet")
+        # DynUNet supervises the outputs of its upsampling levels but the lowest one.
+        most = max(len(self.channels) - 2, 0)
+        if not 0 <= self.deep_supervision <= most:
+            raise ValueError(
+                f"downstream.seg.deep_supervision must be in [0, {most}] for "
+                f"{len(self.channels)} levels in channels, got {self.deep_supervision}"
+            )
+
+    def downsampling(self) -> int:
+        """How many times the network halves the side: the image side must divide by
+        2 to that power."""
+        return len(self.channels) - 1
 
 
 @dataclass

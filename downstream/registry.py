@@ -25,7 +25,8 @@ def build_task(
     ``prompt_level`` (0-7) is the cell's prompt kind; only ``vlseg`` reads it.
     """
     if task is Task.SEG:
-        return segmentation.SegmentationTask(augment=cfg.augment), "monai-unet"
+        task_obj = segmentation.SegmentationTask(cfg.augment, cfg.seg.deep_supervision)
+        return task_obj, f"monai-{cfg.seg.network}"
     if task is Task.CLS:
         task_obj = classification.ClassificationTask(
             cfg.cls.target, augment=cfg.augment, select_on=cfg.cls.select_on

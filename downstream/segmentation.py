@@ -1,4 +1,5 @@
-"""4-class segmentation (DE's task): MONAI U-Net, Dice + cross-entropy, MONAI metrics.
+"""4-class segmentation (DE's task): MONAI U-Net or nnU-Net's DynUNet, Dice + cross-entropy
+(deeply supervised with DynUNet's lower outputs when asked), MONAI metrics.
 
 Labels: 0 background, 1 LV cavity, 2 LV myocardium, 3 left atrium. Scores are reported
 per structure (background excluded) on real test images: Dice, IoU, and the 95th-percentile
@@ -15,10 +16,10 @@ import warnings
 import numpy as np
 import pandas as pd
 import torch
-from monai.losses import DiceCELoss
+from monai.losses import DeepSupervisionLoss, DiceCELoss
 from monai.metrics import DiceMetric, MeanIoU
 from monai.metrics.utils import get_edge_surface_distance
-from monai.networks.nets import UNet
+from monai.networks.nets import DynUNet, UNet
 
 from benchmark.data.records import EchoData
 from benchmark.downstream_config import SegModelConfig
@@ -48,6 +49,25 @@ PHASE_METRICS = (
 
 
 def build_model(cfg: SegModelConfig) -> torch.nn.Module:
+    """A fresh ``cfg.network``: ``(B, 1, H, W)`` images -> ``(B, 4, H, W)`` logits; a
+    ``dynunet`` with deep supervision returns ``(B, 1 + deep_supervision, 4, H, W)`` in
+    training mode (the lower outputs upsampled to full size) and the full output only in
+    evaluation mode."""
+    if cfg.network == "dynunet":
+        levels = len(cfg.channels)
+        return DynUNet(
+            spatial_dims=2,
+            in_channels=1,
+            out_channels=N_CLASSES,
+            kernel_size=[3] * levels,
+            strides=[1] + [2] * (levels - 1),  # nnU-Net: the first level keeps the size
+            upsample_kernel_size=[2] * (levels - 1),
+            filters=list(cfg.channels),
+            dropout=cfg.dropout or None,
+            res_block=cfg.num_res_units > 0,
+            deep_supervision=cfg.deep_supervision > 0,
+            deep_supr_num=max(cfg.deep_supervision, 1),
+        )
     return UNet(
         spatial_dims=2,
         in_channels=1,
@@ -57,6 +77,14 @@ def build_model(cfg: SegModelConfig) -> torch.nn.Module:
         num_res_units=cfg.num_res_units,
         dropout=cfg.dropout,
     )
+
+
+def deep_supervision_weights(outputs: int) -> list[float]:
+    """nnU-Net's weights of ``outputs`` supervised outputs, full resolution first: halved
+    at each lower level and normalised to sum to 1, so the loss keeps the scale of one
+    output's (and the learning rate its meaning)."""
+    raw = [0.5**level for level in range(outputs)]
+    return [w / sum(raw) for w in raw]
 
 
 def augmentation(size: int) -> BatchAugment:
@@ -70,9 +98,13 @@ def augmentation(size: int) -> BatchAugment:
 class SegmentationTask:
     primary_metric = "dice_mean"
 
-    def __init__(self, augment: bool = True) -> None:
+    def __init__(self, augment: bool = True, deep_supervision: int = 0) -> None:
         self.augment = augment
         self.criterion = DiceCELoss(to_onehot_y=True, softmax=True)
+        # A deeply supervised output (B, 1 + deep_supervision, 4, H, W): the weighted sum of
+        # each output's Dice + CE against the full-size labels.
+        weights = deep_supervision_weights(1 + deep_supervision)
+        self.deep_criterion = DeepSupervisionLoss(self.criterion, weights=weights)
 
     def loader(
         self,
@@ -93,7 +125,10 @@ class SegmentationTask:
 
     def loss(self, model: torch.nn.Module, batch: dict, device: torch.device) -> torch.Tensor:
         logits = model(batch["image"].to(device).float())
-        return self.criterion(logits, batch["label"].to(device).float())
+        labels = batch["label"].to(device).float()
+        if logits.dim() == 5:  # deep supervision (training mode)
+            return self.deep_criterion(list(logits.unbind(1)), labels)
+        return self.criterion(logits, labels)
 
     @torch.no_grad()
     def predict(

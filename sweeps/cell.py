@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
+from benchmark.checkpoints import save_state
 from benchmark.config import to_dict
 from benchmark.data.assembly import take_synthetic
 from benchmark.data.records import EchoData
@@ -113,10 +113,7 @@ def _write(
     tested.per_sample.to_csv(tmp / "per_sample.csv", index=False)
     if tested.per_patient is not None:
         tested.per_patient.to_csv(tmp / PER_PATIENT, index=False)
-    save_file(
-        {k: v.contiguous().cpu() for k, v in final.model.state_dict().items()},
-        str(tmp / "model.safetensors"),
-    )
+    save_state(final.model, tmp / "model.safetensors")
     return {"primary": metrics[task.primary_metric]}
 
 

@@ -48,9 +48,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
-from benchmark.checkpoints import load_state
+from benchmark.checkpoints import load_state, save_state
 from benchmark.config import to_dict
 from benchmark.data.records import EchoData
 from benchmark.downstream_config import DownstreamConfig
@@ -104,7 +103,7 @@ def encoder_stage(ws: Workspace) -> tuple[Stage, EchoEncoder]:
             steps=ws.cfg.fidelity.encoder_steps,
             augment=encoder_augmentation(ws.cfg.data.size),
         )
-        save_file(model.state_dict(), str(tmp / "encoder.safetensors"))
+        save_state(model, tmp / "encoder.safetensors")
         test = conditioning_accuracy(model, ws.real.split(REFERENCE_SPLIT))
         return {"weights_hash": weights_hash(model), "test_accuracy": test}
 
@@ -180,8 +179,7 @@ def _judge_stage(
             desc=f"fidelity {label}",
             progress=ws.progress,
         )
-        state = {k: v.detach().contiguous().cpu() for k, v in result.model.state_dict().items()}
-        save_file(state, str(tmp / f"{label}.safetensors"))
+        save_state(result.model, tmp / f"{label}.safetensors")
         return {
             "model": name,
             "weights_hash": weights_hash(result.model),

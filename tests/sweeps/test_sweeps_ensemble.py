@@ -32,24 +32,30 @@ GRID = [
 SGD_POLY = {"optimizer": "sgd", "momentum": 0.99, "nesterov": True, "scheduler": "poly"}
 
 
+# nnU-Net's network: DynUNet, whose deeply supervised output is (B, 2, 4, H, W) in training.
+DYNUNET = ["downstream.seg.network=dynunet", "downstream.seg.channels=[4,8,16]"]
+DYNUNET += ["downstream.seg.deep_supervision=1"]
+
+
 @pytest.mark.parametrize(
-    ("task_kind", "protocol", "steps_per_epoch", "recipe"),
+    ("task_kind", "protocol", "steps_per_epoch", "recipe", "network"),
     [
-        (Task.SEG, Protocol.MIX, 0, {}),
-        (Task.SEG, Protocol.PRETRAIN, 0, {}),
-        (Task.SEG, Protocol.MIX, 3, {}),  # 3 steps per epoch: the 8-batch pass spans epochs
-        (Task.SEG, Protocol.MIX, 0, SGD_POLY),
-        (Task.CLS, Protocol.MIX, 0, {}),
-        (Task.VLSEG, Protocol.SYNTHETIC_ONLY, 0, {}),
+        (Task.SEG, Protocol.MIX, 0, {}, []),
+        (Task.SEG, Protocol.PRETRAIN, 0, {}, []),
+        (Task.SEG, Protocol.MIX, 3, {}, []),  # 3 steps per epoch: the 8-batch pass spans epochs
+        (Task.SEG, Protocol.MIX, 0, SGD_POLY, []),
+        (Task.SEG, Protocol.MIX, 0, {}, DYNUNET),
+        (Task.CLS, Protocol.MIX, 0, {}, []),
+        (Task.VLSEG, Protocol.SYNTHETIC_ONLY, 0, {}, []),
     ],
 )
 def test_protocols_together_train_what_they_train_alone(
-    task_kind, protocol, steps_per_epoch, recipe
+    task_kind, protocol, steps_per_epoch, recipe, network
 ):
     cfg = load_config(
         CONFIGS / "smoke.yaml",
         ["downstream.seg.channels=[4,8]", "downstream.cls.channels=[4,8]"]
-        + ["downstream.vlseg.channels=[4,8]"],
+        + ["downstream.vlseg.channels=[4,8]", *network],
     )
     data = make_phantom(6, 32, seed=0)
     real, val = data.split("train"), data.split("val")
