@@ -371,8 +371,10 @@ class Config:
     def __post_init__(self) -> None:
         if not self.name or not all(ch.isalnum() or ch in "-_" for ch in self.name):
             raise ValueError(f"name must be letters, digits, '-' or '_', got {self.name!r}")
+        # The seg network trains for seg cells and as the fidelity stage's segmenter.
+        judged = self.fidelity.enabled and self.fidelity.segmenter_epochs > 0
         halvings = self.downstream.seg.downsampling()
-        if Task.SEG in self.grid.values("tasks") and self.data.size % 2**halvings:
+        if (Task.SEG in self.grid.values("tasks") or judged) and self.data.size % 2**halvings:
             # Otherwise the first forward pass fails on a skip connection's shape.
             raise ValueError(
                 f"data.size {self.data.size} must divide by 2**{halvings} = {2**halvings}: "

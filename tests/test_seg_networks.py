@@ -111,10 +111,14 @@ def test_bad_network_settings_are_refused_by_name(overrides, message):
         smoke(*overrides)
 
 
-def test_the_size_check_is_seg_only():
-    # A grid without seg does not build its network: its levels do not matter.
-    cfg = smoke("downstream.seg.channels=[2,4,8,16,32,64,128]", "grid.tasks=[cls]")
-    assert cfg.downstream.seg.downsampling() == 6
+def test_the_size_check_is_for_configs_that_build_the_seg_network():
+    deep = "downstream.seg.channels=[2,4,8,16,32,64,128]"
+    # The fidelity stage's segmenter is the seg network: a cls grid builds it too.
+    with pytest.raises(ConfigError, match="data.size 32 must divide by 2"):
+        smoke(deep, "grid.tasks=[cls]")
+    # Without seg cells or that segmenter, the seg network's levels do not matter.
+    for off in ("fidelity.enabled=false", "fidelity.segmenter_epochs=0"):
+        assert smoke(deep, "grid.tasks=[cls]", off).downstream.seg.downsampling() == 6
 
 
 def test_a_dynunet_cell_trains_and_is_keyed_by_its_network(tmp_path, capsys):
