@@ -1,6 +1,7 @@
 """The GPU checks' kit (scripts/gpu/, configs/gpu.yaml): what can be checked without a GPU,
 so that a session that gets one spends its minutes measuring, not debugging."""
 
+import importlib.util
 import json
 import os
 import re
@@ -315,44 +316,34 @@ def test_unpack_refuses_a_folder_that_is_not_packed(tmp_path, packed_encoder):
         unpack(plain, tmp_path / "out")
 
 
-def _listed(path: Path) -> set[str]:
-    names = [ln.strip() for ln in path.read_text().splitlines()]
-    return {canonicalize_name(n) for n in names if n and not n.startswith("#")}
+def _kit_module():
+    """scripts/gpu/carried.py, which prepare.sh runs: the lists and what they carry."""
+    spec = importlib.util.spec_from_file_location("carried", KIT / "carried.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _with_requirements(names: set[str]) -> set[str]:
-    """``names`` and what their versions installed here require, transitively: the image's
-    own versions come with their own requirements, which its list may not name."""
-    from importlib.metadata import PackageNotFoundError, distribution
+_KIT = _kit_module()
+_listed = _KIT.listed
+# The image's packages and what their versions here require, for this interpreter.
+_with_requirements = _KIT.with_requirements
 
-    from packaging.requirements import Requirement
 
-    seen: set[str] = set()
-    todo = list(names)
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        try:
-            requires = distribution(name).requires or []
-        except PackageNotFoundError:
-            continue
-        for text in requires:
-            req = Requirement(text)
-            if req.marker is None or req.marker.evaluate({"extra": ""}):
-                todo.append(canonicalize_name(req.name))
-    return seen
+def _carried() -> set[str]:
+    """What prepare.sh carries, with markers evaluated for this interpreter (which imports
+    them here)."""
+    return _KIT.carried(environment=None)
 
 
 def gpu_image_site(folder: Path) -> Path:
     """A ``sitecustomize.py`` in ``folder`` that refuses every import the GPU machine could
     not make: modules of distributions installed here that are neither in the image
     (scripts/gpu/image_packages.txt, with what their versions here require) nor carried
-    (scripts/gpu/wheels.txt, without their requirements: the wheels are installed with
-    --no-deps). Python imports it at start-up when ``folder`` is on PYTHONPATH, in every
-    worker process too."""
-    allowed = _with_requirements(_listed(KIT / "image_packages.txt")) | _listed(KIT / "wheels.txt")
+    (scripts/gpu/carried.py: wheels.txt's names and their requirements the image lacks,
+    as prepare.sh downloads them; they are installed with --no-deps). Python imports it at
+    start-up when ``folder`` is on PYTHONPATH, in every worker process too."""
+    allowed = _with_requirements(_listed(KIT / "image_packages.txt")) | _carried()
     allowed.add("echosynth-bench")  # the working tree travels
     blocked = sorted(
         module

