@@ -373,13 +373,8 @@ class Config:
             raise ValueError(f"name must be letters, digits, '-' or '_', got {self.name!r}")
         # The seg network trains for seg cells and as the fidelity stage's segmenter.
         judged = self.fidelity.enabled and self.fidelity.segmenter_epochs > 0
-        halvings = self.downstream.seg.downsampling()
-        if (Task.SEG in self.grid.values("tasks") or judged) and self.data.size % 2**halvings:
-            # Otherwise the first forward pass fails on a skip connection's shape.
-            raise ValueError(
-                f"data.size {self.data.size} must divide by 2**{halvings} = {2**halvings}: "
-                f"downstream.seg.channels has {halvings + 1} levels, each halving the side"
-            )
+        if Task.SEG in self.grid.values("tasks") or judged:
+            self.downstream.seg.check_size(self.data.size)
 
 
 _DECIMAL = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")

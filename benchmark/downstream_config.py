@@ -143,6 +143,16 @@ class SegModelConfig:
         2 to that power."""
         return len(self.channels) - 1
 
+    def check_size(self, size: int) -> None:
+        """``size`` (``data.size``) is one the network's levels can halve; otherwise the
+        first forward pass would fail on a skip connection's shape."""
+        halvings = self.downsampling()
+        if size % 2**halvings:
+            raise ValueError(
+                f"data.size {size} must divide by 2**{halvings} = {2**halvings}: "
+                f"downstream.seg.channels has {halvings + 1} levels, each halving the side"
+            )
+
 
 @dataclass
 class ClsModelConfig:
