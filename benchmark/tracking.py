@@ -41,6 +41,9 @@ CELL_RUN_METRICS = (
     "best_epoch",
     "optimiser_steps",  # what a cell's training cost in updates (downstream.train budget)
 )
+# The prefix of a cell run's params that name what decided its result apart from its axes
+# (sweeps.workspace.Workspace.cell_settings); reports compare them across a table's runs.
+SETTINGS_PARAM = "settings"
 _MAX_BATCH = 1000  # MLflow's per-request limit on metrics
 _MAX_PARAMS = 100
 _MAX_PARAM_LEN = 6000

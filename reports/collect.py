@@ -22,6 +22,7 @@ from benchmark.redact import mask_uri
 from benchmark.sqlite_store import ARTIFACTS
 from benchmark.tracking import CELL_RUN_METRICS
 from reports.environments import ENV_TAG, NOT_RECORDED
+from reports.settings import SETTINGS_COLUMN, run_settings, settings_id
 
 PER_SAMPLE_ARTIFACT = "per_sample.csv"
 PER_PATIENT_ARTIFACT = "per_patient.csv"
@@ -152,9 +153,10 @@ def collect_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
     """One row per finished cell run of `experiment`.
 
     Columns: run_id, start_time, the cell tags (cell_key, task, mode, prompt, ratio, protocol,
-    real_fraction, seed, model, primary_metric, status), then one column per `test/<name>` metric
-    (named `<name>`) and epochs_to_95, seconds_to_95, val_auc, train_seconds, best_epoch and
-    optimiser_steps when logged.
+    real_fraction, seed, model, primary_metric, status, stage, env), `settings` (the id of
+    the settings it was computed under, `reports.settings`), then one column per
+    `test/<name>` metric (named `<name>`) and epochs_to_95, seconds_to_95, val_auc,
+    train_seconds, best_epoch and optimiser_steps when logged.
     `seed` is a nullable integer so that a missing tag stays missing instead of becoming a float.
     """
     client = _client(tracking_uri)
@@ -167,10 +169,11 @@ def collect_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
             "start_time": pd.Timestamp(run.info.start_time, unit="ms", tz="UTC"),
         }
         row |= {name: _cast(tags.get(name), to) for name, to in CELL_TAGS.items()}
+        row[SETTINGS_COLUMN] = settings_id(run_settings(run.data.params))
         row |= {k.removeprefix("test/"): v for k, v in metrics.items() if k.startswith("test/")}
         row |= {k: metrics[k] for k in EXTRA_METRICS if k in metrics}
         rows.append(row)
-    fixed = ["run_id", "start_time", *CELL_TAGS]
+    fixed = ["run_id", "start_time", *CELL_TAGS, SETTINGS_COLUMN]
     df = pd.DataFrame(rows, columns=None if rows else fixed)
     metric_cols = sorted(c for c in df.columns if c not in fixed and c not in EXTRA_METRICS)
     extra_cols = [c for c in EXTRA_METRICS if c in df.columns]
@@ -352,6 +355,21 @@ def collect_environments(tracking_uri: str, experiment: str) -> pd.DataFrame:
     df = df[columns + [c for c in df.columns if c not in columns]]
     order = ["cells", "fidelity_sets", ENV_TAG]
     return df.sort_values(order, ascending=[False, False, True], ignore_index=True)
+
+
+def collect_settings(tracking_uri: str, experiment: str) -> pd.DataFrame:
+    """One row per finished cell run of `experiment`: run_id, `settings` (the id of its
+    settings, "not recorded" for runs logged before they were), then one column per setting
+    it logged (`settings.*` params, named without the prefix; empty where a run lacks it).
+    Their values are the params' text."""
+    client = _client(tracking_uri)
+    rows = []
+    for run in _search(client, _experiment_id(client, tracking_uri, experiment), "cell"):
+        values = run_settings(run.data.params)
+        rows.append({"run_id": run.info.run_id, SETTINGS_COLUMN: settings_id(values)} | values)
+    fixed = ["run_id", SETTINGS_COLUMN]
+    df = pd.DataFrame(rows, columns=None if rows else fixed)
+    return df[fixed + sorted(c for c in df.columns if c not in fixed)]
 
 
 def sweep_folder(tracking_uri: str, experiment: str) -> Path | None:

@@ -44,3 +44,20 @@ def entry(mean: float, std: float, n: float, decimals: int, mark: str) -> str:
     if not np.isnan(std):
         text += rf" $\pm$ {std:.{decimals}f}"
     return text + mark
+
+
+def with_caption_note(tex: str, note: str) -> str:
+    """``tex`` (one `table` environment) with ``note`` (LaTeX) appended to its caption."""
+    if not note:
+        return tex
+    i = tex.index(r"\caption{") + len(r"\caption{")
+    depth = 1
+    while i < len(tex):
+        if tex[i] == "\\":  # an escaped character (\{, \}, \\) opens or closes nothing
+            i += 2
+            continue
+        depth += {"{": 1, "}": -1}.get(tex[i], 0)
+        if depth == 0:
+            return tex[:i] + note + tex[i:]
+        i += 1
+    raise ValueError("unbalanced braces in the table's caption")

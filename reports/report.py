@@ -20,6 +20,7 @@ from reports.collect import (
     collect_per_patient,
     collect_per_sample,
     collect_runs,
+    collect_settings,
     export,
     patient_errors,
     sweep_folder,
@@ -27,6 +28,7 @@ from reports.collect import (
 from reports.document import compile_pdf, write_tex
 from reports.environments import describe_environments
 from reports.figures import write_figures
+from reports.settings import describe_settings, settings_table
 from reports.stats import check_test_unit
 from reports.table_layout import SIGNIFICANCE_COLUMNS
 from reports.tables import write_tables
@@ -108,7 +110,7 @@ def write_report(
 ) -> dict:
     """Collect the experiment's runs and write the report folder; return what was made.
 
-    `out` receives runs/per_sample/environments/significance (and, for seg with pixel
+    `out` receives runs/per_sample/environments/settings/significance (and, for seg with pixel
     spacing, per_patient) CSV + Parquet, `tables/*.tex`, `figures/*`, report.tex and, when TeX
     is installed and `pdf` is true, report.pdf (a LaTeX error raises
     `reports.document.LatexError`). `run_dir` is the sweep's folder, for the sample grids; by
@@ -116,7 +118,8 @@ def write_report(
     the tables' paired tests pair, each test image or each test patient
     (`reports.stats.TEST_UNITS`).
     Returns `tables`, `exports`, `figures` (paths), `tex`, `pdf` (None when not compiled),
-    `summary` (the terminal table, the software environments, then the failed cells) and
+    `summary` (the terminal table, the software environments and settings, then the failed
+    cells) and
     `failed` (cells without a result: key, reason; also `failed.csv` and a section of
     report.tex).
     """
@@ -131,7 +134,12 @@ def write_report(
     environments = collect_environments(tracking_uri, experiment)
     exports = [*export(runs, out, "runs"), *export(per_sample, out, "per_sample")]
     exports += export(environments, out, "environments")
-    installs = describe_environments(environments)
+    provenance = describe_environments(environments)
+    # Of the runs the tables and figures show: what they were computed under.
+    settings = collect_settings(tracking_uri, experiment)
+    settings = settings[settings["run_id"].isin(usable_runs(runs)["run_id"])]
+    exports += export(settings_table(settings), out, "settings")
+    provenance += describe_settings(settings)
     if len(per_patient):
         exports += export(per_patient, out, "per_patient")
     if len(failed):
@@ -151,6 +159,7 @@ def write_report(
         curves=curves,
         tests=tests,
         test_unit=test_unit,
+        settings=settings,
     )
     columns = ["table", *SIGNIFICANCE_COLUMNS]
     significance = pd.concat(tests, ignore_index=True) if tests else pd.DataFrame(columns=columns)
@@ -171,12 +180,12 @@ def write_report(
         figures,
         out,
         title=title,
-        facts=_facts(experiment, runs) + _tested(significance) + installs,
+        facts=_facts(experiment, runs) + _tested(significance) + provenance,
         failed=list(zip(failed["cell_key"], failed["error"])),
     )
     summary = summary_text(runs)
-    if installs:
-        summary += "\n\n" + "\n".join(installs)
+    if provenance:
+        summary += "\n\n" + "\n".join(provenance)
     if len(failed):
         summary += f"\n\n{len(failed)} failed cell(s), without a result:\n" + "\n".join(
             f"  {key}: {error}" for key, error in zip(failed["cell_key"], failed["error"])

@@ -28,7 +28,8 @@ from reports.axes import (
     slug,
     usable_runs,
 )
-from reports.latex import escape_latex
+from reports.latex import escape_latex, with_caption_note
+from reports.settings import mixed_note
 from reports.stats import match_baselines, phase_samples
 from reports.table_layout import (
     SIGNIFICANCE_COLUMNS,
@@ -457,6 +458,7 @@ def write_tables(
     curves: pd.DataFrame | None = None,
     tests: list[pd.DataFrame] | None = None,
     test_unit: str = "image",
+    settings: pd.DataFrame | None = None,
 ) -> list[Path]:
     """Write every table the data supports as `<name>.tex` in `out_dir`; return the paths.
 
@@ -467,7 +469,10 @@ def write_tables(
     recipe when `fidelity` has rows.
     `tests`, when given, receives per table with significance marks the paired tests behind
     them: `table` (the file's stem), then `SIGNIFICANCE_COLUMNS`. `test_unit`: what the tests pair,
-    each test image or each test patient (`reports.stats.TEST_UNITS`).
+    each test image or each test patient (`reports.stats.TEST_UNITS`). `settings`
+    (`reports.collect.collect_settings`' frame), when given, adds to the caption of a table
+    whose runs were computed under different settings which ones differ
+    (`reports.settings.mixed_note`).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -475,7 +480,9 @@ def write_tables(
     written: list[Path] = []
     found: list[pd.DataFrame] = []  # the tests of the table being made
 
-    def emit(name: str, tex: str) -> None:
+    def emit(name: str, tex: str, shown: pd.DataFrame | None = None) -> None:
+        if settings is not None and shown is not None:
+            tex = with_caption_note(tex, mixed_note(shown, settings))
         path = out / f"{name}.tex"
         path.write_text(tex)
         written.append(path)
@@ -492,6 +499,7 @@ def write_tables(
         emit(
             f"sb-{slug(model, rf_slug(rf))}",
             sb_table(runs, per_sample, model, real_fraction=rf, tests=found, test_unit=test_unit),
+            slice_runs(runs, task="vlseg", model=model, real_fraction=rf),
         )
     for task, model, protocol, rf in combos(cells, ["task", "model", "protocol", "real_fraction"]):
         tex = de_table(
@@ -504,24 +512,26 @@ def write_tables(
             tests=found,
             test_unit=test_unit,
         )
-        emit(f"de-{slug(task, model, protocol, rf_slug(rf))}", tex)
+        shown = slice_runs(runs, task=task, model=model, protocol=protocol, real_fraction=rf)
+        emit(f"de-{slug(task, model, protocol, rf_slug(rf))}", tex, shown)
     if "dice_lv" in runs.columns:
         parts = runs[runs["task"].isin(["seg", "vlseg"]) & runs["dice_lv"].notna()]
         for task, model, rf in combos(parts, ["task", "model", "real_fraction"]):
             axes = {"model": model, "real_fraction": rf, "per_sample": per_sample}
             axes |= {"tests": found, "test_unit": test_unit}
             tex = structures_table(runs, task, **axes)
-            emit(f"structures-{slug(task, model, rf_slug(rf))}", tex)
             part = slice_runs(runs, task=task, model=model, real_fraction=rf)
+            emit(f"structures-{slug(task, model, rf_slug(rf))}", tex, part)
             for phase in PHASES:  # seg: the same per phase, as CAMUS reports it
                 if f"dice_lv_{phase}" in part.columns and part[f"dice_lv_{phase}"].notna().any():
                     tex = structures_table(runs, task, phase=phase, **axes)
-                    emit(f"structures-{slug(task, model, rf_slug(rf), phase)}", tex)
+                    emit(f"structures-{slug(task, model, rf_slug(rf), phase)}", tex, part)
     if "epochs_to_95" in runs.columns:
         timed = runs[runs["epochs_to_95"].notna()]
         for task, model, rf in combos(timed, ["task", "model", "real_fraction"]):
             tex = convergence_table(runs, task, model=model, real_fraction=rf, curves=curves)
-            emit(f"convergence-{slug(task, model, rf_slug(rf))}", tex)
+            shown = slice_runs(runs, task=task, model=model, real_fraction=rf)
+            emit(f"convergence-{slug(task, model, rf_slug(rf))}", tex, shown)
     if fidelity is not None and len(fidelity):
         recipe_cols = [c for c in RECIPE_FIELDS if c in fidelity.columns]
         groups = fidelity.groupby(recipe_cols, dropna=False) if recipe_cols else [((), fidelity)]

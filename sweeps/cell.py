@@ -25,7 +25,7 @@ from benchmark.grid import GridCell
 from benchmark.metrics import convergence
 from benchmark.runtime import resolve_device, seed_everything
 from benchmark.stages import Stage
-from benchmark.tracking import CELL_RUN_METRICS
+from benchmark.tracking import CELL_RUN_METRICS, SETTINGS_PARAM
 from downstream.protocols import ProtocolResult, run_protocol, run_protocol_together
 from downstream.registry import build_model, build_task
 from downstream.training import Task
@@ -265,6 +265,8 @@ def _log_cell_run(ws: Workspace, cell: GridCell, stage: Stage, parent_id: str | 
     params["train"] = to_dict(ws.cfg.downstream.train_for(cell.task))
     if cell.uses_generator:
         params["generator"] = to_dict(ws.cfg.generator)
+    # What decided its result, under one prefix: a report compares these across a table.
+    params[SETTINGS_PARAM] = ws.cell_settings(cell)
     tracker.log_params(run_id, params)
     curves = json.loads((stage.path / "curves.json").read_text())
     tracker.log_curves(run_id, curves)

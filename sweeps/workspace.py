@@ -189,13 +189,22 @@ class Workspace:
         level = prompt.level if (prompt is not None and mode in PROMPTED_MODES) else None
         return GenerationContext(self.real_train(fraction), self.cfg.data, level)
 
-    def _generator_spec(self, mode: Mode, prompt: Prompt | None, fraction: float) -> dict:
-        gen_cfg = {
+    def _training_settings(self) -> dict:
+        """The generator settings that decide what a generator learns (its key's part)."""
+        return {
             k: v
             for k, v in to_dict(self.cfg.generator).items()
             if k not in _SAMPLING_KEYS + _SPEED_KEYS + _RESUME_KEYS
             and not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])
         }
+
+    def _sampling_settings(self, mode: Mode) -> dict:
+        """The sampling settings that decide what a trained generator of ``mode`` draws."""
+        gen = to_dict(self.cfg.generator)
+        return {k: gen[k] for k in _SOLVER_KEYS + _MODE_SAMPLING_KEYS.get(mode, ())}
+
+    def _generator_spec(self, mode: Mode, prompt: Prompt | None, fraction: float) -> dict:
+        gen_cfg = self._training_settings()
         gen_prompt = generator_prompt(self.cfg, mode, prompt)
         spec = {
             "data": self.data_stage.digest,
@@ -266,9 +275,8 @@ class Workspace:
         }
         generator = get_generator(mode, self.cfg.device)
         if generator.trains:  # the controls run no sampler: its settings change nothing
-            gen = to_dict(self.cfg.generator)
-            spec["sampling"] = {k: gen[k] for k in _SOLVER_KEYS + _MODE_SAMPLING_KEYS.get(mode, ())}
-            if gen["sampler"] == "ddpm":
+            spec["sampling"] = self._sampling_settings(mode)
+            if self.cfg.generator.sampler == "ddpm":
                 # Its step noise is drawn per image since (generators/diffusion.py), so a
                 # set drawn before, which depended on sample_batch_size, is not reused.
                 spec["sampling"]["step_noise"] = "per-image"
@@ -351,3 +359,29 @@ class Workspace:
             "subset_seed": self.cfg.grid.subset_seed,
             "format": CELL_FORMAT,
         }
+
+    def cell_settings(self, cell: GridCell) -> dict:
+        """Every setting that decides ``cell``'s result apart from its own axes, nested as
+        the config names them: the data, the task's network and resolved training
+        (``downstream.<task>``, ``downstream.<task>.train``), ``downstream.augment``,
+        ``grid.subset_seed``, the cell format and, for a cell with synthetic data, the
+        generator's training and sampling settings and seed. Logged as the cell run's
+        ``settings.*`` params, for reports to find tables whose entries were computed under
+        different settings (reports/settings.py). A function of the cell's stage key: each
+        part is in its spec or in the specs of the stages it reads. The synthetic set's size
+        is not (the grid's largest ratio sets it)."""
+        cfg = self.cfg
+        task = cell.task.value
+        own = cfg.downstream.task_settings(cell.task)
+        settings = {
+            "data": to_dict(cfg.data),
+            "downstream": {task: own["model"] | {"train": own["train"]}, "augment": own["augment"]},
+            "grid": {"subset_seed": cfg.grid.subset_seed},
+            "cell_format": CELL_FORMAT,
+        }
+        if cell.uses_generator:
+            generator = {"seed": cfg.generator.seed}
+            if get_generator(cell.mode, cfg.device).trains:
+                generator |= self._training_settings() | self._sampling_settings(cell.mode)
+            settings["generator"] = generator
+        return settings

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
+
 from benchmark.config import load_config
 from benchmark.tracking import default_tracking_uri
-from reports.collect import collect_fidelity, collect_runs
+from reports.collect import collect_fidelity, collect_runs, collect_settings
+from reports.report import write_report
 from sweeps.grid import run_sweep
 from sweeps.sync import sync
 from tests.conftest import CONFIGS
@@ -105,3 +108,36 @@ def test_one_tasks_settings_recompute_that_tasks_cells_only(tmp_path):
     assert stages_b[cls_cell] != stages_a[cls_cell]
     used = json.loads((out / "cells" / stages_b[cls_cell] / "spec.json").read_text())["spec"]
     assert used["downstream"]["train"]["lr"] == 3e-4
+
+
+def test_a_grid_that_leaves_cells_out_shows_their_settings_apart(tmp_path):
+    """Each cell run logs the settings that decided it; a later sweep of other settings
+    over fewer cells leaves the others' runs as they were, and the report's table that
+    holds both names the setting that differs."""
+    out = tmp_path / "run"
+    uri = default_tracking_uri(out)
+    run_sweep(load_config(CONFIGS / "smoke.yaml", SMALL), out, progress=False)
+    per_run = collect_settings(uri, "smoke").set_index("run_id")
+    keys = dict(zip(*collect_runs(uri, "smoke")[["run_id", "cell_key"]].T.values))
+    logged = {keys[r]: row.dropna().to_dict() for r, row in per_run.iterrows()}
+    base, synthetic = (
+        logged["seg-none-P_-r0-mix-f1-s0"],
+        logged["seg-unconditional-P_-r1-mix-f1-s0"],
+    )
+    assert base["downstream.seg.channels"] == "[4, 8]"
+    assert base["downstream.seg.train.epochs"] == "1"  # the resolved value, under its task
+    assert {"data.size", "downstream.augment", "grid.subset_seed", "cell_format"} <= set(base)
+    assert not any(k.startswith("generator.") for k in base)  # trained on real images only
+    assert synthetic["generator.train_steps"] == "5" and synthetic["generator.sample_steps"] == "2"
+    assert "generator.compile" not in synthetic  # speed only: it changes no result
+    assert "downstream.cls.channels" not in synthetic  # another task's settings
+
+    wider = [*SMALL, "downstream.seg.channels=[4,8,16]", "grid.modes=[none]"]
+    again = run_sweep(load_config(CONFIGS / "smoke.yaml", wider), out, progress=False)
+    assert again.computed == ["seg-none-P_-r0-mix-f1-s0"]
+    made = write_report(uri, "smoke", tmp_path / "report", pdf=False)
+    de = next(p for p in made["tables"] if p.name.startswith("de-")).read_text()
+    assert "Mixed settings: its runs differ in downstream.seg.channels: [4, 8" in de
+    assert "The cell runs differ in downstream.seg.channels (settings.csv)" in made["summary"]
+    table = pd.read_csv(tmp_path / "report" / "settings.csv")
+    assert sorted(table["downstream.seg.channels"]) == ["[4, 8, 16]", "[4, 8]"]
