@@ -22,6 +22,7 @@ import json
 import platform
 import shutil
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ PACKAGES = (
 )
 # The MLflow tag holding the environment's id; its fields are ``env.<field>``.
 ENV_TAG = "env"
+THREADS_TAG = "threads"  # the torch threads a stage was computed with (per stage, not per install)
 _TIMEOUT_S = 10
 
 
@@ -68,6 +70,17 @@ def environment() -> dict[str, Any]:
     return env
 
 
+def torch_threads() -> int | None:
+    """torch's intra-op thread count in this process now; None when torch is not loaded.
+
+    Recorded per stage, not in :func:`environment`: a sweep sets it per worker after the
+    environment is looked up, and it moves CPU results. A sum of 4 million floats, or a
+    convolution's output summed, differs in its last bits between 1 and 2 threads (torch
+    2.13.0+cpu), since each thread reduces its own chunk."""
+    torch = sys.modules.get("torch")
+    return None if torch is None else int(torch.get_num_threads())
+
+
 def environment_id(env: dict[str, Any]) -> str:
     """12 hex digits of SHA-256 over ``env`` without its ``id``: equal for equal installs."""
     fields = {k: v for k, v in env.items() if k != "id"}
@@ -87,6 +100,15 @@ def environment_tags(env: dict[str, Any] | None) -> dict[str, str]:
             tags |= {f"{ENV_TAG}.{name}": str(v) for name, v in value.items()}
         elif key != "id":
             tags[f"{ENV_TAG}.{key}"] = ", ".join(value) if isinstance(value, list) else str(value)
+    return tags
+
+
+def provenance_tags(done: dict[str, Any]) -> dict[str, str]:
+    """MLflow tags of what computed a stage, from its ``done.json``: its environment's
+    (:func:`environment_tags`) and ``threads`` (torch's intra-op threads), each when recorded."""
+    tags = environment_tags(done.get("environment"))
+    if done.get("threads") is not None:
+        tags[THREADS_TAG] = str(done["threads"])
     return tags
 
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock
 
 from benchmark import faults
-from benchmark.environment import environment
+from benchmark.environment import environment, torch_threads
 
 if TYPE_CHECKING:
     from benchmark.distributed import Ranks
@@ -217,6 +217,7 @@ class StageStore:
                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     "host": socket.gethostname(),
                     "environment": self.environment,
+                    "threads": torch_threads(),
                     "summary": summary,
                 }
                 _write_json(tmp / "done.json", done)

@@ -53,6 +53,8 @@ CELL_TAGS: dict[str, type] = {
     "stage": str,
     # The id of the software environment that computed it (see ENV_TAG).
     "env": str,
+    # torch's intra-op threads it trained with: CPU results move with them.
+    "threads": int,
 }
 # Run-level metrics that are kept without a `test/` prefix.
 EXTRA_METRICS = CELL_RUN_METRICS
@@ -153,11 +155,12 @@ def collect_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
     """One row per finished cell run of `experiment`.
 
     Columns: run_id, start_time, the cell tags (cell_key, task, mode, prompt, ratio, protocol,
-    real_fraction, seed, model, primary_metric, status, stage, env), `settings` (the id of
+    real_fraction, seed, model, primary_metric, status, stage, env, threads), `settings` (the id of
     the settings it was computed under, `reports.settings`), then one column per
     `test/<name>` metric (named `<name>`) and epochs_to_95, seconds_to_95, val_auc,
     train_seconds, best_epoch and optimiser_steps when logged.
-    `seed` is a nullable integer so that a missing tag stays missing instead of becoming a float.
+    `seed` and `threads` are nullable integers, so that a missing tag stays missing instead
+    of becoming a float.
     """
     client = _client(tracking_uri)
     runs = _search(client, _experiment_id(client, tracking_uri, experiment), "cell")
@@ -178,7 +181,8 @@ def collect_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
     metric_cols = sorted(c for c in df.columns if c not in fixed and c not in EXTRA_METRICS)
     extra_cols = [c for c in EXTRA_METRICS if c in df.columns]
     df = df[fixed + metric_cols + extra_cols]
-    df["seed"] = pd.array(df["seed"], dtype="Int64")
+    for column in ("seed", "threads"):  # nullable: a missing tag stays missing
+        df[column] = pd.array(df[column], dtype="Int64")
     df["ratio"] = df["ratio"].astype(float)
     df["real_fraction"] = df["real_fraction"].astype(float)
     return df.sort_values(["cell_key", "seed", "start_time"], ignore_index=True)

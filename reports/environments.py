@@ -85,3 +85,16 @@ def gpu_models(names: list[str]) -> str:
     model, models in their first order; "no GPU" for none."""
     counts = Counter(names)
     return ", ".join(f"{n} x {name}" if n > 1 else name for name, n in counts.items()) or "no GPU"
+
+
+def describe_threads(runs: pd.DataFrame) -> list[str]:
+    """A sentence (plain text) when the cell runs ``runs`` (`reports.collect.collect_runs`'
+    frame) were trained with different numbers of torch threads; none otherwise."""
+    counts = Counter(int(t) for t in runs.get("threads", pd.Series(dtype="Int64")).dropna())
+    if len(counts) < 2:
+        return []
+    each = ", ".join(f"{n} with {t}" for t, n in sorted(counts.items()))
+    return [
+        f"The cell runs were trained with different numbers of torch threads ({each};"
+        " runs.csv's threads column): on a CPU a result moves in its last digits with them."
+    ]

@@ -26,7 +26,7 @@ from reports.collect import (
     sweep_folder,
 )
 from reports.document import compile_pdf, write_tex
-from reports.environments import describe_environments
+from reports.environments import describe_environments, describe_threads
 from reports.figures import write_figures
 from reports.settings import describe_settings, settings_table
 from reports.stats import check_test_unit
@@ -134,7 +134,7 @@ def write_report(
     environments = collect_environments(tracking_uri, experiment)
     exports = [*export(runs, out, "runs"), *export(per_sample, out, "per_sample")]
     exports += export(environments, out, "environments")
-    provenance = describe_environments(environments)
+    provenance = describe_environments(environments) + describe_threads(usable_runs(runs))
     # Of the runs the tables and figures show: what they were computed under.
     settings = collect_settings(tracking_uri, experiment)
     settings = settings[settings["run_id"].isin(usable_runs(runs)["run_id"])]

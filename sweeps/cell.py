@@ -20,7 +20,7 @@ from benchmark.config import to_dict
 from benchmark.data.assembly import take_synthetic
 from benchmark.data.records import EchoData
 from benchmark.downstream_config import DownstreamConfig
-from benchmark.environment import environment_tags
+from benchmark.environment import provenance_tags
 from benchmark.grid import GridCell
 from benchmark.metrics import convergence
 from benchmark.runtime import resolve_device, seed_everything
@@ -257,7 +257,7 @@ def _log_cell_run(ws: Workspace, cell: GridCell, stage: Stage, parent_id: str | 
         "status": "ok",
         "stage": stage.key,
     }
-    tags |= environment_tags(stage.done.get("environment"))  # the install that computed it
+    tags |= provenance_tags(stage.done)  # the install and threads that computed it
     run_id = tracker.start_run(cell.key(), tags, parent_id)
     params = {k: v for k, v in to_dict(ws.cfg).items() if k in ("data", "downstream")}
     # What this cell trained with (downstream.train under its task's own values): one name

@@ -53,7 +53,7 @@ from benchmark.checkpoints import load_state, save_state
 from benchmark.config import to_dict
 from benchmark.data.records import EchoData
 from benchmark.downstream_config import DownstreamConfig
-from benchmark.environment import environment_tags
+from benchmark.environment import provenance_tags
 from benchmark.fidelity import (
     EXTRACTOR,
     EchoEncoder,
@@ -353,7 +353,7 @@ def _log_fidelity_run(
 ) -> str | None:
     tracker = ws.tracker
     result = json.loads((stage.path / "fidelity.json").read_text())
-    tags = tags | environment_tags(stage.done.get("environment"))  # the install that measured
+    tags = tags | provenance_tags(stage.done)  # the install and threads that measured
     run_id = tracker.start_run(
         f"fidelity-{stage.key}", {"kind": "fidelity", "stage": stage.key, **tags}
     )

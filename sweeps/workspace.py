@@ -22,7 +22,7 @@ from benchmark.data.fingerprint import source_fingerprint
 from benchmark.data.records import DATA_FORMAT, EchoData
 from benchmark.data.sources import load_real
 from benchmark.distributed import Ranks
-from benchmark.environment import environment_tags
+from benchmark.environment import provenance_tags
 from benchmark.grid import PROMPTED_MODES, GridCell, Mode, Prompt
 from benchmark.imaging import save_grid
 from benchmark.redact import mask_config
@@ -335,7 +335,7 @@ class Workspace:
                 "prompt": prompt.value if prompt else "-",
                 "real_fraction": fraction,
             }
-            | environment_tags(stage.done.get("environment")),
+            | provenance_tags(stage.done),
         )
         tracker.log_params(run_id, {"generator": to_dict(self.cfg.generator)})
         losses = json.loads((stage.path / "losses.json").read_text())

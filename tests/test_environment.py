@@ -14,6 +14,7 @@ from benchmark.environment import (
     environment,
     environment_id,
     environment_tags,
+    provenance_tags,
 )
 from benchmark.stages import StageStore
 
@@ -93,3 +94,18 @@ def test_every_stage_records_the_environment_that_computed_it(tmp_path):
     stage = store.get_or_compute("gen", {"a": 1}, lambda folder: None)
     done = json.loads((stage.path / "done.json").read_text())
     assert done["environment"] == environment() == stage.done["environment"]
+
+
+def test_every_stage_records_the_threads_it_was_computed_with(tmp_path):
+    store = StageStore(tmp_path)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # as a sweep's worker sets it, after the store was opened
+        stage = store.get_or_compute("gen", {"a": 2}, lambda folder: None)
+    finally:
+        torch.set_num_threads(before)
+    assert json.loads((stage.path / "done.json").read_text())["threads"] == 1
+    tags = provenance_tags(stage.done)
+    assert tags["threads"] == "1" and tags["env"] == environment()["id"]
+    # A stage written before threads (or environments) were recorded tags neither.
+    assert provenance_tags({"environment": None}) == {}

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from reports.collect import collect_environments, collect_fidelity, collect_runs
-from reports.environments import describe_environments
+from reports.environments import describe_environments, describe_threads
 from tests.reports.conftest import sqlite_experiment
 
 SWEEP = "envs"
@@ -106,3 +106,13 @@ def test_one_environment_is_described():
     envs["gpus"] = ", ".join(["NVIDIA H100 80GB HBM3"] * 8 + ["NVIDIA A100-SXM4-40GB"])
     (text,) = describe_environments(envs)
     assert text.endswith("on 8 x NVIDIA H100 80GB HBM3, NVIDIA A100-SXM4-40GB, CUDA 12.8.")
+
+
+def test_different_thread_counts_are_named_with_their_runs():
+    runs = pd.DataFrame({"threads": pd.array([1, 1, 2, None], dtype="Int64")})
+    assert describe_threads(runs) == [
+        "The cell runs were trained with different numbers of torch threads (2 with 1, 1 with"
+        " 2; runs.csv's threads column): on a CPU a result moves in its last digits with them."
+    ]
+    assert describe_threads(runs.iloc[:2]) == []  # one count
+    assert describe_threads(pd.DataFrame({"seed": [0]})) == []  # logged before threads were

@@ -118,7 +118,9 @@ def test_a_grid_that_leaves_cells_out_shows_their_settings_apart(tmp_path):
     uri = default_tracking_uri(out)
     run_sweep(load_config(CONFIGS / "smoke.yaml", SMALL), out, progress=False)
     per_run = collect_settings(uri, "smoke").set_index("run_id")
-    keys = dict(zip(*collect_runs(uri, "smoke")[["run_id", "cell_key"]].T.values))
+    runs = collect_runs(uri, "smoke")
+    assert (runs["threads"] >= 1).all()  # and the threads each was trained with
+    keys = dict(zip(runs["run_id"], runs["cell_key"]))
     logged = {keys[r]: row.dropna().to_dict() for r, row in per_run.iterrows()}
     base, synthetic = (
         logged["seg-none-P_-r0-mix-f1-s0"],
