@@ -119,9 +119,8 @@ def write_report(
     (`reports.stats.TEST_UNITS`).
     Returns `tables`, `exports`, `figures` (paths), `tex`, `pdf` (None when not compiled),
     `summary` (the terminal table, the software environments and settings, then the failed
-    cells) and
-    `failed` (cells without a result: key, reason; also `failed.csv` and a section of
-    report.tex).
+    cells) and `failed` (cells without a result: key, reason; also `failed.csv` and a section
+    of report.tex).
     """
     check_test_unit(test_unit)  # before anything is written
     out = Path(out)

@@ -85,7 +85,7 @@ def mixed_note(runs: pd.DataFrame, per_run: pd.DataFrame) -> str:
     if varies:
         named = [
             f"{escape_latex(key)}: "
-            + ", ".join(f"{escape_latex(value)} in {n} runs" for value, n in counts.most_common())
+            + ", ".join(f"{escape_latex(value)} in {_runs(n)}" for value, n in counts.most_common())
             for key, counts in list(varies.items())[:_SHOWN]
         ]
         more = len(varies) - _SHOWN
@@ -93,11 +93,12 @@ def mixed_note(runs: pd.DataFrame, per_run: pd.DataFrame) -> str:
         text = f" Mixed settings: its runs differ in {'; '.join(named)}."
         text += " Compare its entries with care."
         if unknown:
-            text += f" {unknown} more of its runs record no settings."
+            text += f" It also holds {_runs(unknown)} without settings."
         return text
     if unknown:
         return (
-            f" {unknown} of its {len(own)} runs were logged before settings were recorded:"
+            f" {unknown} of its {len(own)} runs {'was' if unknown == 1 else 'were'} logged"
+            " before settings were recorded:"
             " whether they share the others' settings is unknown."
         )
     return ""
@@ -121,5 +122,10 @@ def describe_settings(per_run: pd.DataFrame) -> list[str]:
         )
     unknown = len(per_run) - len(recorded)
     if unknown:
-        out.append(f"{unknown} cell runs were logged before settings were recorded.")
+        were = "run was" if unknown == 1 else "runs were"
+        out.append(f"{unknown} cell {were} logged before settings were recorded.")
     return out
+
+
+def _runs(n: int) -> str:
+    return f"{n} run" if n == 1 else f"{n} runs"

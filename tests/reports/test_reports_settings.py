@@ -73,7 +73,7 @@ def test_settings_differ_key_by_key_not_by_id():
     note = mixed_note(per_run[["run_id"]], per_run)
     assert note == (
         r" Mixed settings: its runs differ in downstream.seg.channels: [16, 32, 64] in 3 runs,"
-        r" [16, 32, 64, 128] in 2 runs; generator.epochs: 40 in 2 runs, 80 in 1 runs."
+        r" [16, 32, 64, 128] in 2 runs; generator.epochs: 40 in 2 runs, 80 in 1 run."
         " Compare its entries with care."
     )
     # Only the table's own runs count: these two agree.
@@ -86,12 +86,15 @@ def test_settings_differ_key_by_key_not_by_id():
 def test_runs_without_settings_are_counted_not_compared():
     per_run = _per_run([("old", {}), ("new", SEG), ("new-1", SEG)])
     note = mixed_note(per_run[["run_id"]], per_run)
-    assert note.startswith(" 1 of its 3 runs were logged before settings were recorded")
+    assert note.startswith(" 1 of its 3 runs was logged before settings were recorded")
+    wider = SEG | {"downstream.seg.channels": "[16, 32, 64, 128]"}
+    mixed = _per_run([("old", {}), ("new", SEG), ("wide", wider)])
+    assert mixed_note(mixed[["run_id"]], mixed).endswith(
+        "Compare its entries with care. It also holds 1 run without settings."
+    )
     # A table of old runs only says nothing: the report's opening says it once.
     assert mixed_note(pd.DataFrame({"run_id": ["old"]}), per_run) == ""
-    assert (
-        describe_settings(per_run)[-1] == "1 cell runs were logged before settings were recorded."
-    )
+    assert describe_settings(per_run)[-1] == "1 cell run was logged before settings were recorded."
     table = settings_table(per_run)
     assert table[["settings", "runs"]].values.tolist() == [
         [settings_id(SEG), 2],
