@@ -371,6 +371,7 @@ class Config:
     def __post_init__(self) -> None:
         if not self.name or not all(ch.isalnum() or ch in "-_" for ch in self.name):
             raise ValueError(f"name must be letters, digits, '-' or '_', got {self.name!r}")
+        self.downstream.seg.plan_for(self.data.size)
         # The seg network trains for seg cells and as the fidelity stage's segmenter.
         judged = self.fidelity.enabled and self.fidelity.segmenter_epochs > 0
         if Task.SEG in self.grid.values("tasks") or judged:

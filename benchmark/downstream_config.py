@@ -100,6 +100,25 @@ TrainOverrides = _all_optional(
 )
 
 
+# nnU-Net's 2D topology rules (downstream.seg.plan: nnunet): the first level's width, the
+# widest level, and the smallest side a level may reach.
+_NNUNET_BASE, _NNUNET_MAX, _NNUNET_MIN_SIDE = 32, 512, 4
+_DEFAULT_SEG_CHANNELS = [16, 32, 64, 128]
+
+
+def nnunet_plan(size: int) -> tuple[list[int], int]:
+    """nnU-Net's 2D network for ``size`` x ``size`` images: the channels per level and the
+    lower outputs it supervises. Levels halve the side while it stays at least 4 px (and
+    divides evenly: nnU-Net pads instead); widths start at 32 and double, up to 512; every
+    decoder output but the lowest is supervised, the full one included. 64 px: [32, 64, 128,
+    256, 512] and 2; 128 px: [32, 64, 128, 256, 512, 512] and 3; 256 px: seven levels and 4."""
+    halvings = 0
+    while size % 2 ** (halvings + 1) == 0 and size // 2 ** (halvings + 1) >= _NNUNET_MIN_SIDE:
+        halvings += 1
+    channels = [min(_NNUNET_BASE * 2**i, _NNUNET_MAX) for i in range(halvings + 1)]
+    return channels, max(len(channels) - 3, 0)
+
+
 @dataclass
 class SegModelConfig:
     """The seg task: a network for 4-class segmentation, and its training settings.
@@ -108,35 +127,73 @@ class SegModelConfig:
     ``num_res_units`` > 0), or ``dynunet``, MONAI's ``DynUNet``, nnU-Net's 2D network
     (3x3 convolutions, instance norm, leaky ReLU, strided downsampling; residual blocks
     when ``num_res_units`` > 0, nnU-Net's plain ones at 0). ``channels`` are the widths
-    per resolution level, each level halving the side. ``deep_supervision`` (dynunet
-    only): the number of lower-resolution outputs supervised besides the full one, as
-    nnU-Net does (0: off)."""
+    per resolution level, each level halving the side ([16, 32, 64, 128] when left out).
+    ``deep_supervision`` (dynunet only): the number of lower-resolution outputs supervised
+    besides the full one, as nnU-Net does (0, off, when left out). ``plan: nnunet``
+    (dynunet only) sets what is left out of the two from ``data.size`` by nnU-Net's rules
+    (:func:`nnunet_plan`, applied by the config: ``plan_for``); channels given must be the
+    plan's."""
 
     train: TrainOverrides = field(default_factory=TrainOverrides)
     network: Literal["unet", "dynunet"] = "unet"
-    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    plan: Literal["manual", "nnunet"] = "manual"
+    channels: list[int] | None = None
     num_res_units: int = 1
     dropout: float = 0.0
-    deep_supervision: int = 0
+    deep_supervision: int | None = None
 
     def __post_init__(self) -> None:
-        if len(self.channels) < 2 or any(c <= 0 for c in self.channels):
+        if self.plan == "nnunet" and self.network != "dynunet":
+            raise ValueError(
+                "downstream.seg.plan nnunet plans nnU-Net's network: set"
+                " downstream.seg.network: dynunet"
+            )
+        if self.plan == "manual":
+            self.channels = list(_DEFAULT_SEG_CHANNELS) if self.channels is None else self.channels
+            self.deep_supervision = self.deep_supervision or 0
+        self._check()
+
+    def _check(self) -> None:
+        """The values set so far (under plan: nnunet, channels may wait for ``plan_for``)."""
+        if self.channels is not None and (
+            len(self.channels) < 2 or any(c <= 0 for c in self.channels)
+        ):
             raise ValueError("downstream.seg.channels needs >= 2 positive integers")
         if not 0 <= self.dropout < 1:
             raise ValueError("downstream.seg.dropout must be in [0, 1)")
         if self.num_res_units < 0:
             raise ValueError(f"downstream.seg.num_res_units must be >= 0, got {self.num_res_units}")
+        if self.channels is None:
+            return
         if self.network == "dynunet" and len(self.channels) < 3:
             raise ValueError("downstream.seg.network dynunet needs >= 3 levels in channels")
         if self.deep_supervision and self.network != "dynunet":
             raise ValueError("downstream.seg.deep_supervision needs network: dynunet")
         # DynUNet supervises the outputs of its upsampling levels but the lowest one.
         most = max(len(self.channels) - 2, 0)
-        if not 0 <= self.deep_supervision <= most:
+        if self.deep_supervision is not None and not 0 <= self.deep_supervision <= most:
             raise ValueError(
                 f"downstream.seg.deep_supervision must be in [0, {most}] for "
                 f"{len(self.channels)} levels in channels, got {self.deep_supervision}"
             )
+
+    def plan_for(self, size: int) -> None:
+        """Under ``plan: nnunet``, set ``channels`` and ``deep_supervision`` where left out
+        to nnU-Net's plan for ``size`` (``data.size``) px; a ``channels`` given must be it."""
+        if self.plan != "nnunet":
+            return
+        channels, supervised = nnunet_plan(size)
+        if self.channels is not None and self.channels != channels:
+            raise ValueError(
+                f"downstream.seg.channels {self.channels} is not nnU-Net's plan for data.size"
+                f" {size}, {channels}: leave it out (null, --set downstream.seg.channels=null)"
+                " or set downstream.seg.plan: manual"
+            )
+        self.channels = channels
+        self.deep_supervision = (
+            supervised if self.deep_supervision is None else self.deep_supervision
+        )
+        self._check()
 
     def downsampling(self) -> int:
         """How many times the network halves the side: the image side must divide by
@@ -244,5 +301,6 @@ class DownstreamConfig:
         settings and ``augment``. Other tasks' settings are not in it, so changing them
         recomputes none of this task's results."""
         name = getattr(task, "value", task)
-        model = {k: v for k, v in asdict(getattr(self, name)).items() if k != "train"}
+        # `plan` decides nothing the planned channels do not: keys stay as they were.
+        model = {k: v for k, v in asdict(getattr(self, name)).items() if k not in ("train", "plan")}
         return {"model": model, "train": asdict(self.train_for(name)), "augment": self.augment}

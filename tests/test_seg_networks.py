@@ -14,7 +14,8 @@ from safetensors.torch import save_file
 
 from benchmark.__main__ import main
 from benchmark.checkpoints import CheckpointError, aliases, load_state, read_state, save_state
-from benchmark.config import ConfigError, load_config
+from benchmark.config import ConfigError, dump_config, load_config
+from benchmark.downstream_config import SegModelConfig, nnunet_plan
 from benchmark.grid import Task
 from downstream.registry import build_model, build_task
 from downstream.segmentation import SegmentationTask, deep_supervision_weights
@@ -107,6 +108,77 @@ def test_the_deeply_supervised_loss_by_hand():
     ],
 )
 def test_bad_network_settings_are_refused_by_name(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        smoke(*overrides)
+
+
+@pytest.mark.parametrize(
+    ("size", "channels", "supervised"),
+    [
+        (16, [32, 64, 128], 0),
+        (64, [32, 64, 128, 256, 512], 2),  # down to 4 px
+        (72, [32, 64, 128, 256], 1),  # 9 px: 72 does not halve evenly a fourth time
+        (128, [32, 64, 128, 256, 512, 512], 3),  # 512 at most
+        (256, [32, 64, 128, 256, 512, 512, 512], 4),
+    ],
+)
+def test_nnunets_plan_by_hand(size, channels, supervised):
+    assert nnunet_plan(size) == (channels, supervised)
+
+
+# The smoke preset sets channels: left out (null), the plan sets them.
+PLANNED = [
+    "downstream.seg.network=dynunet",
+    "downstream.seg.plan=nnunet",
+    "downstream.seg.channels=null",
+]
+
+
+def test_the_config_plans_nnunets_network_for_its_size(tmp_path):
+    cfg = smoke(*PLANNED, "data.size=64")
+    seg = cfg.downstream.seg
+    assert seg.channels == [32, 64, 128, 256, 512] and seg.deep_supervision == 2
+    model = build_model(Task.SEG, cfg.downstream, 64)
+    assert isinstance(model, DynUNet) and model.filters == [32, 64, 128, 256, 512]
+    # The resolved config names the planned values and loads back to the same network.
+    saved = tmp_path / "config.yaml"
+    saved.write_text(dump_config(cfg))
+    assert load_config(saved).downstream.seg == seg
+    # What is given is kept: deep supervision off, and channels that are the plan's.
+    kept = smoke(*PLANNED, "downstream.seg.deep_supervision=0", "data.size=64").downstream.seg
+    assert kept.deep_supervision == 0 and kept.channels == seg.channels
+    # The plan is not part of a cell's key; the planned values are.
+    settings = cfg.downstream.task_settings(Task.SEG)["model"]
+    assert "plan" not in settings and settings["channels"] == seg.channels
+    manual = smoke(
+        "downstream.seg.network=dynunet",
+        "downstream.seg.channels=[32,64,128,256,512]",
+        "downstream.seg.deep_supervision=2",
+        "data.size=64",
+    )
+    assert manual.downstream.task_settings(Task.SEG) == cfg.downstream.task_settings(Task.SEG)
+    # Left out under plan: manual, the defaults of before.
+    assert SegModelConfig().channels == [16, 32, 64, 128]
+    assert SegModelConfig().deep_supervision == 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["downstream.seg.plan=nnunet"],
+            "plan nnunet plans nnU-Net's network: set downstream.seg.network: dynunet",
+        ),
+        (
+            ["downstream.seg.network=dynunet", "downstream.seg.plan=nnunet"],
+            r"channels \[8, 16, 32\] is not nnU-Net's plan for data.size 32, \[32, 64, 128, 256\]:"
+            r" leave it out \(null, --set downstream.seg.channels=null\)",
+        ),
+        ([*PLANNED, "downstream.seg.deep_supervision=3"], r"must be in \[0, 2\] for 4 levels"),
+        (["downstream.seg.plan=auto"], r"'auto' is not one of \['manual', 'nnunet'\]"),
+    ],
+)
+def test_bad_plans_are_refused_by_name(overrides, message):
     with pytest.raises(ConfigError, match=message):
         smoke(*overrides)
 
