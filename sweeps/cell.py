@@ -30,6 +30,7 @@ from downstream.protocols import ProtocolResult, run_protocol, run_protocol_toge
 from downstream.registry import build_model, build_task
 from downstream.training import Task
 from sweeps.fidelity import fidelity_stage
+from sweeps.tuning import tuned_keys
 from sweeps.workspace import Workspace
 
 # The clinical indices per test patient, predicted and reference (seg with pixel spacing).
@@ -248,6 +249,20 @@ def log_cell(ws: Workspace, cell: GridCell, stage: Stage, parent_id: str | None)
     return run_id
 
 
+def logged_settings(ws: Workspace, cell: GridCell) -> dict:
+    """``ws.cell_settings(cell)``, where each cell tunes its own training
+    (``sweep.tune_scope: cell``) with the search in place of the cell's winners: the cells of
+    one table were tuned alike, and each found its own values by design."""
+    settings = ws.cell_settings(cell)
+    sweep = ws.cfg.sweep
+    if sweep.tune and sweep.tune_scope == "cell":
+        train = settings["downstream"][cell.task.value]["train"]
+        for key in tuned_keys(ws.cfg):
+            train.pop(key, None)
+        settings["sweep"] = {k: v for k, v in to_dict(sweep).items() if k.startswith("tune")}
+    return settings
+
+
 def _log_cell_run(ws: Workspace, cell: GridCell, stage: Stage, parent_id: str | None) -> str | None:
     tracker = ws.tracker
     summary = json.loads((stage.path / "metrics.json").read_text())
@@ -266,7 +281,7 @@ def _log_cell_run(ws: Workspace, cell: GridCell, stage: Stage, parent_id: str | 
     if cell.uses_generator:
         params["generator"] = to_dict(ws.cfg.generator)
     # What decided its result, under one prefix: a report compares these across a table.
-    params[SETTINGS_PARAM] = ws.cell_settings(cell)
+    params[SETTINGS_PARAM] = logged_settings(ws, cell)
     tracker.log_params(run_id, params)
     curves = json.loads((stage.path / "curves.json").read_text())
     tracker.log_curves(run_id, curves)

@@ -12,6 +12,7 @@ from benchmark.config import load_config
 from benchmark.tracking import default_tracking_uri
 from reports.collect import collect_fidelity, collect_runs, collect_settings
 from reports.report import write_report
+from reports.settings import differing
 from sweeps.grid import run_sweep
 from sweeps.sync import sync
 from tests.conftest import CONFIGS
@@ -143,3 +144,21 @@ def test_a_grid_that_leaves_cells_out_shows_their_settings_apart(tmp_path):
     assert "The cell runs differ in downstream.seg.channels (settings.csv)" in made["summary"]
     table = pd.read_csv(tmp_path / "report" / "settings.csv")
     assert sorted(table["downstream.seg.channels"]) == ["[4, 8, 16]", "[4, 8]"]
+
+
+def test_cells_tuned_one_by_one_log_the_search_not_their_winners(tmp_path):
+    """Under sweep.tune_scope: cell every cell finds its own training values by design: its
+    settings name the search, so that a table of such cells is not called mixed."""
+    out = tmp_path / "run"
+    tuned = [*SMALL, "grid.modes=[none]", "grid.seeds=[0,1]", "sweep.tune=true"]
+    tuned += ["sweep.tune_scope=cell", "sweep.tune_trials=2", "sweep.tune_epochs=[1,2]"]
+    result = run_sweep(load_config(CONFIGS / "smoke.yaml", tuned), out, progress=False)
+    assert len(result.computed) == 2 and not result.failed
+    per_run = collect_settings(default_tracking_uri(out), "smoke")
+    assert len(per_run) == 2 and per_run["settings"].nunique() == 1
+    for tuned_key in ("lr", "weight_decay", "batch_size", "epochs"):
+        assert f"downstream.seg.train.{tuned_key}" not in per_run.columns
+    assert "downstream.seg.train.scheduler" in per_run.columns  # not searched: a setting
+    assert set(per_run["sweep.tune_scope"]) == {"cell"}
+    assert set(per_run["sweep.tune_epochs"]) == {"[1, 2]"}
+    assert differing(per_run) == {}
